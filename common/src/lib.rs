@@ -1,0 +1,3 @@
+//! Concepts shared by scx_concord, concord-lab and the workloads, defined once.
+pub mod sched;
+pub mod topology;

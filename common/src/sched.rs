@@ -1,0 +1,119 @@
+//! Which scheduler a lab run uses: `eevdf` (no sched_ext scheduler), our `concord`, or a peer
+//! installed from crates.io (`lavd`, `bpfland`), each optionally with arguments after a colon:
+//! `concord:--pinned-queue shared --queue global`.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedKind {
+    Eevdf,
+    Concord,
+    Lavd,
+    Bpfland,
+}
+
+impl SchedKind {
+    pub const ALL: [SchedKind; 4] = [SchedKind::Eevdf, SchedKind::Concord, SchedKind::Lavd, SchedKind::Bpfland];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedKind::Eevdf => "eevdf",
+            SchedKind::Concord => "concord",
+            SchedKind::Lavd => "lavd",
+            SchedKind::Bpfland => "bpfland",
+        }
+    }
+
+    /// The executable's file name, or None for the kernel's built-in scheduler.
+    pub fn binary(self) -> Option<&'static str> {
+        match self {
+            SchedKind::Eevdf => None,
+            SchedKind::Concord => Some("scx_concord"),
+            SchedKind::Lavd => Some("scx_lavd"),
+            SchedKind::Bpfland => Some("scx_bpfland"),
+        }
+    }
+
+    /// The name the kernel shows in /sys/kernel/sched_ext/root/ops once attached.
+    pub fn ops_name(self) -> Option<&'static str> {
+        match self {
+            SchedKind::Eevdf => None,
+            SchedKind::Concord => Some(CONCORD_OPS_NAME),
+            SchedKind::Lavd => Some("lavd"),
+            SchedKind::Bpfland => Some("bpfland"),
+        }
+    }
+
+    /// Peers come from crates.io with `cargo install`; concord is built in this workspace.
+    pub fn crate_name(self) -> Option<&'static str> {
+        match self {
+            SchedKind::Lavd => Some("scx_lavd"),
+            SchedKind::Bpfland => Some("scx_bpfland"),
+            _ => None,
+        }
+    }
+}
+
+/// The sched_ext ops name of scx_concord (also set in the BPF object; a test keeps them equal).
+pub const CONCORD_OPS_NAME: &str = "concord";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedSpec {
+    pub kind: SchedKind,
+    pub args: Vec<String>,
+}
+
+impl SchedSpec {
+    pub fn eevdf() -> Self {
+        Self { kind: SchedKind::Eevdf, args: vec![] }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let (name, args) = match s.split_once(':') {
+            Some((n, a)) => (n.trim(), Some(a)),
+            None => (s.trim(), None),
+        };
+        let Some(kind) = SchedKind::ALL.iter().copied().find(|k| k.name() == name) else {
+            let names: Vec<_> = SchedKind::ALL.iter().map(|k| k.name()).collect();
+            bail!("unknown scheduler '{name}' (choose one of: {})", names.join(", "));
+        };
+        let args: Vec<String> = args.map(|a| a.split_whitespace().map(String::from).collect()).unwrap_or_default();
+        if kind == SchedKind::Eevdf && !args.is_empty() {
+            bail!("eevdf is the kernel's own scheduler and takes no arguments");
+        }
+        Ok(Self { kind, args })
+    }
+
+    /// How it is written on a command line and in reports: `concord:--queue global`.
+    pub fn label(&self) -> String {
+        if self.args.is_empty() {
+            self.kind.name().to_string()
+        } else {
+            format!("{}:{}", self.kind.name(), self.args.join(" "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_arguments() {
+        assert_eq!(SchedSpec::parse("eevdf").unwrap(), SchedSpec::eevdf());
+        let s = SchedSpec::parse("concord:--pinned-queue shared  --queue global").unwrap();
+        assert_eq!(s.kind, SchedKind::Concord);
+        assert_eq!(s.args, ["--pinned-queue", "shared", "--queue", "global"]);
+        assert_eq!(s.label(), "concord:--pinned-queue shared --queue global");
+        assert_eq!(SchedSpec::parse(&s.label()).unwrap(), s);
+        assert_eq!(SchedSpec::parse("lavd").unwrap().kind.ops_name(), Some("lavd"));
+    }
+
+    #[test]
+    fn rejects_unknown_and_misused() {
+        assert!(SchedSpec::parse("cfs").unwrap_err().to_string().contains("choose one of"));
+        assert!(SchedSpec::parse("eevdf:--x").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! concord-lab: boot sched_ext kernels under QEMU TCG and run schedulers and workloads inside.
+
+mod guest;
+mod initramfs;
+mod kernel;
+mod peers;
+mod protocol;
+mod util;
+mod vm;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use concord_common::sched::{SchedKind, SchedSpec};
+use concord_common::topology::TopologySpec;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::protocol::{exit, Job};
+use crate::util::{exe_dir, progress};
+
+/// concord-lab: run sched_ext schedulers (scx_concord and peers) in a QEMU TCG guest on a
+/// Debian sched_ext kernel, with the host's root filesystem shared read-only.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Resolve, download (once) and print the path of a sched_ext kernel image.
+    Kernel {
+        /// Kernel series (7.3, 7.0) or `latest`; 7.1 and 7.2 are refused (broken scx BTF).
+        #[arg(long, default_value = kernel::DEFAULT_SERIES)]
+        kernel: String,
+    },
+    /// Boot a VM, optionally start a scheduler, run CMD as root, exit with CMD's exit code.
+    ///
+    /// Exit codes besides CMD's: 124 timeout, 125 lab error (boot, topology, scheduler did not
+    /// attach), 126 the scheduler failed while CMD ran, 127 CMD not found, 130 interrupted.
+    Vm(VmArgs),
+    /// Install peer schedulers (scx_lavd, scx_bpfland) from crates.io into the lab cache.
+    Peers {
+        /// Which peers (default: all).
+        names: Vec<String>,
+    },
+    /// Print the LLC / NUMA / SMT groups this machine reports (used inside the guest).
+    Topology,
+    /// Guest-side runner, started by the VM's /init. Not for direct use.
+    #[command(hide = true)]
+    Guest { run_dir: PathBuf },
+}
+
+#[derive(Args)]
+struct VmArgs {
+    /// Kernel series (7.3, 7.0, latest) or a path to a bzImage (with `config` beside it).
+    #[arg(long, default_value = kernel::DEFAULT_SERIES)]
+    kernel: String,
+    /// Number of vCPUs on one node and one LLC (ignored with --topology).
+    #[arg(long, default_value_t = 2, conflicts_with = "topology")]
+    cpus: u32,
+    /// NUMA nodes, LLCs per node, cores per LLC, threads per core: `2n2l2c2t` or
+    /// `numa=2,llc=2,cores=2,smt=2` (omitted parts are 1). Checked inside the guest.
+    #[arg(long)]
+    topology: Option<String>,
+    /// Guest memory, e.g. 2G or 1536M.
+    #[arg(long, default_value = "2G")]
+    mem: String,
+    /// Kill the VM after this many seconds (whole run, boot included).
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Scheduler: eevdf (none), concord, lavd or bpfland, with arguments after a colon:
+    /// `concord:--pinned-queue shared`.
+    #[arg(long, default_value = "eevdf")]
+    sched: String,
+    /// Seconds to wait for the scheduler to attach (scx_lavd takes ~45 s under TCG).
+    #[arg(long, default_value_t = 120)]
+    sched_timeout: u64,
+    /// The command to run in the guest, after `--`.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+pub fn parse_mem_mib(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 1024),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("--mem '{s}' is not a size like 2G or 1536M"))?;
+    let mib = n * mul;
+    if !(256..=16384).contains(&mib) {
+        bail!("--mem {s}: choose between 256M and 16G");
+    }
+    Ok(mib)
+}
+
+fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
+    let Some(bin) = spec.kind.binary() else { return Ok(None) };
+    let path = match spec.kind {
+        SchedKind::Concord => exe_dir()?.join(bin),
+        _ => peers::bin_dir()?.join(bin),
+    };
+    if !path.is_file() {
+        match spec.kind {
+            SchedKind::Concord => bail!("{} not built: run `cargo build --release` (or `make build`)", path.display()),
+            _ => bail!("{} not installed: run `concord-lab peers {}`", path.display(), spec.kind.name()),
+        }
+    }
+    Ok(Some(path))
+}
+
+fn vm(args: VmArgs) -> Result<i32> {
+    // Validate everything before anything starts.
+    let topology = match &args.topology {
+        Some(t) => TopologySpec::parse(t)?,
+        None => {
+            if args.cpus == 0 || args.cpus > concord_common::topology::MAX_LAB_CPUS {
+                bail!("--cpus must be between 1 and {}", concord_common::topology::MAX_LAB_CPUS);
+            }
+            TopologySpec::flat(args.cpus)
+        }
+    };
+    let mem_mib = parse_mem_mib(&args.mem)?;
+    topology.check_memory(mem_mib)?;
+    if args.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
+    }
+    let sched = SchedSpec::parse(&args.sched)?;
+    let sched_bin = sched_binary(&sched)?;
+    vm::check_host()?;
+    let kernel = kernel::select(&args.kernel)?;
+    let mut path_prepend = vec![exe_dir()?];
+    if let Ok(p) = peers::bin_dir() {
+        path_prepend.push(p);
+    }
+    let job = Job {
+        cmd: args.cmd,
+        sched,
+        sched_binary: sched_bin,
+        sched_attach_timeout_s: args.sched_timeout,
+        topology,
+        kernel_config: kernel.config.clone(),
+        path_prepend,
+    };
+    progress(&format!(
+        "booting {} ({} CPUs, topology {topology}, {} MiB), scheduler {}",
+        kernel.release,
+        topology.nr_cpus(),
+        mem_mib,
+        job.sched.label()
+    ));
+    let out = vm::run(vm::VmConfig {
+        kernel,
+        topology,
+        mem_mib,
+        timeout: Duration::from_secs(args.timeout),
+        job,
+        stream: true,
+    })?;
+    if let Some(s) = out.boot_to_cmd_secs {
+        progress(&format!("command started {s:.1} s after QEMU started"));
+    }
+    if let Some(r) = &out.result {
+        if let Some(s) = &r.sched {
+            progress(&format!(
+                "scheduler {}: attached after {:.1} s, {} at the end, exit {}{}, state now {}",
+                s.label,
+                s.attach_secs,
+                if s.attached_at_end { "still attached" } else { "NOT attached" },
+                s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| format!("by signal {:?}", s.exit_signal)),
+                s.exit_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                s.state_after
+            ));
+        }
+        for p in &r.klog_problems {
+            progress(&format!("guest kernel log: {p}"));
+        }
+    }
+    progress(&format!("run directory (kernel log, outputs): {}", out.run_dir.display()));
+    if let Some(m) = &out.message {
+        eprintln!("concord-lab: error: {m}");
+    }
+    Ok(out.exit_code)
+}
+
+fn real_main() -> Result<i32> {
+    util::install_signal_handlers();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Kernel { kernel } => {
+            let k = kernel::select(&kernel)?;
+            println!("{}", k.image.display());
+            match &k.config {
+                Some(c) => progress(&format!("{}: config {} has sched_ext", k.release, c.display())),
+                None => progress(&format!(
+                    "{}: Debian ships no config for this kernel; sched_ext is checked when the VM boots",
+                    k.release
+                )),
+            }
+            Ok(0)
+        }
+        Cmd::Vm(args) => vm(args),
+        Cmd::Peers { names } => {
+            peers::install(&names)?;
+            Ok(0)
+        }
+        Cmd::Topology => {
+            let g = guest::observed_groups()?;
+            println!("llcs: {:?}\nnodes: {:?}\nsmt: {:?}", g.llcs, g.nodes, g.smt_cores);
+            Ok(0)
+        }
+        Cmd::Guest { run_dir } => {
+            guest::main(&run_dir)?;
+            Ok(0)
+        }
+    }
+}
+
+fn main() {
+    let code = match real_main() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("concord-lab: error: {e:#}");
+            exit::LAB_ERROR
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_mem_mib("2G").unwrap(), 2048);
+        assert_eq!(parse_mem_mib("1536M").unwrap(), 1536);
+        assert_eq!(parse_mem_mib("512").unwrap(), 512);
+        assert!(parse_mem_mib("2T").is_err());
+        assert!(parse_mem_mib("64M").is_err());
+    }
+}

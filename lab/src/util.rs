@@ -1,0 +1,90 @@
+//! Small helpers: cache location, progress lines, child processes that die with the lab.
+
+use anyhow::{bail, Context, Result};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// `$CONCORD_LAB_CACHE`, else `$XDG_CACHE_HOME/concord-lab`, else `~/.cache/concord-lab`.
+pub fn cache_dir() -> Result<PathBuf> {
+    let dir = if let Some(d) = std::env::var_os("CONCORD_LAB_CACHE") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        PathBuf::from(d).join("concord-lab")
+    } else {
+        let home = std::env::var_os("HOME").context("HOME is not set; set CONCORD_LAB_CACHE")?;
+        PathBuf::from(home).join(".cache/concord-lab")
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating cache dir {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// One progress line on stderr, so stdout stays the guest command's output.
+pub fn progress(msg: &str) {
+    eprintln!("[concord-lab] {msg}");
+}
+
+pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Children get SIGKILL when the lab dies, however it dies (even kill -9): no orphaned QEMU.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Find an executable on PATH or at an absolute path.
+pub fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Directory of the running executable: the workspace's target dir, where scx_concord and the
+/// workloads are built beside the lab.
+pub fn exe_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the concord-lab executable")?;
+    Ok(exe.parent().context("executable has no parent dir")?.to_path_buf())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Set by SIGINT/SIGTERM; long waits poll it so every exit path cleans up.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}

@@ -1,0 +1,262 @@
+//! Boot a kernel under QEMU TCG with the host's root filesystem shared read-only over
+//! virtio-fs, run the lab's guest runner inside, stream the command's output, return its result.
+//!
+//! Wiring: ttyS0 is the guest kernel console (saved to `console.log`), ttyS1 carries the
+//! command's stdout/stderr and the lab's marker lines (QEMU's stdout, read by a thread here).
+//! Two virtiofsd daemons serve `/` read-only and the run directory read-write; the guest mounts
+//! the latter at the same path, so files the guest writes there are the host's at once.
+
+use anyhow::{bail, Context, Result};
+use concord_common::topology::TopologySpec;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::initramfs;
+use crate::kernel::Kernel;
+use crate::protocol::{self, exit, GuestResult, Job, MARKER};
+use crate::util::{cache_dir, die_with_parent, interrupted, is_root, which};
+
+pub struct VmConfig {
+    pub kernel: Kernel,
+    pub topology: TopologySpec,
+    pub mem_mib: u64,
+    pub timeout: Duration,
+    pub job: Job,
+    /// Echo the command's output to our stdout as it arrives.
+    pub stream: bool,
+}
+
+pub struct VmOutcome {
+    pub exit_code: i32,
+    pub result: Option<GuestResult>,
+    pub run_dir: PathBuf,
+    /// Seconds from QEMU start to the command starting in the guest.
+    pub boot_to_cmd_secs: Option<f64>,
+    pub last_stage: String,
+    pub output: String,
+    pub message: Option<String>,
+}
+
+/// Everything the lab needs on the host, each with the fix when missing.
+pub fn check_host() -> Result<(PathBuf, PathBuf)> {
+    if !is_root() {
+        bail!("concord-lab vm must run as root (virtiofsd exports the host root to the guest): try sudo");
+    }
+    let qemu = which("qemu-system-x86_64")
+        .context("qemu-system-x86_64 not found: run scripts/setup-host.sh (installs qemu-system-x86 from bookworm-backports)")?;
+    let virtiofsd = which("virtiofsd")
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/virtiofsd")).filter(|p| p.is_file()))
+        .context("virtiofsd not found: run scripts/setup-host.sh (cargo install virtiofsd)")?;
+    Ok((qemu, virtiofsd))
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn new_run_dir() -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let dir = cache_dir()?.join("runs").join(format!("{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn spawn_virtiofsd(bin: &Path, socket: &Path, dir: &Path, readonly: bool, log: &Path) -> Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--socket-path={}", socket.display()))
+        .arg("--shared-dir")
+        .arg(dir)
+        .args(["--sandbox", "none", "--log-level", "error"]);
+    if readonly {
+        // Submount announcements make /proc and /sys fail in the guest's chroot ("Object is remote").
+        cmd.args(["--readonly", "--cache", "always", "--no-announce-submounts"]);
+    } else {
+        cmd.args(["--cache", "never"]);
+    }
+    die_with_parent(&mut cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log)?);
+    cmd.spawn().with_context(|| format!("starting {}", bin.display()))
+}
+
+fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(st) = child.try_wait()? {
+            bail!("virtiofsd exited ({st}) before listening: {}", std::fs::read_to_string(log).unwrap_or_default().trim());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("virtiofsd did not create {} within 10 s", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
+    let (qemu, virtiofsd) = check_host()?;
+    cfg.topology.check_memory(cfg.mem_mib)?;
+    let initrd = initramfs::ensure()?;
+    let lab_exe = std::env::current_exe()?;
+    let run_dir = new_run_dir()?;
+    std::fs::write(run_dir.join(protocol::JOB_FILE), serde_json::to_vec_pretty(&cfg.job)?)?;
+
+    let mut children = Children(Vec::new());
+    let root_sock = run_dir.join("vfs-root.sock");
+    let run_sock = run_dir.join("vfs-run.sock");
+    // The sockets live in the shared run dir; the guest sees them as inert files.
+    let root_log = run_dir.join("virtiofsd-root.log");
+    let run_log = run_dir.join("virtiofsd-run.log");
+    children.0.push(spawn_virtiofsd(&virtiofsd, &root_sock, Path::new("/"), true, &root_log)?);
+    children.0.push(spawn_virtiofsd(&virtiofsd, &run_sock, &run_dir, false, &run_log)?);
+    wait_for_socket(&root_sock, &mut children.0[0], &root_log)?;
+    wait_for_socket(&run_sock, &mut children.0[1], &run_log)?;
+
+    let append = format!(
+        "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2 concord.run={} concord.lab={}",
+        run_dir.display(),
+        lab_exe.display()
+    );
+    let mut cmd = Command::new(&qemu);
+    cmd.args(["-accel", "tcg", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none", "-nic", "none"])
+        .args(cfg.topology.qemu_args(cfg.mem_mib, true))
+        .arg("-kernel")
+        .arg(&cfg.kernel.image)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", &append])
+        .arg("-chardev")
+        .arg(format!("socket,id=vfs0,path={}", root_sock.display()))
+        .args(["-device", "vhost-user-fs-pci,chardev=vfs0,tag=hostroot"])
+        .arg("-chardev")
+        .arg(format!("socket,id=vfs1,path={}", run_sock.display()))
+        .args(["-device", "vhost-user-fs-pci,chardev=vfs1,tag=rundir"])
+        .arg("-serial")
+        .arg(format!("file:{}", run_dir.join(protocol::KERNEL_CONSOLE).display()))
+        .args(["-chardev", "stdio,id=cmdout,signal=off", "-serial", "chardev:cmdout"]);
+    die_with_parent(&mut cmd);
+    let qemu_err = run_dir.join("qemu.stderr");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(&qemu_err)?);
+    let started = Instant::now();
+    let mut qemu_child = cmd.spawn().with_context(|| format!("starting {}", qemu.display()))?;
+    let stdout = qemu_child.stdout.take().context("QEMU stdout")?;
+    children.0.push(qemu_child);
+
+    // Reader thread: forwards the command's lines, sends markers back.
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let stream = cfg.stream;
+    let output_path = run_dir.join(protocol::OUTPUT_FILE);
+    let reader = std::thread::spawn(move || -> String {
+        let mut out = String::new();
+        let mut file = std::fs::File::create(output_path).ok();
+        let mut rd = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match rd.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+            if let Some(m) = line.find(MARKER) {
+                let _ = tx.send((Instant::now(), line[m + MARKER.len()..].to_string()));
+                continue;
+            }
+            if stream {
+                let mut so = std::io::stdout().lock();
+                let _ = writeln!(so, "{line}");
+                let _ = so.flush();
+            }
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    });
+
+    let mut last_stage = "boot".to_string();
+    let mut boot_to_cmd = None;
+    let mut guest_fail: Option<String> = None;
+    let mut timed_out = false;
+    let mut was_interrupted = false;
+    loop {
+        while let Ok((when, m)) = rx.try_recv() {
+            if let Some(stage) = m.strip_prefix("stage=") {
+                last_stage = stage.to_string();
+                if stage == "cmd" {
+                    boot_to_cmd = Some(when.duration_since(started).as_secs_f64());
+                }
+            } else if let Some(f) = m.strip_prefix("fail=") {
+                guest_fail = Some(f.to_string());
+            }
+        }
+        let qemu_child = children.0.last_mut().expect("qemu child");
+        if qemu_child.try_wait()?.is_some() {
+            break;
+        }
+        if interrupted() {
+            was_interrupted = true;
+            break;
+        }
+        if started.elapsed() > cfg.timeout {
+            timed_out = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(children); // kills QEMU (if still running) and both virtiofsd
+    let output = reader.join().unwrap_or_default();
+    while let Ok((_, m)) = rx.try_recv() {
+        if let Some(stage) = m.strip_prefix("stage=") {
+            last_stage = stage.to_string();
+        } else if let Some(f) = m.strip_prefix("fail=") {
+            guest_fail = Some(f.to_string());
+        }
+    }
+    for s in [&root_sock, &run_sock] {
+        let _ = std::fs::remove_file(s);
+    }
+
+    let result: Option<GuestResult> = std::fs::read(run_dir.join(protocol::RESULT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let console = run_dir.join(protocol::KERNEL_CONSOLE);
+    let (exit_code, message) = if was_interrupted {
+        (exit::INTERRUPTED, Some("interrupted; the VM was stopped".to_string()))
+    } else if timed_out {
+        (
+            exit::TIMEOUT,
+            Some(format!(
+                "timed out after {} s in guest stage '{last_stage}'; the VM was killed (kernel console: {})",
+                cfg.timeout.as_secs(),
+                console.display()
+            )),
+        )
+    } else if let Some(r) = &result {
+        (r.exit_code, r.error.clone())
+    } else {
+        let qemu_msg = std::fs::read_to_string(&qemu_err).unwrap_or_default();
+        let why = guest_fail.unwrap_or_else(|| {
+            if qemu_msg.trim().is_empty() {
+                format!("the guest stopped in stage '{last_stage}' without a result")
+            } else {
+                format!("QEMU failed: {}", qemu_msg.trim())
+            }
+        });
+        (exit::LAB_ERROR, Some(format!("{why} (kernel console: {})", console.display())))
+    };
+    Ok(VmOutcome { exit_code, result, run_dir, boot_to_cmd_secs: boot_to_cmd, last_stage, output, message })
+}
