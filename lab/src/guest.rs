@@ -28,6 +28,11 @@ pub fn sched_state() -> String {
     read_trim(format!("{SCHED_EXT}/state")).unwrap_or_else(|| "absent".into())
 }
 
+/// scx_utils-based peers register as `<name>_<version>_<target>`; concord as plain `concord`.
+pub fn ops_matches(ops: &str, name: &str) -> bool {
+    ops == name || ops.strip_prefix(name).is_some_and(|rest| rest.starts_with('_'))
+}
+
 fn sched_ops() -> String {
     read_trim(format!("{SCHED_EXT}/root/ops")).unwrap_or_default()
 }
@@ -166,7 +171,7 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
     let started = Instant::now();
     let limit = Duration::from_secs(job.sched_attach_timeout_s);
     loop {
-        if sched_state() == "enabled" && sched_ops() == ops {
+        if sched_state() == "enabled" && ops_matches(&sched_ops(), ops) {
             return Ok((RunningSched { child, started, relay }, started.elapsed().as_secs_f64()));
         }
         if let Ok(Some(st)) = child.try_wait() {
@@ -301,7 +306,7 @@ fn run_job(job: &Job, run_dir: &Path, result: &mut GuestResult) -> Result<()> {
         say("stage=sched-stop");
         let ops = job.sched.kind.ops_name().unwrap_or_default();
         let alive = s.child.try_wait().ok().flatten().is_none();
-        let attached = alive && sched_state() == "enabled" && sched_ops() == ops;
+        let attached = alive && sched_state() == "enabled" && ops_matches(&sched_ops(), ops);
         let (code, signal) = s.stop();
         std::thread::sleep(Duration::from_millis(200));
         let rep = result.sched.as_mut().unwrap();
@@ -355,5 +360,8 @@ mod tests {
         assert_eq!(sched_exit_reason(log).unwrap(), "BPF scheduler \"concord\" disabled (runnable task stall)");
         assert!(klog_problems("[ 1.0] all fine\n").is_empty());
         assert_eq!(sched_exit_reason("nothing"), None);
+        assert!(ops_matches("concord", "concord"));
+        assert!(ops_matches("lavd_1.1.4_x86_64_unknown_linux_gnu", "lavd"));
+        assert!(!ops_matches("lavdx", "lavd"));
     }
 }

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * State shared by the concerns of scx_concord (one compilation unit: the concern files are
+ * headers so their helpers stay static inline and the verifier sees whole call paths).
+ */
+#ifndef __CONCORD_BPF_H
+#define __CONCORD_BPF_H
+
+#include <scx/common.bpf.h>
+#include "intf.h"
+#include "policy.h"
+
+/* Load-time configuration, written by the Rust side into read-only data before load. */
+const volatile u32 nr_cpus = 1;		/* possible CPU ids */
+const volatile u32 nr_llcs = 1;
+const volatile u32 queue_mode = QUEUE_PER_LLC;
+const volatile u32 pinned_mode = PINNED_PER_CPU;
+const volatile u64 slice_max_ns = 5000000ULL;
+const volatile u64 slice_min_ns = 500000ULL;
+const volatile u64 max_wait_ns = 50000000ULL;
+const volatile u32 cpu_llc[MAX_CPUS];
+const volatile u32 llc_node[MAX_LLCS];
+/* Debug knob for the reliability suite: raise a BPF error after this many dispatches (0 = off). */
+const volatile u64 debug_error_after;
+
+/* The virtual clock: advanced to the deadline of each task that starts running. */
+u64 vclock;
+
+/* Counters and wait histograms, read by the Rust side (stats.rs). */
+u64 stats[NR_CONCORD_STATS];
+u64 wait_hist[NR_QUEUE_KINDS][NR_WAIT_BUCKETS];
+u64 wait_max_ns[NR_QUEUE_KINDS];
+
+struct task_ctx {
+	u64 enq_at;		/* when it was queued (0: not waiting) */
+	u32 enq_kind;		/* queue_kind it waits in */
+	u64 run_at;		/* when it last started running */
+	u64 avg_runtime;
+	u64 wake_freq;
+	u64 waker_freq;
+	u64 last_wake_at;
+	u64 last_waker_at;
+	u64 lat_cri;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+struct cpu_ctx {
+	u64 running_deadline;	/* deadline of the task on this CPU (for preemption) */
+	u64 running_since;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+} cpu_ctxs SEC(".maps");
+
+static inline struct task_ctx *task_ctx(const struct task_struct *p)
+{
+	return bpf_task_storage_get(&task_ctxs, (struct task_struct *)p, 0, 0);
+}
+
+static inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
+}
+
+static inline void stat_inc(u32 idx)
+{
+	if (idx < NR_CONCORD_STATS)
+		__sync_fetch_and_add(&stats[idx], 1);
+}
+
+#endif

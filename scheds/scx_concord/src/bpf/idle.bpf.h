@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Idle CPU selection and work conservation.
+ *
+ * On wake-up the previous CPU wins if it is idle (warm cache). Otherwise the kernel's built-in
+ * topology-aware search (scx_bpf_select_cpu_dfl) looks for a fully idle SMT core, then any idle
+ * CPU in the previous CPU's LLC, then its NUMA node, then any allowed CPU: an overloaded LLC
+ * does not hide idle CPUs elsewhere. When a task is queued instead, an idle CPU that may run it
+ * is kicked, so no CPU sleeps while a task it could run waits.
+ */
+#ifndef __CONCORD_IDLE_H
+#define __CONCORD_IDLE_H
+#include "concord.bpf.h"
+#include "queues.bpf.h"
+
+static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *idle)
+{
+	*idle = false;
+	if (task_is_pinned(p)) {
+		s32 cpu = pinned_cpu(p);
+
+		*idle = scx_bpf_test_and_clear_cpu_idle(cpu);
+		return cpu;
+	}
+	if (bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) && scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
+		*idle = true;
+		return prev_cpu;
+	}
+	return scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, idle);
+}
+
+/* After queueing @p: wake an idle CPU that may run it. */
+static inline void kick_idle_for(struct task_struct *p, s32 pinned_to)
+{
+	s32 cpu;
+
+	if (pinned_to >= 0) {
+		if (scx_bpf_test_and_clear_cpu_idle(pinned_to)) {
+			scx_bpf_kick_cpu(pinned_to, SCX_KICK_IDLE);
+			stat_inc(STAT_KICK_IDLE);
+		}
+		return;
+	}
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0) {
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		stat_inc(STAT_KICK_IDLE);
+	}
+}
+#endif

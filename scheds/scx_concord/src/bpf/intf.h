@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Types and constants shared by the BPF scheduler and its Rust side (bindgen turns this file
+ * into bpf_intf.rs). Queue ids, stat indices and wait-histogram layout are defined here once.
+ */
+#ifndef __CONCORD_INTF_H
+#define __CONCORD_INTF_H
+
+#ifndef __VMLINUX_H__
+typedef unsigned char u8;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef int s32;
+typedef long long s64;
+#endif
+
+enum concord_consts {
+	MAX_CPUS		= 1024,
+	MAX_LLCS		= 256,
+	MAX_NODES		= 64,
+
+	/* DSQ ids: a CPU's pinned queue is its CPU id; LLC queues and the global queue above. */
+	DSQ_PINNED_BASE		= 0,
+	DSQ_LLC_BASE		= 0x10000,
+	DSQ_GLOBAL		= 0x20000,
+
+	/* Wait histogram: 4 sub-buckets per power of two of microseconds, up to ~2^24 us. */
+	WAIT_SUB_BITS		= 2,
+	NR_WAIT_BUCKETS		= 100,
+};
+
+/* --queue: where tasks that may run on several CPUs wait. */
+enum queue_mode {
+	QUEUE_PER_LLC		= 0,
+	QUEUE_GLOBAL		= 1,
+};
+
+/* --pinned-queue: where tasks that may run on one CPU only wait. */
+enum pinned_mode {
+	PINNED_PER_CPU		= 0,
+	PINNED_SHARED		= 1,	/* the scx_lavd design behind the Erlang outage */
+};
+
+/* Where a task waited before it ran: the wait histograms are kept per kind. */
+enum queue_kind {
+	QK_DIRECT		= 0,	/* dispatched straight to an idle CPU */
+	QK_PINNED		= 1,	/* a CPU's own pinned queue */
+	QK_SHARED		= 2,	/* an LLC queue or the global queue */
+	NR_QUEUE_KINDS		= 3,
+};
+
+enum stat_idx {
+	STAT_DIRECT_IDLE	= 0,	/* woken task sent straight to an idle CPU */
+	STAT_DISPATCH_PINNED,		/* dispatched from the CPU's pinned queue */
+	STAT_DISPATCH_LLC,		/* dispatched from the CPU's own LLC (or global) queue */
+	STAT_STEAL_XLLC,		/* pulled from another LLC's queue, same node */
+	STAT_STEAL_XNODE,		/* pulled from another node's LLC queue */
+	STAT_KEEP_RUNNING,		/* nothing queued: the previous task kept the CPU */
+	STAT_KICK_IDLE,			/* woke an idle CPU for a queued task */
+	STAT_KICK_PREEMPT,		/* preempted a CPU for an earlier-deadline pinned task */
+	STAT_TICK_PREEMPT,		/* tick shortened a slice for a waiting task */
+	STAT_OVERDUE,			/* dispatched out of deadline order: wait bound reached */
+	STAT_ENQ_PINNED,		/* enqueues of pinned tasks */
+	STAT_ENQ_SHARED,		/* enqueues of migratable tasks */
+	NR_CONCORD_STATS,
+};
+
+/* Input and output of the policy_probe program (BPF and Rust policy agree: tested). */
+struct policy_probe_args {
+	u64 avg_runtime_ns;
+	u64 wake_freq;
+	u64 waker_freq;
+	u64 weight;
+	u64 nr_waiting;
+	u64 wait_ns;
+	/* outputs */
+	u64 lat_cri;
+	u64 deadline_delta_ns;
+	u64 slice_ns;
+	u64 wait_bucket;
+	u64 freq_after;		/* freq_update(wake_freq, interval = wait_ns) */
+};
+
+#endif /* __CONCORD_INTF_H */

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * scx_concord: latency-criticality aware virtual deadlines, with pinned tasks as first-class.
+ *
+ * Design
+ * ------
+ * Every runnable task gets a virtual deadline: the scheduler's virtual clock (the deadline of
+ * the latest task to start running) plus an offset computed from the task's recent behaviour:
+ * its average runtime per run (clamped to one slice), its nice weight, and its latency
+ * criticality, which grows with how often it wakes up and how often it wakes others (decayed
+ * rates, logarithmic). Short, frequently waking tasks and the producers that feed them get
+ * early deadlines; CPU hogs get later ones. The offset never depends on how late a task
+ * already is: scx_lavd's greedy penalty did, and a BEAM scheduler thread that was starved ran
+ * long when it finally ran, was pushed back further, starved longer (seed 000). Here a task's
+ * deadline is bounded by clock + slice_max * 100 whatever its history.
+ *
+ * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
+ * global queue). Tasks that can run on one CPU only (affinity of one CPU, or migration
+ * disabled) wait in a deadline-ordered queue of that CPU. A CPU dispatches the earlier deadline
+ * of its own pinned queue's head and its LLC queue's head, so a pinned task competes only for
+ * its own CPU and is never stuck behind tasks it cannot overtake, nor does it make other CPUs
+ * skip over it. `--pinned-queue shared` puts pinned tasks into the LLC queue instead: the design
+ * that broke pinned Erlang schedulers, kept to reproduce the outage in the lab.
+ *
+ * Bounded waits: a queued task whose wait passes --max-wait-ms is dispatched before deadline
+ * order (the longest-waiting first), and ops.tick ends the running task's slice when its CPU's
+ * pinned queue holds an earlier deadline or an overdue task, or its LLC queue an overdue one.
+ *
+ * Work conservation: wake-ups go to an idle CPU when there is one anywhere the task may run
+ * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a queued task kicks an
+ * idle CPU that may run it; a CPU with nothing local pulls from other LLCs' queues (same node
+ * first) before it goes idle. CPU hotplug makes the kernel restart us with the new topology.
+ *
+ * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
+ * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h and stats.bpf.h.
+ */
+#include "concord.bpf.h"
+#include "lat_cri.bpf.h"
+#include "queues.bpf.h"
+#include "idle.bpf.h"
+#include "stats.bpf.h"
+
+char _license[] SEC("license") = "GPL";
+
+UEI_DEFINE(uei);
+
+static u64 nr_dispatch_calls;
+
+static inline void queue_task(struct task_struct *p, struct task_ctx *tctx, u64 dsq, u32 kind,
+			      u64 deadline, u64 enq_flags, u64 now)
+{
+	u64 slice = pol_slice(scx_bpf_dsq_nr_queued(dsq), slice_min_ns, slice_max_ns);
+
+	tctx->enq_at = now;
+	tctx->enq_kind = kind;
+	scx_bpf_dsq_insert_vtime(p, dsq, slice, deadline, enq_flags);
+}
+
+s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	struct task_ctx *tctx;
+	bool idle;
+	s32 cpu;
+
+	cpu = pick_cpu_on_wakeup(p, prev_cpu, wake_flags, &idle);
+	if (idle && (tctx = task_ctx(p))) {
+		p->scx.dsq_vtime = task_deadline(p, tctx);
+		tctx->enq_at = scx_bpf_now();
+		tctx->enq_kind = QK_DIRECT;
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_max_ns, 0);
+		stat_inc(STAT_DIRECT_IDLE);
+	}
+	return cpu;
+}
+
+void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct task_ctx *tctx = task_ctx(p);
+	u64 now = scx_bpf_now(), deadline;
+	s32 cpu;
+
+	if (!tctx) {
+		scx_bpf_error("task %d has no context", p->pid);
+		return;
+	}
+	deadline = task_deadline(p, tctx);
+
+	if (task_is_pinned(p)) {
+		struct cpu_ctx *cctx;
+
+		cpu = pinned_cpu(p);
+		stat_inc(STAT_ENQ_PINNED);
+		if (pinned_mode == PINNED_SHARED) {
+			queue_task(p, tctx, shared_dsq(cpu), QK_SHARED, deadline, enq_flags, now);
+			kick_idle_for(p, cpu);
+			return;
+		}
+		queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
+		if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+			stat_inc(STAT_KICK_IDLE);
+		} else if ((cctx = cpu_ctx_of(cpu)) && time_before(deadline, cctx->running_deadline) &&
+			   cpu != bpf_get_smp_processor_id()) {
+			/* Its only CPU runs something with a later deadline: take the CPU now. */
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			stat_inc(STAT_KICK_PREEMPT);
+		}
+		return;
+	}
+
+	stat_inc(STAT_ENQ_SHARED);
+	queue_task(p, tctx, shared_dsq(scx_bpf_task_cpu(p)), QK_SHARED, deadline, enq_flags, now);
+	kick_idle_for(p, -1);
+}
+
+void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
+{
+	struct queue_head pin = {}, shr = {};
+	struct queue_head *first, *second;
+	u64 now = scx_bpf_now();
+	bool overdue;
+
+	if (debug_error_after && __sync_fetch_and_add(&nr_dispatch_calls, 1) >= debug_error_after) {
+		scx_bpf_error("debug: error requested after %llu dispatches", debug_error_after);
+		return;
+	}
+
+	if (pinned_mode == PINNED_PER_CPU)
+		peek_head(pinned_dsq(cpu), &pin);
+	peek_head(shared_dsq(cpu), &shr);
+
+	if (head_first(&pin, &shr, now, &overdue)) {
+		first = &pin;
+		second = &shr;
+	} else {
+		first = &shr;
+		second = &pin;
+	}
+	if (first->present && scx_bpf_dsq_move_to_local(first->dsq, 0)) {
+		stat_inc(first == &pin ? STAT_DISPATCH_PINNED : STAT_DISPATCH_LLC);
+		if (overdue)
+			stat_inc(STAT_OVERDUE);
+		return;
+	}
+	/* The head may have been taken by another CPU (or, in a shared queue, not be ours). */
+	if (second->present && scx_bpf_dsq_move_to_local(second->dsq, 0)) {
+		stat_inc(second == &pin ? STAT_DISPATCH_PINNED : STAT_DISPATCH_LLC);
+		return;
+	}
+	if (!first->present && first == &shr && scx_bpf_dsq_move_to_local(shr.dsq, 0)) {
+		stat_inc(STAT_DISPATCH_LLC);
+		return;
+	}
+	if (steal_from_other_llcs(cpu))
+		return;
+
+	/* Nothing waits that may run here: let the previous task go on. */
+	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
+		prev->scx.slice = slice_max_ns;
+		stat_inc(STAT_KEEP_RUNNING);
+	}
+}
+
+void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
+{
+	struct queue_head h = {};
+	struct task_ctx *tctx = task_ctx(p);
+	s32 cpu = scx_bpf_task_cpu(p);
+	u64 now = scx_bpf_now();
+
+	/* Let every task run at least the minimum slice before a tick takes the CPU. */
+	if (!tctx || !tctx->run_at || now - tctx->run_at < slice_min_ns)
+		return;
+	if (pinned_mode == PINNED_PER_CPU) {
+		peek_head(pinned_dsq(cpu), &h);
+		if (h.present && (head_overdue(&h, now) || time_before(h.deadline, p->scx.dsq_vtime))) {
+			p->scx.slice = 0;
+			stat_inc(STAT_TICK_PREEMPT);
+			return;
+		}
+	}
+	peek_head(shared_dsq(cpu), &h);
+	if (head_overdue(&h, now)) {
+		p->scx.slice = 0;
+		stat_inc(STAT_TICK_PREEMPT);
+	}
+}
+
+void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct task_ctx *tctx;
+
+	if (!(enq_flags & SCX_ENQ_WAKEUP) || !(tctx = task_ctx(p)))
+		return;
+	lat_cri_on_wakeup(p, tctx, scx_bpf_now());
+}
+
+void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
+{
+	struct task_ctx *tctx = task_ctx(p);
+	struct cpu_ctx *cctx = cpu_ctx_of(bpf_get_smp_processor_id());
+	u64 now = scx_bpf_now();
+
+	if (time_before(vclock, p->scx.dsq_vtime))
+		vclock = p->scx.dsq_vtime;
+	if (cctx) {
+		cctx->running_deadline = p->scx.dsq_vtime;
+		cctx->running_since = now;
+	}
+	if (!tctx)
+		return;
+	record_wait(tctx, now);
+	tctx->run_at = now;
+}
+
+void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
+{
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (tctx)
+		lat_cri_on_stop(tctx, scx_bpf_now());
+}
+
+void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
+{
+	p->scx.dsq_vtime = vclock;
+}
+
+s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct task_ctx *tctx;
+
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx)
+		return -ENOMEM;
+	/* Start as a typical non-critical task: half a slice per run, no wake-up history. */
+	tctx->avg_runtime = slice_max_ns / 2;
+	return 0;
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
+{
+	u32 i;
+	s32 err;
+
+	bpf_for(i, 0, nr_cpus) {
+		err = scx_bpf_create_dsq(pinned_dsq(i), -1);
+		if (err) {
+			scx_bpf_error("creating pinned queue of CPU %u: %d", i, err);
+			return err;
+		}
+	}
+	bpf_for(i, 0, nr_llcs) {
+		u32 node = i < MAX_LLCS ? llc_node[i] : 0;
+
+		err = scx_bpf_create_dsq(llc_dsq_of_llc(i), node);
+		if (err) {
+			scx_bpf_error("creating queue of LLC %u: %d", i, err);
+			return err;
+		}
+	}
+	err = scx_bpf_create_dsq(DSQ_GLOBAL, -1);
+	if (err)
+		scx_bpf_error("creating global queue: %d", err);
+	return err;
+}
+
+void BPF_STRUCT_OPS(concord_exit, struct scx_exit_info *ei)
+{
+	UEI_RECORD(uei, ei);
+}
+
+/* Runs policy.h in the kernel for the BPF/Rust agreement test (BPF_PROG_TEST_RUN). */
+SEC("syscall")
+int policy_probe(struct policy_probe_args *a)
+{
+	a->lat_cri = pol_lat_cri(a->wake_freq, a->waker_freq);
+	a->deadline_delta_ns = pol_deadline_delta(a->avg_runtime_ns, a->weight, a->lat_cri,
+						  slice_min_ns, slice_max_ns);
+	a->slice_ns = pol_slice(a->nr_waiting, slice_min_ns, slice_max_ns);
+	a->wait_bucket = pol_wait_bucket(a->wait_ns);
+	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);
+	return 0;
+}
+
+SCX_OPS_DEFINE(concord_ops,
+	       .select_cpu		= (void *)concord_select_cpu,
+	       .enqueue			= (void *)concord_enqueue,
+	       .dispatch		= (void *)concord_dispatch,
+	       .tick			= (void *)concord_tick,
+	       .runnable		= (void *)concord_runnable,
+	       .running			= (void *)concord_running,
+	       .stopping		= (void *)concord_stopping,
+	       .enable			= (void *)concord_enable,
+	       .init_task		= (void *)concord_init_task,
+	       .init			= (void *)concord_init,
+	       .exit			= (void *)concord_exit,
+	       .timeout_ms		= 5000,
+	       .name			= "concord");

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The policy's arithmetic, free of BPF and kernel types so it reads like math. Mirrored in
+ * src/policy.rs; the `policy_probe` program lets a test run this exact code in the kernel and
+ * compare it with the Rust version.
+ *
+ * Invariants (unit-tested in Rust):
+ *   - lat_cri is in [1, LAT_CRI_MAX], non-decreasing in wake and waker frequency;
+ *   - the deadline delta is bounded by slice_max * DELTA_WEIGHT_CAP, non-increasing in
+ *     lat_cri and weight, non-decreasing in average runtime, and never depends on how late
+ *     a task already is (no greedy penalty, no feedback loop);
+ *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters.
+ */
+#ifndef __CONCORD_POLICY_H
+#define __CONCORD_POLICY_H
+
+#define NSEC_PER_SEC_P		1000000000ULL
+#define FREQ_MAX		10000ULL	/* wake-ups/s: faster counts as this */
+#define LAT_CRI_MAX		29ULL		/* 1 + 2 * log2(FREQ_MAX + 1) */
+#define WEIGHT_DEFAULT		100ULL		/* sched_ext weight of nice 0 */
+#define DELTA_WEIGHT_CAP	100ULL		/* the lowest weight waits at most this many slices */
+
+static inline u64 pol_log2(u64 v)
+{
+	u64 r = 0;
+	/* bounded loop: at most 64 iterations, written out for the verifier */
+	for (int i = 0; i < 64 && v > 1; i++) {
+		v >>= 1;
+		r++;
+	}
+	return r;
+}
+
+static inline u64 pol_clamp(u64 v, u64 lo, u64 hi)
+{
+	return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/*
+ * Decayed event frequency: each event folds 1/interval into a running average with weight 1/4.
+ * A task that stops waking decays through later intervals being long.
+ */
+static inline u64 pol_freq_update(u64 freq, u64 interval_ns)
+{
+	u64 sample = interval_ns ? NSEC_PER_SEC_P / interval_ns : FREQ_MAX;
+
+	if (sample > FREQ_MAX)
+		sample = FREQ_MAX;
+	return (freq * 3 + sample) / 4;
+}
+
+/* Running average of runtime per run, weight 1/4 for the newest run. */
+static inline u64 pol_runtime_update(u64 avg, u64 ran_ns)
+{
+	return (avg * 3 + ran_ns) / 4;
+}
+
+/*
+ * Latency criticality: tasks that wake often (waiting on events) and tasks that wake others
+ * (producers in a chain) are latency critical. Logarithmic, so a 10x rate is a small step.
+ */
+static inline u64 pol_lat_cri(u64 wake_freq, u64 waker_freq)
+{
+	u64 lc = 1 + pol_log2(pol_clamp(wake_freq, 0, FREQ_MAX) + 1) +
+		 pol_log2(pol_clamp(waker_freq, 0, FREQ_MAX) + 1);
+	return pol_clamp(lc, 1, LAT_CRI_MAX);
+}
+
+/*
+ * Virtual deadline offset from the current virtual clock: the expected runtime (clamped to a
+ * slice), scaled by priority weight and divided by latency criticality. It depends only on the
+ * task's recent behaviour, never on how late it already is.
+ */
+static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min, u64 slice_max)
+{
+	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
+	u64 w = pol_clamp(weight, 1, 10000);
+	u64 delta = base * WEIGHT_DEFAULT / w;
+
+	if (delta > slice_max * DELTA_WEIGHT_CAP)
+		delta = slice_max * DELTA_WEIGHT_CAP;
+	return delta / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
+}
+
+/* Slice: the maximum shared among the tasks waiting for the same CPUs, never below the minimum. */
+static inline u64 pol_slice(u64 nr_waiting, u64 slice_min, u64 slice_max)
+{
+	return pol_clamp(slice_max / (nr_waiting + 1), slice_min, slice_max);
+}
+
+/* Histogram bucket of a wait: 2^WAIT_SUB_BITS sub-buckets per power of two microseconds. */
+static inline u64 pol_wait_bucket(u64 wait_ns)
+{
+	u64 us = wait_ns / 1000;
+	u64 lg, sub, b;
+
+	if (us < (1ULL << WAIT_SUB_BITS))
+		return us;
+	lg = pol_log2(us);
+	sub = (us >> (lg - WAIT_SUB_BITS)) & ((1ULL << WAIT_SUB_BITS) - 1);
+	b = ((lg - WAIT_SUB_BITS + 1) << WAIT_SUB_BITS) + sub;
+	return b < NR_WAIT_BUCKETS ? b : NR_WAIT_BUCKETS - 1;
+}
+
+#endif /* __CONCORD_POLICY_H */

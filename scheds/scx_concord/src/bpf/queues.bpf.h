@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Queues: a deadline-ordered queue per CPU for pinned tasks, one per LLC (or one global) for
+ * the rest. A CPU dispatches the earliest deadline among its own pinned queue and its LLC
+ * queue, unless a task at the head of either has waited past the bound: then the one that
+ * waited longest goes first.
+ */
+#ifndef __CONCORD_QUEUES_H
+#define __CONCORD_QUEUES_H
+#include "concord.bpf.h"
+
+static inline u64 pinned_dsq(s32 cpu)
+{
+	return DSQ_PINNED_BASE + (u64)cpu;
+}
+
+static inline u64 llc_dsq_of_llc(u32 llc)
+{
+	return DSQ_LLC_BASE + llc;
+}
+
+static inline u64 shared_dsq(s32 cpu)
+{
+	u32 llc;
+
+	if (queue_mode == QUEUE_GLOBAL || cpu < 0 || cpu >= MAX_CPUS)
+		return DSQ_GLOBAL;
+	llc = cpu_llc[cpu];
+	return llc_dsq_of_llc(llc < MAX_LLCS ? llc : 0);
+}
+
+/* Can run on exactly one CPU: its affinity says so, or migration is disabled for now. */
+static inline bool task_is_pinned(const struct task_struct *p)
+{
+	return p->nr_cpus_allowed == 1 || is_migration_disabled(p);
+}
+
+/* The CPU a pinned task must run on. */
+static inline s32 pinned_cpu(const struct task_struct *p)
+{
+	if (p->nr_cpus_allowed == 1)
+		return bpf_cpumask_first(p->cpus_ptr);
+	return scx_bpf_task_cpu(p);
+}
+
+struct queue_head {
+	u64 dsq;
+	u64 deadline;
+	u64 enq_at;
+	bool present;
+};
+
+static inline void peek_head(u64 dsq, struct queue_head *h)
+{
+	struct task_struct *p;
+	struct task_ctx *tctx;
+
+	h->dsq = dsq;
+	h->present = false;
+	bpf_rcu_read_lock();
+	p = __COMPAT_scx_bpf_dsq_peek(dsq);
+	if (p) {
+		h->present = true;
+		h->deadline = p->scx.dsq_vtime;
+		tctx = task_ctx(p);
+		h->enq_at = tctx ? tctx->enq_at : 0;
+	}
+	bpf_rcu_read_unlock();
+}
+
+static inline bool head_overdue(const struct queue_head *h, u64 now)
+{
+	return h->present && h->enq_at && now - h->enq_at > max_wait_ns;
+}
+
+/*
+ * Order two queue heads: overdue first (longest waiting), else earlier deadline.
+ * Returns true if @a should go before @b.
+ */
+static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
+{
+	bool ao = head_overdue(a, now), bo = head_overdue(b, now);
+
+	*overdue = false;
+	if (!a->present)
+		return false;
+	if (!b->present)
+		return true;
+	if (ao || bo) {
+		*overdue = true;
+		if (ao && bo)
+			return time_before(a->enq_at, b->enq_at);
+		return ao;
+	}
+	return time_before(a->deadline, b->deadline);
+}
+
+/* Pull the best task from another LLC's queue when ours has nothing: same node first. */
+static inline bool steal_from_other_llcs(s32 cpu)
+{
+	u32 my_llc, my_node, i, pass;
+
+	if (queue_mode == QUEUE_GLOBAL || cpu < 0 || cpu >= MAX_CPUS)
+		return false;
+	my_llc = cpu_llc[cpu];
+	if (my_llc >= MAX_LLCS)
+		return false;
+	my_node = llc_node[my_llc];
+	for (pass = 0; pass < 2; pass++) {
+		bpf_for(i, 0, nr_llcs) {
+			u32 node;
+
+			if (i == my_llc || i >= MAX_LLCS)
+				continue;
+			node = llc_node[i];
+			if ((pass == 0) != (node == my_node))
+				continue;
+			if (scx_bpf_dsq_move_to_local(llc_dsq_of_llc(i), 0)) {
+				stat_inc(pass == 0 ? STAT_STEAL_XLLC : STAT_STEAL_XNODE);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+#endif

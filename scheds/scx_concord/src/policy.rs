@@ -1,0 +1,159 @@
+//! The scheduling arithmetic of `bpf/policy.h`, in Rust, so it can be reasoned about and
+//! tested without a kernel. `scx_concord --check-policy` runs the BPF version in the kernel
+//! (BPF_PROG_TEST_RUN) on the same inputs and compares.
+
+pub const NSEC_PER_SEC: u64 = 1_000_000_000;
+pub const FREQ_MAX: u64 = 10_000;
+pub const LAT_CRI_MAX: u64 = 29;
+pub const WEIGHT_DEFAULT: u64 = 100;
+pub const DELTA_WEIGHT_CAP: u64 = 100;
+pub const WAIT_SUB_BITS: u64 = crate::bpf_intf::concord_consts_WAIT_SUB_BITS as u64;
+pub const NR_WAIT_BUCKETS: u64 = crate::bpf_intf::concord_consts_NR_WAIT_BUCKETS as u64;
+
+pub fn log2(v: u64) -> u64 {
+    if v <= 1 {
+        0
+    } else {
+        63 - v.leading_zeros() as u64
+    }
+}
+
+pub fn freq_update(freq: u64, interval_ns: u64) -> u64 {
+    let sample = if interval_ns == 0 { FREQ_MAX } else { (NSEC_PER_SEC / interval_ns).min(FREQ_MAX) };
+    (freq * 3 + sample) / 4
+}
+
+#[cfg(test)]
+pub fn runtime_update(avg: u64, ran_ns: u64) -> u64 {
+    (avg * 3 + ran_ns) / 4
+}
+
+pub fn lat_cri(wake_freq: u64, waker_freq: u64) -> u64 {
+    (1 + log2(wake_freq.min(FREQ_MAX) + 1) + log2(waker_freq.min(FREQ_MAX) + 1)).clamp(1, LAT_CRI_MAX)
+}
+
+pub fn deadline_delta(avg_runtime: u64, weight: u64, lat_cri: u64, slice_min: u64, slice_max: u64) -> u64 {
+    let base = avg_runtime.clamp(slice_min, slice_max);
+    let delta = (base * WEIGHT_DEFAULT / weight.clamp(1, 10_000)).min(slice_max * DELTA_WEIGHT_CAP);
+    delta / lat_cri.clamp(1, LAT_CRI_MAX)
+}
+
+pub fn slice(nr_waiting: u64, slice_min: u64, slice_max: u64) -> u64 {
+    (slice_max / (nr_waiting + 1)).clamp(slice_min, slice_max)
+}
+
+pub fn wait_bucket(wait_ns: u64) -> u64 {
+    let us = wait_ns / 1000;
+    if us < (1 << WAIT_SUB_BITS) {
+        return us;
+    }
+    let lg = log2(us);
+    let sub = (us >> (lg - WAIT_SUB_BITS)) & ((1 << WAIT_SUB_BITS) - 1);
+    (((lg - WAIT_SUB_BITS + 1) << WAIT_SUB_BITS) + sub).min(NR_WAIT_BUCKETS - 1)
+}
+
+/// The largest wait (ns) that falls into `bucket`: what a histogram percentile reports.
+pub fn wait_bucket_upper_ns(bucket: u64) -> u64 {
+    let sub_n = 1u64 << WAIT_SUB_BITS;
+    let upper_us = if bucket < sub_n {
+        bucket + 1
+    } else {
+        let lg = (bucket >> WAIT_SUB_BITS) + WAIT_SUB_BITS - 1;
+        let sub = bucket & (sub_n - 1);
+        (sub_n + sub + 1) << (lg - WAIT_SUB_BITS)
+    };
+    upper_us * 1000 - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn lat_cri_is_bounded_and_monotonic() {
+        let mut prev = 0;
+        for f in [0, 1, 10, 100, 1000, 10_000, 100_000, u64::MAX / 2] {
+            let l = lat_cri(f, 0);
+            assert!(l >= prev && (1..=LAT_CRI_MAX).contains(&l), "freq {f}: {l}");
+            prev = l;
+            assert!(lat_cri(f, 100) >= l);
+        }
+        assert_eq!(lat_cri(0, 0), 1);
+        assert_eq!(lat_cri(u64::MAX / 2, u64::MAX / 2), LAT_CRI_MAX);
+    }
+
+    #[test]
+    fn deadline_delta_is_bounded_and_moves_the_right_way() {
+        let (lo, hi) = (MS / 2, 5 * MS);
+        let cap = hi * DELTA_WEIGHT_CAP;
+        for rt in [0, MS, 3 * MS, 100 * MS, u64::MAX / 1000] {
+            for w in [1, 50, 100, 10_000, u64::MAX] {
+                for lc in [0, 1, 5, LAT_CRI_MAX, 1000] {
+                    let d = deadline_delta(rt, w, lc, lo, hi);
+                    assert!(d <= cap, "bounded: {d}");
+                    assert!(deadline_delta(rt, w, lc + 1, lo, hi) <= d, "more critical: not later");
+                    assert!(deadline_delta(rt, w.saturating_add(1), lc, lo, hi) <= d, "heavier: not later");
+                    assert!(deadline_delta(rt.saturating_add(MS), w, lc, lo, hi) >= d, "longer runs: not earlier");
+                }
+            }
+        }
+        // A critical short runner gets a much earlier deadline than a hog.
+        assert!(deadline_delta(MS / 10, 100, lat_cri(1000, 1000), lo, hi) * 10 < deadline_delta(hi, 100, 1, lo, hi));
+    }
+
+    #[test]
+    fn no_feedback_loop_from_lateness() {
+        // However long a task ran in one go (e.g. a starved BEAM thread draining its backlog),
+        // its next deadline offset is at most one slice's worth at its weight.
+        let mut avg = 0;
+        for _ in 0..100 {
+            avg = runtime_update(avg, 10_000 * MS);
+        }
+        assert_eq!(deadline_delta(avg, 100, 1, MS / 2, 5 * MS), 5 * MS);
+    }
+
+    #[test]
+    fn slice_shrinks_with_waiters_within_bounds() {
+        let (lo, hi) = (MS / 2, 5 * MS);
+        let mut prev = u64::MAX;
+        for n in 0..100 {
+            let s = slice(n, lo, hi);
+            assert!((lo..=hi).contains(&s) && s <= prev);
+            prev = s;
+        }
+        assert_eq!(slice(0, lo, hi), hi);
+        assert_eq!(slice(u64::MAX - 1, lo, hi), lo);
+    }
+
+    #[test]
+    fn frequency_converges_and_decays() {
+        let mut f = 0;
+        for _ in 0..50 {
+            f = freq_update(f, MS); // 1000/s
+        }
+        assert!((990..=1000).contains(&f), "{f}");
+        for _ in 0..50 {
+            f = freq_update(f, NSEC_PER_SEC * 10);
+        }
+        assert_eq!(f, 0);
+        assert_eq!(freq_update(0, 0), FREQ_MAX / 4);
+        assert!(freq_update(u64::MAX / 8, 1) > 0, "no overflow at extremes");
+    }
+
+    #[test]
+    fn wait_buckets_are_contiguous_and_bounds_hold() {
+        let mut prev = 0;
+        for us in 0..200_000u64 {
+            let b = wait_bucket(us * 1000);
+            assert!(b == prev || b == prev + 1, "us {us}: {prev} -> {b}");
+            assert!(us * 1000 <= wait_bucket_upper_ns(b), "us {us} bucket {b}");
+            if b > 0 {
+                assert!(us * 1000 > wait_bucket_upper_ns(b - 1));
+            }
+            prev = b;
+        }
+        assert_eq!(wait_bucket(u64::MAX), NR_WAIT_BUCKETS - 1);
+    }
+}

@@ -1,0 +1,212 @@
+//! Statistics over scx_stats: counters per interval, and wait-time percentiles per queue kind
+//! from the BPF histograms. `--stats SECS` prints them while running, `--monitor SECS`
+//! attaches to a running instance, and scx_stats serves them as JSON.
+
+use crate::bpf_intf;
+use crate::policy::wait_bucket_upper_ns;
+use anyhow::Result;
+use scx_stats::prelude::*;
+use scx_stats_derive::{stat_doc, Stats};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const NR_STATS: usize = bpf_intf::stat_idx_NR_CONCORD_STATS as usize;
+pub const NR_KINDS: usize = bpf_intf::queue_kind_NR_QUEUE_KINDS as usize;
+pub const NR_BUCKETS: usize = bpf_intf::concord_consts_NR_WAIT_BUCKETS as usize;
+
+/// Raw counters as read from BPF; metrics are differences of two snapshots.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub stats: [u64; NR_STATS],
+    pub hist: [[u64; NR_BUCKETS]; NR_KINDS],
+    pub max_ns: [u64; NR_KINDS],
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self { stats: [0; NR_STATS], hist: [[0; NR_BUCKETS]; NR_KINDS], max_ns: [0; NR_KINDS] }
+    }
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(top)]
+pub struct Metrics {
+    #[stat(desc = "Woken tasks sent straight to an idle CPU")]
+    pub direct_idle: u64,
+    #[stat(desc = "Dispatches from a CPU's own pinned queue")]
+    pub dispatch_pinned: u64,
+    #[stat(desc = "Dispatches from the CPU's LLC queue (or the global queue)")]
+    pub dispatch_llc: u64,
+    #[stat(desc = "Tasks pulled from another LLC's queue on the same node")]
+    pub steal_xllc: u64,
+    #[stat(desc = "Tasks pulled from an LLC queue on another NUMA node")]
+    pub steal_xnode: u64,
+    #[stat(desc = "Times the previous task kept its CPU because nothing else could run there")]
+    pub keep_running: u64,
+    #[stat(desc = "Idle CPUs kicked for a queued task")]
+    pub kick_idle: u64,
+    #[stat(desc = "CPUs preempted for an earlier-deadline pinned task")]
+    pub kick_preempt: u64,
+    #[stat(desc = "Slices ended by the tick for a waiting task")]
+    pub tick_preempt: u64,
+    #[stat(desc = "Dispatches out of deadline order because a task reached the wait bound")]
+    pub overdue: u64,
+    #[stat(desc = "Enqueues of pinned tasks")]
+    pub enq_pinned: u64,
+    #[stat(desc = "Enqueues of migratable tasks")]
+    pub enq_shared: u64,
+    #[stat(desc = "Waits measured for tasks dispatched straight to idle CPUs")]
+    pub direct_waits: u64,
+    #[stat(desc = "p99 wait of direct dispatches in the interval (us, bucket upper bound)")]
+    pub direct_wait_p99_us: f64,
+    #[stat(desc = "Max wait of direct dispatches in the interval (us, bucket upper bound)")]
+    pub direct_wait_max_us: f64,
+    #[stat(desc = "Waits measured in pinned queues")]
+    pub pinned_waits: u64,
+    #[stat(desc = "p99 wait in pinned queues in the interval (us, bucket upper bound)")]
+    pub pinned_wait_p99_us: f64,
+    #[stat(desc = "Max wait in pinned queues in the interval (us, bucket upper bound)")]
+    pub pinned_wait_max_us: f64,
+    #[stat(desc = "Waits measured in LLC/global queues")]
+    pub shared_waits: u64,
+    #[stat(desc = "p99 wait in LLC/global queues in the interval (us, bucket upper bound)")]
+    pub shared_wait_p99_us: f64,
+    #[stat(desc = "Max wait in LLC/global queues in the interval (us, bucket upper bound)")]
+    pub shared_wait_max_us: f64,
+    #[stat(desc = "Exact longest wait of any task since the scheduler started (us)")]
+    pub wait_max_since_start_us: f64,
+}
+
+/// (count, p99 upper bound in us, max upper bound in us) of a histogram.
+pub fn hist_summary(h: &[u64]) -> (u64, f64, f64) {
+    let total: u64 = h.iter().sum();
+    if total == 0 {
+        return (0, 0.0, 0.0);
+    }
+    let target = total - total / 100; // the sample at the 99th percentile
+    let mut seen = 0;
+    let mut p99 = 0;
+    for (b, &n) in h.iter().enumerate() {
+        seen += n;
+        if seen >= target.max(1) {
+            p99 = b;
+            break;
+        }
+    }
+    let max = h.iter().rposition(|&n| n > 0).unwrap_or(0);
+    let us = |b: usize| (wait_bucket_upper_ns(b as u64) + 1) as f64 / 1000.0;
+    (total, us(p99), us(max))
+}
+
+impl Metrics {
+    pub fn between(prev: &Snapshot, cur: &Snapshot) -> Self {
+        let d = |i: u32| cur.stats[i as usize].wrapping_sub(prev.stats[i as usize]);
+        let kind = |k: u32| {
+            let h: Vec<u64> = (0..NR_BUCKETS).map(|b| cur.hist[k as usize][b].wrapping_sub(prev.hist[k as usize][b])).collect();
+            hist_summary(&h)
+        };
+        let (dn, dp, dm) = kind(bpf_intf::queue_kind_QK_DIRECT);
+        let (pn, pp, pm) = kind(bpf_intf::queue_kind_QK_PINNED);
+        let (sn, sp, sm) = kind(bpf_intf::queue_kind_QK_SHARED);
+        Self {
+            direct_idle: d(bpf_intf::stat_idx_STAT_DIRECT_IDLE),
+            dispatch_pinned: d(bpf_intf::stat_idx_STAT_DISPATCH_PINNED),
+            dispatch_llc: d(bpf_intf::stat_idx_STAT_DISPATCH_LLC),
+            steal_xllc: d(bpf_intf::stat_idx_STAT_STEAL_XLLC),
+            steal_xnode: d(bpf_intf::stat_idx_STAT_STEAL_XNODE),
+            keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
+            kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
+            kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
+            tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
+            overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
+            enq_pinned: d(bpf_intf::stat_idx_STAT_ENQ_PINNED),
+            enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
+            direct_waits: dn,
+            direct_wait_p99_us: dp,
+            direct_wait_max_us: dm,
+            pinned_waits: pn,
+            pinned_wait_p99_us: pp,
+            pinned_wait_max_us: pm,
+            shared_waits: sn,
+            shared_wait_p99_us: sp,
+            shared_wait_max_us: sm,
+            wait_max_since_start_us: cur.max_ns.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
+        }
+    }
+
+    pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
+        writeln!(
+            w,
+            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt={}/{} tick_preempt={} overdue={}",
+            self.direct_idle,
+            self.dispatch_pinned,
+            self.dispatch_llc,
+            self.steal_xllc,
+            self.steal_xnode,
+            self.keep_running,
+            self.kick_idle,
+            self.kick_preempt,
+            self.tick_preempt,
+            self.overdue
+        )?;
+        writeln!(
+            w,
+            "[concord] wait p99/max us: direct {:.0}/{:.0} (n={}) pinned {:.0}/{:.0} (n={}) llc {:.0}/{:.0} (n={}) | max since start {:.0} us",
+            self.direct_wait_p99_us,
+            self.direct_wait_max_us,
+            self.direct_waits,
+            self.pinned_wait_p99_us,
+            self.pinned_wait_max_us,
+            self.pinned_waits,
+            self.shared_wait_p99_us,
+            self.shared_wait_max_us,
+            self.shared_waits,
+            self.wait_max_since_start_us
+        )?;
+        Ok(())
+    }
+}
+
+pub fn server_data() -> StatsServerData<(), Snapshot> {
+    let open: Box<dyn StatsOpener<(), Snapshot>> = Box::new(move |(req_ch, res_ch)| {
+        req_ch.send(())?;
+        let mut prev: Snapshot = res_ch.recv()?;
+        let read: Box<dyn StatsReader<(), Snapshot>> = Box::new(move |_args, (req_ch, res_ch)| {
+            req_ch.send(())?;
+            let cur: Snapshot = res_ch.recv()?;
+            let m = Metrics::between(&prev, &cur);
+            prev = cur;
+            m.to_json()
+        });
+        Ok(read)
+    });
+    StatsServerData::new().add_meta(Metrics::meta()).add_ops("top", StatsOps { open, close: None })
+}
+
+pub fn monitor(intv: Duration, shutdown: Arc<AtomicBool>) -> Result<()> {
+    scx_utils::monitor_stats::<Metrics>(&[], intv, || shutdown.load(Ordering::Relaxed), |m| m.format(&mut std::io::stdout()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_histograms() {
+        let mut h = vec![0u64; NR_BUCKETS];
+        assert_eq!(hist_summary(&h), (0, 0.0, 0.0));
+        h[3] = 990; // 3 us
+        h[20] = 10;
+        let (n, p99, max) = hist_summary(&h);
+        assert_eq!(n, 1000);
+        assert_eq!(p99, 4.0, "99% of samples are in bucket 3 (< 4 us)");
+        assert!(max > 100.0 && max < 200.0, "{max}");
+        h[3] = 980;
+        h[20] = 20;
+        assert!(hist_summary(&h).1 > 100.0, "2% slow samples move p99");
+    }
+}
