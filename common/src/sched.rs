@@ -15,7 +15,12 @@ pub enum SchedKind {
 }
 
 impl SchedKind {
-    pub const ALL: [SchedKind; 4] = [SchedKind::Eevdf, SchedKind::Concord, SchedKind::Lavd, SchedKind::Bpfland];
+    pub const ALL: [SchedKind; 4] = [
+        SchedKind::Eevdf,
+        SchedKind::Concord,
+        SchedKind::Lavd,
+        SchedKind::Bpfland,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -67,7 +72,10 @@ pub struct SchedSpec {
 
 impl SchedSpec {
     pub fn eevdf() -> Self {
-        Self { kind: SchedKind::Eevdf, args: vec![] }
+        Self {
+            kind: SchedKind::Eevdf,
+            args: vec![],
+        }
     }
 
     pub fn parse(s: &str) -> Result<Self> {
@@ -77,9 +85,14 @@ impl SchedSpec {
         };
         let Some(kind) = SchedKind::ALL.iter().copied().find(|k| k.name() == name) else {
             let names: Vec<_> = SchedKind::ALL.iter().map(|k| k.name()).collect();
-            bail!("unknown scheduler '{name}' (choose one of: {})", names.join(", "));
+            bail!(
+                "unknown scheduler '{name}' (choose one of: {})",
+                names.join(", ")
+            );
         };
-        let args: Vec<String> = args.map(|a| a.split_whitespace().map(String::from).collect()).unwrap_or_default();
+        let args: Vec<String> = args
+            .map(|a| a.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
         if kind == SchedKind::Eevdf && !args.is_empty() {
             bail!("eevdf is the kernel's own scheduler and takes no arguments");
         }
@@ -108,12 +121,18 @@ mod tests {
         assert_eq!(s.args, ["--pinned-queue", "shared", "--queue", "global"]);
         assert_eq!(s.label(), "concord:--pinned-queue shared --queue global");
         assert_eq!(SchedSpec::parse(&s.label()).unwrap(), s);
-        assert_eq!(SchedSpec::parse("lavd").unwrap().kind.ops_name(), Some("lavd"));
+        assert_eq!(
+            SchedSpec::parse("lavd").unwrap().kind.ops_name(),
+            Some("lavd")
+        );
     }
 
     #[test]
     fn rejects_unknown_and_misused() {
-        assert!(SchedSpec::parse("cfs").unwrap_err().to_string().contains("choose one of"));
+        assert!(SchedSpec::parse("cfs")
+            .unwrap_err()
+            .to_string()
+            .contains("choose one of"));
         assert!(SchedSpec::parse("eevdf:--x").is_err());
     }
 }

@@ -30,12 +30,21 @@ pub struct CpuGroups {
 impl TopologySpec {
     /// A flat machine: one node, one LLC, `cpus` cores without SMT.
     pub fn flat(cpus: u32) -> Self {
-        Self { nodes: 1, llcs_per_node: 1, cores_per_llc: cpus, threads_per_core: 1 }
+        Self {
+            nodes: 1,
+            llcs_per_node: 1,
+            cores_per_llc: cpus,
+            threads_per_core: 1,
+        }
     }
 
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
-        let spec = if s.contains('=') { Self::parse_keyed(s)? } else { Self::parse_compact(s)? };
+        let spec = if s.contains('=') {
+            Self::parse_keyed(s)?
+        } else {
+            Self::parse_compact(s)?
+        };
         spec.validate()?;
         Ok(spec)
     }
@@ -47,10 +56,9 @@ impl TopologySpec {
             let (key, value) = part
                 .split_once('=')
                 .with_context(|| format!("topology item '{part}' is not key=value"))?;
-            let n: u32 = value
-                .trim()
-                .parse()
-                .with_context(|| format!("topology item '{part}': '{value}' is not a whole number"))?;
+            let n: u32 = value.trim().parse().with_context(|| {
+                format!("topology item '{part}': '{value}' is not a whole number")
+            })?;
             match key.trim() {
                 "numa" | "nodes" | "node" => spec.nodes = n,
                 "llc" | "llcs" => spec.llcs_per_node = n,
@@ -80,7 +88,9 @@ impl TopologySpec {
             if digits.is_empty() {
                 bail!("topology '{s}': expected a number before '{ch}'");
             }
-            let n: u32 = digits.parse().with_context(|| format!("topology '{s}': number too large"))?;
+            let n: u32 = digits
+                .parse()
+                .with_context(|| format!("topology '{s}': number too large"))?;
             digits.clear();
             match ch {
                 'n' => spec.nodes = n,
@@ -114,9 +124,15 @@ impl TopologySpec {
             }
         }
         if self.threads_per_core > 2 {
-            bail!("topology: QEMU's x86 CPUs offer at most 2 threads per core here (asked {})", self.threads_per_core);
+            bail!(
+                "topology: QEMU's x86 CPUs offer at most 2 threads per core here (asked {})",
+                self.threads_per_core
+            );
         }
-        let cpus = self.nodes as u64 * self.llcs_per_node as u64 * self.cores_per_llc as u64 * self.threads_per_core as u64;
+        let cpus = self.nodes as u64
+            * self.llcs_per_node as u64
+            * self.cores_per_llc as u64
+            * self.threads_per_core as u64;
         if cpus > MAX_LAB_CPUS as u64 {
             bail!("topology: {cpus} CPUs is more than the lab's limit of {MAX_LAB_CPUS}");
         }
@@ -140,8 +156,12 @@ impl TopologySpec {
         let per_node = per_llc * self.llcs_per_node;
         let range = |start: u32, len: u32| (start..start + len).collect::<Vec<_>>();
         CpuGroups {
-            llcs: (0..self.nr_llcs()).map(|l| range(l * per_llc, per_llc)).collect(),
-            nodes: (0..self.nodes).map(|n| range(n * per_node, per_node)).collect(),
+            llcs: (0..self.nr_llcs())
+                .map(|l| range(l * per_llc, per_llc))
+                .collect(),
+            nodes: (0..self.nodes)
+                .map(|n| range(n * per_node, per_node))
+                .collect(),
             smt_cores: (0..self.nr_cpus() / self.threads_per_core)
                 .map(|c| range(c * self.threads_per_core, self.threads_per_core))
                 .collect(),
@@ -172,22 +192,33 @@ impl TopologySpec {
         ];
         let node_mem = mem_mib / self.nodes as u64;
         let per_node = self.cpus_per_llc() * self.llcs_per_node;
-        let backend = if shared_memory { "memory-backend-memfd" } else { "memory-backend-ram" };
+        let backend = if shared_memory {
+            "memory-backend-memfd"
+        } else {
+            "memory-backend-ram"
+        };
         for n in 0..self.nodes {
             let share = if shared_memory { ",share=on" } else { "" };
             args.push("-object".into());
             args.push(format!("{backend},id=mem{n},size={node_mem}M{share}"));
             args.push("-numa".into());
             let first = n * per_node;
-            args.push(format!("node,nodeid={n},cpus={}-{},memdev=mem{n}", first, first + per_node - 1));
+            args.push(format!(
+                "node,nodeid={n},cpus={}-{},memdev=mem{n}",
+                first,
+                first + per_node - 1
+            ));
         }
         args
     }
 
     /// Memory must divide evenly among nodes for QEMU to accept the backends.
     pub fn check_memory(&self, mem_mib: u64) -> Result<()> {
-        if mem_mib % self.nodes as u64 != 0 {
-            bail!("--mem {mem_mib}M does not split evenly over {} NUMA nodes", self.nodes);
+        if !mem_mib.is_multiple_of(self.nodes as u64) {
+            bail!(
+                "--mem {mem_mib}M does not split evenly over {} NUMA nodes",
+                self.nodes
+            );
         }
         if mem_mib / (self.nodes as u64) < 256 {
             bail!("--mem {mem_mib}M leaves less than 256M per NUMA node");
@@ -198,7 +229,11 @@ impl TopologySpec {
 
 impl fmt::Display for TopologySpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}n{}l{}c{}t", self.nodes, self.llcs_per_node, self.cores_per_llc, self.threads_per_core)
+        write!(
+            f,
+            "{}n{}l{}c{}t",
+            self.nodes, self.llcs_per_node, self.cores_per_llc, self.threads_per_core
+        )
     }
 }
 
@@ -214,7 +249,10 @@ pub fn parse_cpulist(s: &str) -> Result<Vec<u32>> {
                 }
                 cpus.extend(a..=b);
             }
-            None => cpus.push(part.parse().with_context(|| format!("bad cpulist item '{part}'"))?),
+            None => cpus.push(
+                part.parse()
+                    .with_context(|| format!("bad cpulist item '{part}'"))?,
+            ),
         }
     }
     cpus.sort_unstable();
@@ -251,8 +289,19 @@ mod tests {
     #[test]
     fn omitted_units_default_to_one() {
         let t = TopologySpec::parse("2l2c").unwrap();
-        assert_eq!(t, TopologySpec { nodes: 1, llcs_per_node: 2, cores_per_llc: 2, threads_per_core: 1 });
-        assert_eq!(TopologySpec::parse("cores=4").unwrap(), TopologySpec::flat(4));
+        assert_eq!(
+            t,
+            TopologySpec {
+                nodes: 1,
+                llcs_per_node: 2,
+                cores_per_llc: 2,
+                threads_per_core: 1
+            }
+        );
+        assert_eq!(
+            TopologySpec::parse("cores=4").unwrap(),
+            TopologySpec::flat(4)
+        );
     }
 
     #[test]
@@ -281,7 +330,10 @@ mod tests {
         let g = t.groups();
         assert_eq!(g.llcs, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
         assert_eq!(g.nodes, g.llcs);
-        assert_eq!(g.smt_cores, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]);
+        assert_eq!(
+            g.smt_cores,
+            vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]
+        );
         let t = TopologySpec::parse("2l2c").unwrap();
         assert_eq!(t.groups().llcs, vec![vec![0, 1], vec![2, 3]]);
         assert_eq!(t.groups().nodes, vec![vec![0, 1, 2, 3]]);
@@ -291,9 +343,18 @@ mod tests {
     fn qemu_args_map_llcs_to_sockets_and_nodes_to_backends() {
         let t = TopologySpec::parse("numa=2,llc=1,cores=2").unwrap();
         let args = t.qemu_args(2048, true).join(" ");
-        assert!(args.contains("-smp 4,sockets=2,cores=2,threads=1"), "{args}");
-        assert!(args.contains("memory-backend-memfd,id=mem0,size=1024M,share=on"), "{args}");
-        assert!(args.contains("node,nodeid=1,cpus=2-3,memdev=mem1"), "{args}");
+        assert!(
+            args.contains("-smp 4,sockets=2,cores=2,threads=1"),
+            "{args}"
+        );
+        assert!(
+            args.contains("memory-backend-memfd,id=mem0,size=1024M,share=on"),
+            "{args}"
+        );
+        assert!(
+            args.contains("node,nodeid=1,cpus=2-3,memdev=mem1"),
+            "{args}"
+        );
         assert!(args.contains("vendor=GenuineIntel"));
         assert!(t.check_memory(2047).is_err());
         assert!(t.check_memory(2048).is_ok());
@@ -301,7 +362,10 @@ mod tests {
 
     #[test]
     fn cpulists() {
-        assert_eq!(parse_cpulist("0-2,5,7-8\n").unwrap(), vec![0, 1, 2, 5, 7, 8]);
+        assert_eq!(
+            parse_cpulist("0-2,5,7-8\n").unwrap(),
+            vec![0, 1, 2, 5, 7, 8]
+        );
         assert_eq!(parse_cpulist("3").unwrap(), vec![3]);
         assert!(parse_cpulist("3-1").is_err());
         assert!(parse_cpulist("a").is_err());

@@ -21,7 +21,9 @@ fn say(msg: &str) {
 }
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 pub fn sched_state() -> String {
@@ -30,7 +32,10 @@ pub fn sched_state() -> String {
 
 /// scx_utils-based peers register as `<name>_<version>_<target>`; concord as plain `concord`.
 pub fn ops_matches(ops: &str, name: &str) -> bool {
-    ops == name || ops.strip_prefix(name).is_some_and(|rest| rest.starts_with('_'))
+    ops == name
+        || ops
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('_'))
 }
 
 fn sched_ops() -> String {
@@ -41,7 +46,9 @@ fn sched_ops() -> String {
 pub fn observed_groups() -> Result<CpuGroups> {
     let mut llcs = Vec::new();
     let mut smt = Vec::new();
-    let cpus = parse_cpulist(&read_trim("/sys/devices/system/cpu/online").context("reading online CPUs")?)?;
+    let cpus = parse_cpulist(
+        &read_trim("/sys/devices/system/cpu/online").context("reading online CPUs")?,
+    )?;
     for cpu in &cpus {
         let base = PathBuf::from(format!("/sys/devices/system/cpu/cpu{cpu}"));
         // The highest cache level shared by this CPU is its LLC.
@@ -49,7 +56,10 @@ pub fn observed_groups() -> Result<CpuGroups> {
         if let Ok(rd) = std::fs::read_dir(base.join("cache")) {
             for e in rd.flatten() {
                 let d = e.path();
-                let (Some(level), Some(list)) = (read_trim(d.join("level")), read_trim(d.join("shared_cpu_list"))) else {
+                let (Some(level), Some(list)) = (
+                    read_trim(d.join("level")),
+                    read_trim(d.join("shared_cpu_list")),
+                ) else {
                     continue;
                 };
                 let level: u32 = level.parse().unwrap_or(0);
@@ -59,7 +69,9 @@ pub fn observed_groups() -> Result<CpuGroups> {
             }
         }
         llcs.push(best.map(|b| b.1).unwrap_or_else(|| vec![*cpu]));
-        smt.push(parse_cpulist(&read_trim(base.join("topology/thread_siblings_list")).unwrap_or(cpu.to_string()))?);
+        smt.push(parse_cpulist(
+            &read_trim(base.join("topology/thread_siblings_list")).unwrap_or(cpu.to_string()),
+        )?);
     }
     let mut nodes = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/sys/devices/system/node") {
@@ -74,7 +86,11 @@ pub fn observed_groups() -> Result<CpuGroups> {
     if nodes.is_empty() {
         nodes.push(cpus.clone());
     }
-    Ok(CpuGroups { llcs: normalise_groups(llcs), nodes: normalise_groups(nodes), smt_cores: normalise_groups(smt) })
+    Ok(CpuGroups {
+        llcs: normalise_groups(llcs),
+        nodes: normalise_groups(nodes),
+        smt_cores: normalise_groups(smt),
+    })
 }
 
 fn fmt_groups(g: &[Vec<u32>]) -> String {
@@ -87,7 +103,11 @@ fn fmt_groups(g: &[Vec<u32>]) -> String {
 
 /// Read the whole kernel log (every level, unlike the console) without blocking.
 fn read_kmsg() -> String {
-    let Ok(mut f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg") else {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
         return String::new();
     };
     let mut out = String::new();
@@ -98,9 +118,17 @@ fn read_kmsg() -> String {
             Ok(n) => {
                 let rec = String::from_utf8_lossy(&buf[..n]);
                 let (hdr, msg) = rec.split_once(';').unwrap_or(("", &rec));
-                let ts = hdr.split(',').nth(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                let ts = hdr
+                    .split(',')
+                    .nth(2)
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .unwrap_or(0);
                 let first = msg.lines().next().unwrap_or("");
-                out.push_str(&format!("[{:>5}.{:06}] {first}\n", ts / 1_000_000, ts % 1_000_000));
+                out.push_str(&format!(
+                    "[{:>5}.{:06}] {first}\n",
+                    ts / 1_000_000,
+                    ts % 1_000_000
+                ));
             }
             // EPIPE: records were overwritten; keep reading from the next one.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
@@ -112,17 +140,32 @@ fn read_kmsg() -> String {
 
 /// Kernel log lines that mean trouble, whatever the scheduler.
 pub fn klog_problems(log: &str) -> Vec<String> {
-    const PATTERNS: &[&str] = &["BUG:", "WARNING:", "Oops", "runnable task stall", "watchdog failed", "Kernel panic", "hung_task"];
-    log.lines().filter(|l| PATTERNS.iter().any(|p| l.contains(p))).map(|l| l.trim().to_string()).collect()
+    const PATTERNS: &[&str] = &[
+        "BUG:",
+        "WARNING:",
+        "Oops",
+        "runnable task stall",
+        "watchdog failed",
+        "Kernel panic",
+        "hung_task",
+    ];
+    log.lines()
+        .filter(|l| PATTERNS.iter().any(|p| l.contains(p)))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 /// The reason the kernel gave when a sched_ext scheduler was disabled, e.g.
 /// `sched_ext: BPF scheduler "concord" disabled (unregistered from user space)`.
 pub fn sched_exit_reason(log: &str) -> Option<String> {
     log.lines()
-        .filter(|l| l.contains("sched_ext:") && (l.contains("disabled") || l.contains("errored")))
-        .last()
-        .map(|l| l.split_once("sched_ext:").map(|(_, r)| r.trim().to_string()).unwrap_or_default())
+        .rev()
+        .find(|l| l.contains("sched_ext:") && (l.contains("disabled") || l.contains("errored")))
+        .map(|l| {
+            l.split_once("sched_ext:")
+                .map(|(_, r)| r.trim().to_string())
+                .unwrap_or_default()
+        })
 }
 
 struct RunningSched {
@@ -132,16 +175,23 @@ struct RunningSched {
 }
 
 fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String> {
-    let bin = job.sched_binary.clone().ok_or("no scheduler binary given")?;
+    let bin = job
+        .sched_binary
+        .clone()
+        .ok_or("no scheduler binary given")?;
     let ops = job.sched.kind.ops_name().unwrap_or_default();
     if !Path::new(SCHED_EXT).exists() {
         return Err(format!("this kernel has no sched_ext ({SCHED_EXT} missing): boot a kernel with CONFIG_SCHED_CLASS_EXT=y"));
     }
     let state = sched_state();
     if state != "disabled" {
-        return Err(format!("another sched_ext scheduler is active (state {state}, ops '{}')", sched_ops()));
+        return Err(format!(
+            "another sched_ext scheduler is active (state {state}, ops '{}')",
+            sched_ops()
+        ));
     }
-    let log = std::fs::File::create(run_dir.join(protocol::SCHED_LOG)).map_err(|e| e.to_string())?;
+    let log =
+        std::fs::File::create(run_dir.join(protocol::SCHED_LOG)).map_err(|e| e.to_string())?;
     let mut child = Command::new(&bin)
         .args(&job.sched.args)
         .stdin(Stdio::null())
@@ -152,7 +202,10 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
     // Relay scheduler output (stdout and stderr) to the console with a prefix, and to sched.log.
     let log = std::sync::Arc::new(std::sync::Mutex::new(log));
     let mut relays = Vec::new();
-    for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
         let log = log.clone();
         let name = job.sched.kind.name();
         relays.push(std::thread::spawn(move || {
@@ -172,13 +225,30 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
     let limit = Duration::from_secs(job.sched_attach_timeout_s);
     loop {
         if sched_state() == "enabled" && ops_matches(&sched_ops(), ops) {
-            return Ok((RunningSched { child, started, relay }, started.elapsed().as_secs_f64()));
+            return Ok((
+                RunningSched {
+                    child,
+                    started,
+                    relay,
+                },
+                started.elapsed().as_secs_f64(),
+            ));
         }
         if let Ok(Some(st)) = child.try_wait() {
-            let reason = sched_exit_reason(&read_kmsg()).map(|r| format!("; kernel: {r}")).unwrap_or_default();
-            let mut rs = RunningSched { child, started, relay };
+            let reason = sched_exit_reason(&read_kmsg())
+                .map(|r| format!("; kernel: {r}"))
+                .unwrap_or_default();
+            let mut rs = RunningSched {
+                child,
+                started,
+                relay,
+            };
             rs.join_relay();
-            return Err(format!("{} exited ({st}) before attaching{reason} (its log: {})", bin.display(), run_dir.join(protocol::SCHED_LOG).display()));
+            return Err(format!(
+                "{} exited ({st}) before attaching{reason} (its log: {})",
+                bin.display(),
+                run_dir.join(protocol::SCHED_LOG).display()
+            ));
         }
         if started.elapsed() > limit {
             let _ = child.kill();
@@ -213,7 +283,9 @@ impl RunningSched {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => {
                     let _ = self.child.kill();
                     break self.child.wait().ok();
@@ -222,7 +294,9 @@ impl RunningSched {
         };
         self.join_relay();
         let _ = self.started;
-        status.map(|s| (s.code(), s.signal())).unwrap_or((None, None))
+        status
+            .map(|s| (s.code(), s.signal()))
+            .unwrap_or((None, None))
     }
 }
 
@@ -261,8 +335,15 @@ fn run_job(job: &Job, run_dir: &Path, result: &mut GuestResult) -> Result<()> {
         say("stage=sched-start");
         match start_sched(job, run_dir) {
             Ok((s, secs)) => {
-                eprintln!("[concord-lab] {} attached after {secs:.1} s", job.sched.label());
-                result.sched = Some(SchedReport { label: job.sched.label(), attach_secs: secs, ..Default::default() });
+                eprintln!(
+                    "[concord-lab] {} attached after {secs:.1} s",
+                    job.sched.label()
+                );
+                result.sched = Some(SchedReport {
+                    label: job.sched.label(),
+                    attach_secs: secs,
+                    ..Default::default()
+                });
                 sched = Some(s);
             }
             Err(e) => {
@@ -274,7 +355,11 @@ fn run_job(job: &Job, run_dir: &Path, result: &mut GuestResult) -> Result<()> {
     }
 
     say("stage=cmd");
-    let mut path = job.path_prepend.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    let mut path = job
+        .path_prepend
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>();
     path.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let t0 = Instant::now();
     let status = Command::new(&job.cmd[0])
@@ -321,9 +406,16 @@ fn run_job(job: &Job, run_dir: &Path, result: &mut GuestResult) -> Result<()> {
             result.error = Some(format!(
                 "scheduler {} failed during the run: {}, exit {:?}{}",
                 rep.label,
-                if attached { "still attached at the end" } else { "detached before the command ended" },
+                if attached {
+                    "still attached at the end"
+                } else {
+                    "detached before the command ended"
+                },
                 code,
-                rep.exit_reason.as_ref().map(|r| format!(", kernel: {r}")).unwrap_or_default()
+                rep.exit_reason
+                    .as_ref()
+                    .map(|r| format!(", kernel: {r}"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -341,7 +433,10 @@ pub fn main(run_dir: &Path) -> Result<()> {
     let log = read_kmsg();
     result.klog_problems = klog_problems(&log);
     std::fs::write(run_dir.join(protocol::DMESG_FILE), &log)?;
-    std::fs::write(run_dir.join(protocol::RESULT_FILE), serde_json::to_vec_pretty(&result)?)?;
+    std::fs::write(
+        run_dir.join(protocol::RESULT_FILE),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
     say("stage=done");
     Ok(())
 }
@@ -357,7 +452,10 @@ mod tests {
                    [ 3.0] sched_ext: BPF scheduler \"concord\" disabled (runnable task stall)\n";
         let p = klog_problems(log);
         assert_eq!(p.len(), 2, "{p:?}");
-        assert_eq!(sched_exit_reason(log).unwrap(), "BPF scheduler \"concord\" disabled (runnable task stall)");
+        assert_eq!(
+            sched_exit_reason(log).unwrap(),
+            "BPF scheduler \"concord\" disabled (runnable task stall)"
+        );
         assert!(klog_problems("[ 1.0] all fine\n").is_empty());
         assert_eq!(sched_exit_reason("nothing"), None);
         assert!(ops_matches("concord", "concord"));

@@ -61,11 +61,11 @@ fn cpio_entry(out: &mut Vec<u8>, name: &str, mode: u32, rdev: (u32, u32), data: 
     );
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(namez.as_bytes());
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend_from_slice(data);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -101,8 +101,9 @@ fn is_static_elf(bytes: &[u8]) -> bool {
 }
 
 pub fn ensure() -> Result<PathBuf> {
-    let busybox = std::fs::read(BUSYBOX)
-        .with_context(|| format!("{BUSYBOX} not found: run scripts/setup-host.sh (installs busybox-static)"))?;
+    let busybox = std::fs::read(BUSYBOX).with_context(|| {
+        format!("{BUSYBOX} not found: run scripts/setup-host.sh (installs busybox-static)")
+    })?;
     if !is_static_elf(&busybox) {
         bail!("{BUSYBOX} is dynamically linked: apt-get install busybox-static");
     }
@@ -129,7 +130,9 @@ mod tests {
         assert_eq!(a.len() % 4, 0);
         assert!(a.starts_with(b"070701"));
         let text = String::from_utf8_lossy(&a);
-        assert!(text.contains("TRAILER!!!") && text.contains("dev/console") && text.contains("init"));
+        assert!(
+            text.contains("TRAILER!!!") && text.contains("dev/console") && text.contains("init")
+        );
         // The console device node is char 5:1.
         let i = text.find("dev/console").unwrap();
         let hdr = &text[i - 110..i];

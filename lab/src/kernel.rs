@@ -75,7 +75,9 @@ pub fn resolve(series: &str, package_names: &[String]) -> Result<KernelPackages>
         } else {
             continue;
         };
-        let Some(ver) = rest.strip_suffix(FLAVOUR).and_then(KernelVersion::parse) else { continue };
+        let Some(ver) = rest.strip_suffix(FLAVOUR).and_then(KernelVersion::parse) else {
+            continue;
+        };
         if ver.0.len() != 3 || BROKEN_SERIES.contains(&ver.series()) {
             continue;
         }
@@ -99,7 +101,12 @@ pub fn resolve(series: &str, package_names: &[String]) -> Result<KernelPackages>
     let release = format!("{version}{FLAVOUR}");
     let base = format!("linux-base-{release}");
     let config_pkg = package_names.contains(&base).then_some(base);
-    Ok(KernelPackages { version, release, image_pkg, config_pkg })
+    Ok(KernelPackages {
+        version,
+        release,
+        image_pkg,
+        config_pkg,
+    })
 }
 
 /// A kernel ready to boot, as recorded in the cache.
@@ -141,8 +148,14 @@ fn apt_package_names() -> Result<Vec<String>> {
         let out = Command::new("apt-cache")
             .args(["pkgnames", prefix])
             .output()
-            .context("apt-cache not found: this lab needs Debian's apt (run scripts/setup-host.sh)")?;
-        names.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
+            .context(
+                "apt-cache not found: this lab needs Debian's apt (run scripts/setup-host.sh)",
+            )?;
+        names.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(String::from),
+        );
     }
     Ok(names)
 }
@@ -168,20 +181,34 @@ pub fn fetch(series: &str) -> Result<Kernel> {
     progress(&format!("downloading {}", names.join(" ")));
     let mut cmd = Command::new("apt-get");
     cmd.arg("download").args(&names).current_dir(&dl);
-    run_checked(&mut cmd, "apt-get download (is the network to Debian's archive up? run scripts/setup-host.sh)")?;
+    run_checked(
+        &mut cmd,
+        "apt-get download (is the network to Debian's archive up? run scripts/setup-host.sh)",
+    )?;
     progress("extracting");
     let x = dl.join("x");
     for entry in std::fs::read_dir(&dl)? {
         let p = entry?.path();
         if p.extension().is_some_and(|e| e == "deb") {
-            run_checked(Command::new("dpkg-deb").arg("-x").arg(&p).arg(&x), "dpkg-deb -x")?;
+            run_checked(
+                Command::new("dpkg-deb").arg("-x").arg(&p).arg(&x),
+                "dpkg-deb -x",
+            )?;
         }
     }
     let modules = x.join("usr/lib/modules").join(&pkgs.release);
-    let image_src = [modules.join("vmlinuz.unsigned"), x.join("boot").join(format!("vmlinuz-{}", pkgs.release))]
-        .into_iter()
-        .find(|p| p.exists())
-        .with_context(|| format!("package {} has no kernel image where expected", pkgs.image_pkg))?;
+    let image_src = [
+        modules.join("vmlinuz.unsigned"),
+        x.join("boot").join(format!("vmlinuz-{}", pkgs.release)),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .with_context(|| {
+        format!(
+            "package {} has no kernel image where expected",
+            pkgs.image_pkg
+        )
+    })?;
     let image = dir.join("vmlinuz");
     std::fs::copy(&image_src, &image)?;
     let config = match modules.join("config") {
@@ -195,7 +222,12 @@ pub fn fetch(series: &str) -> Result<Kernel> {
         _ => None,
     };
     std::fs::remove_dir_all(&dl)?;
-    let k = Kernel { release: pkgs.release.clone(), image, config, packages: names };
+    let k = Kernel {
+        release: pkgs.release.clone(),
+        image,
+        config,
+        packages: names,
+    };
     std::fs::write(&meta, serde_json::to_string_pretty(&k)?)?;
     Ok(k)
 }
@@ -207,12 +239,18 @@ pub fn from_path(image: &Path) -> Result<Kernel> {
     }
     let config = image.with_file_name("config");
     let config = if config.exists() {
-        check_config(&std::fs::read_to_string(&config)?).with_context(|| format!("{}", config.display()))?;
+        check_config(&std::fs::read_to_string(&config)?)
+            .with_context(|| format!("{}", config.display()))?;
         Some(config)
     } else {
         None
     };
-    Ok(Kernel { release: "custom".into(), image: image.to_path_buf(), config, packages: vec![] })
+    Ok(Kernel {
+        release: "custom".into(),
+        image: image.to_path_buf(),
+        config,
+        packages: vec![],
+    })
 }
 
 /// `--kernel` takes a series (`7.3`, `7.0`, `latest`) or a path to a bzImage.
@@ -248,7 +286,11 @@ mod tests {
     #[test]
     fn newest_of_series_with_numeric_ordering() {
         let k = resolve("7.0", &names(APT)).unwrap();
-        assert_eq!(k.version.to_string(), "7.0.13", "7.0.13 > 7.0.9 numerically");
+        assert_eq!(
+            k.version.to_string(),
+            "7.0.13",
+            "7.0.13 > 7.0.9 numerically"
+        );
         assert_eq!(k.image_pkg, "linux-binary-7.0.13+deb13-amd64");
         assert_eq!(k.config_pkg, None, "no linux-base for 7.0.13");
         assert_eq!(k.release, "7.0.13+deb13-amd64");
@@ -258,7 +300,10 @@ mod tests {
     fn prefers_unsigned_and_finds_config() {
         let k = resolve("7.3", &names(APT)).unwrap();
         assert_eq!(k.image_pkg, "linux-binary-unsigned-7.3.4+deb13-amd64");
-        assert_eq!(k.config_pkg.as_deref(), Some("linux-base-7.3.4+deb13-amd64"));
+        assert_eq!(
+            k.config_pkg.as_deref(),
+            Some("linux-base-7.3.4+deb13-amd64")
+        );
     }
 
     #[test]
@@ -267,23 +312,44 @@ mod tests {
         apt.retain(|n| !n.contains("7.3."));
         let k = resolve("latest", &apt).unwrap();
         assert_eq!(k.version.to_string(), "7.0.13");
-        assert_eq!(resolve("latest", &names(APT)).unwrap().version.to_string(), "7.3.4");
+        assert_eq!(
+            resolve("latest", &names(APT)).unwrap().version.to_string(),
+            "7.3.4"
+        );
     }
 
     #[test]
     fn refuses_broken_unknown_and_malformed() {
-        assert!(resolve("7.2", &names(APT)).unwrap_err().to_string().contains("unusable"));
-        assert!(resolve("6.1", &names(APT)).unwrap_err().to_string().contains("setup-host.sh"));
-        assert!(resolve("7", &names(APT)).unwrap_err().to_string().contains("MAJOR.MINOR"));
+        assert!(resolve("7.2", &names(APT))
+            .unwrap_err()
+            .to_string()
+            .contains("unusable"));
+        assert!(resolve("6.1", &names(APT))
+            .unwrap_err()
+            .to_string()
+            .contains("setup-host.sh"));
+        assert!(resolve("7", &names(APT))
+            .unwrap_err()
+            .to_string()
+            .contains("MAJOR.MINOR"));
         assert!(resolve("7.3.4", &names(APT)).is_err());
     }
 
     #[test]
     fn config_check_names_what_is_missing() {
-        let good = REQUIRED_CONFIG.iter().map(|o| format!("{o}=y\n")).collect::<String>();
+        let good = REQUIRED_CONFIG
+            .iter()
+            .map(|o| format!("{o}=y\n"))
+            .collect::<String>();
         assert!(check_config(&good).is_ok());
-        let bad = good.replace("CONFIG_SCHED_CLASS_EXT=y", "# CONFIG_SCHED_CLASS_EXT is not set");
+        let bad = good.replace(
+            "CONFIG_SCHED_CLASS_EXT=y",
+            "# CONFIG_SCHED_CLASS_EXT is not set",
+        );
         let err = check_config(&bad).unwrap_err().to_string();
-        assert!(err.contains("CONFIG_SCHED_CLASS_EXT") && !err.contains("CONFIG_VIRTIO_FS"), "{err}");
+        assert!(
+            err.contains("CONFIG_SCHED_CLASS_EXT") && !err.contains("CONFIG_VIRTIO_FS"),
+            "{err}"
+        );
     }
 }

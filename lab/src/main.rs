@@ -89,7 +89,9 @@ pub fn parse_mem_mib(s: &str) -> Result<u64> {
         Some('M' | 'm') => (&s[..s.len() - 1], 1),
         _ => (s, 1),
     };
-    let n: u64 = num.parse().with_context(|| format!("--mem '{s}' is not a size like 2G or 1536M"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--mem '{s}' is not a size like 2G or 1536M"))?;
     let mib = n * mul;
     if !(256..=16384).contains(&mib) {
         bail!("--mem {s}: choose between 256M and 16G");
@@ -98,15 +100,24 @@ pub fn parse_mem_mib(s: &str) -> Result<u64> {
 }
 
 fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
-    let Some(bin) = spec.kind.binary() else { return Ok(None) };
+    let Some(bin) = spec.kind.binary() else {
+        return Ok(None);
+    };
     let path = match spec.kind {
         SchedKind::Concord => exe_dir()?.join(bin),
         _ => peers::bin_dir()?.join(bin),
     };
     if !path.is_file() {
         match spec.kind {
-            SchedKind::Concord => bail!("{} not built: run `cargo build --release` (or `make build`)", path.display()),
-            _ => bail!("{} not installed: run `concord-lab peers {}`", path.display(), spec.kind.name()),
+            SchedKind::Concord => bail!(
+                "{} not built: run `cargo build --release` (or `make build`)",
+                path.display()
+            ),
+            _ => bail!(
+                "{} not installed: run `concord-lab peers {}`",
+                path.display(),
+                spec.kind.name()
+            ),
         }
     }
     Ok(Some(path))
@@ -118,7 +129,10 @@ fn vm(args: VmArgs) -> Result<i32> {
         Some(t) => TopologySpec::parse(t)?,
         None => {
             if args.cpus == 0 || args.cpus > concord_common::topology::MAX_LAB_CPUS {
-                bail!("--cpus must be between 1 and {}", concord_common::topology::MAX_LAB_CPUS);
+                bail!(
+                    "--cpus must be between 1 and {}",
+                    concord_common::topology::MAX_LAB_CPUS
+                );
             }
             TopologySpec::flat(args.cpus)
         }
@@ -169,9 +183,18 @@ fn vm(args: VmArgs) -> Result<i32> {
                 "scheduler {}: attached after {:.1} s, {} at the end, exit {}{}, state now {}",
                 s.label,
                 s.attach_secs,
-                if s.attached_at_end { "still attached" } else { "NOT attached" },
-                s.exit_code.map(|c| c.to_string()).unwrap_or_else(|| format!("by signal {:?}", s.exit_signal)),
-                s.exit_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                if s.attached_at_end {
+                    "still attached"
+                } else {
+                    "NOT attached"
+                },
+                s.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| format!("by signal {:?}", s.exit_signal)),
+                s.exit_reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
                 s.state_after
             ));
         }
@@ -179,7 +202,10 @@ fn vm(args: VmArgs) -> Result<i32> {
             progress(&format!("guest kernel log: {p}"));
         }
     }
-    progress(&format!("run directory (kernel log, outputs): {}", out.run_dir.display()));
+    progress(&format!(
+        "run directory (kernel log, outputs): {}",
+        out.run_dir.display()
+    ));
     if let Some(m) = &out.message {
         eprintln!("concord-lab: error: {m}");
     }
@@ -209,7 +235,10 @@ fn real_main() -> Result<i32> {
         }
         Cmd::Topology => {
             let g = guest::observed_groups()?;
-            println!("llcs: {:?}\nnodes: {:?}\nsmt: {:?}", g.llcs, g.nodes, g.smt_cores);
+            println!(
+                "llcs: {:?}\nnodes: {:?}\nsmt: {:?}",
+                g.llcs, g.nodes, g.smt_cores
+            );
             Ok(0)
         }
         Cmd::Guest { run_dir } => {

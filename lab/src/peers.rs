@@ -13,7 +13,10 @@ pub fn bin_dir() -> Result<PathBuf> {
 
 pub fn install(names: &[String]) -> Result<()> {
     let kinds: Vec<SchedKind> = if names.is_empty() {
-        SchedKind::ALL.into_iter().filter(|k| k.crate_name().is_some()).collect()
+        SchedKind::ALL
+            .into_iter()
+            .filter(|k| k.crate_name().is_some())
+            .collect()
     } else {
         names
             .iter()

@@ -67,4 +67,3 @@ pub struct GuestResult {
     pub klog_problems: Vec<String>,
     pub cmd_secs: f64,
 }
-

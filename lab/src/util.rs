@@ -15,7 +15,8 @@ pub fn cache_dir() -> Result<PathBuf> {
         let home = std::env::var_os("HOME").context("HOME is not set; set CONCORD_LAB_CACHE")?;
         PathBuf::from(home).join(".cache/concord-lab")
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating cache dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating cache dir {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -30,7 +31,11 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
         .output()
         .with_context(|| format!("{what}: could not start {:?}", cmd.get_program()))?;
     if !out.status.success() {
-        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -55,14 +60,19 @@ pub fn which(name: &str) -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Directory of the running executable: the workspace's target dir, where scx_concord and the
 /// workloads are built beside the lab.
 pub fn exe_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the concord-lab executable")?;
-    Ok(exe.parent().context("executable has no parent dir")?.to_path_buf())
+    Ok(exe
+        .parent()
+        .context("executable has no parent dir")?
+        .to_path_buf())
 }
 
 pub fn is_root() -> bool {

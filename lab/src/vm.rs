@@ -35,8 +35,6 @@ pub struct VmOutcome {
     pub run_dir: PathBuf,
     /// Seconds from QEMU start to the command starting in the guest.
     pub boot_to_cmd_secs: Option<f64>,
-    pub last_stage: String,
-    pub output: String,
     pub message: Option<String>,
 }
 
@@ -48,7 +46,11 @@ pub fn check_host() -> Result<(PathBuf, PathBuf)> {
     let qemu = which("qemu-system-x86_64")
         .context("qemu-system-x86_64 not found: run scripts/setup-host.sh (installs qemu-system-x86 from bookworm-backports)")?;
     let virtiofsd = which("virtiofsd")
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/virtiofsd")).filter(|p| p.is_file()))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cargo/bin/virtiofsd"))
+                .filter(|p| p.is_file())
+        })
         .context("virtiofsd not found: run scripts/setup-host.sh (cargo install virtiofsd)")?;
     Ok((qemu, virtiofsd))
 }
@@ -65,13 +67,23 @@ impl Drop for Children {
 }
 
 fn new_run_dir() -> Result<PathBuf> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-    let dir = cache_dir()?.join("runs").join(format!("{stamp}-{}", std::process::id()));
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let dir = cache_dir()?
+        .join("runs")
+        .join(format!("{stamp}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
-fn spawn_virtiofsd(bin: &Path, socket: &Path, dir: &Path, readonly: bool, log: &Path) -> Result<Child> {
+fn spawn_virtiofsd(
+    bin: &Path,
+    socket: &Path,
+    dir: &Path,
+    readonly: bool,
+    log: &Path,
+) -> Result<Child> {
     let mut cmd = Command::new(bin);
     cmd.arg(format!("--socket-path={}", socket.display()))
         .arg("--shared-dir")
@@ -84,15 +96,21 @@ fn spawn_virtiofsd(bin: &Path, socket: &Path, dir: &Path, readonly: bool, log: &
         cmd.args(["--cache", "never"]);
     }
     die_with_parent(&mut cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log)?);
-    cmd.spawn().with_context(|| format!("starting {}", bin.display()))
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?);
+    cmd.spawn()
+        .with_context(|| format!("starting {}", bin.display()))
 }
 
 fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
     let start = Instant::now();
     while !path.exists() {
         if let Some(st) = child.try_wait()? {
-            bail!("virtiofsd exited ({st}) before listening: {}", std::fs::read_to_string(log).unwrap_or_default().trim());
+            bail!(
+                "virtiofsd exited ({st}) before listening: {}",
+                std::fs::read_to_string(log).unwrap_or_default().trim()
+            );
         }
         if start.elapsed() > Duration::from_secs(10) {
             bail!("virtiofsd did not create {} within 10 s", path.display());
@@ -108,7 +126,10 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
     let initrd = initramfs::ensure()?;
     let lab_exe = std::env::current_exe()?;
     let run_dir = new_run_dir()?;
-    std::fs::write(run_dir.join(protocol::JOB_FILE), serde_json::to_vec_pretty(&cfg.job)?)?;
+    std::fs::write(
+        run_dir.join(protocol::JOB_FILE),
+        serde_json::to_vec_pretty(&cfg.job)?,
+    )?;
 
     let mut children = Children(Vec::new());
     let root_sock = run_dir.join("vfs-root.sock");
@@ -116,8 +137,16 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
     // The sockets live in the shared run dir; the guest sees them as inert files.
     let root_log = run_dir.join("virtiofsd-root.log");
     let run_log = run_dir.join("virtiofsd-run.log");
-    children.0.push(spawn_virtiofsd(&virtiofsd, &root_sock, Path::new("/"), true, &root_log)?);
-    children.0.push(spawn_virtiofsd(&virtiofsd, &run_sock, &run_dir, false, &run_log)?);
+    children.0.push(spawn_virtiofsd(
+        &virtiofsd,
+        &root_sock,
+        Path::new("/"),
+        true,
+        &root_log,
+    )?);
+    children.0.push(spawn_virtiofsd(
+        &virtiofsd, &run_sock, &run_dir, false, &run_log,
+    )?);
     wait_for_socket(&root_sock, &mut children.0[0], &root_log)?;
     wait_for_socket(&run_sock, &mut children.0[1], &run_log)?;
 
@@ -127,28 +156,47 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
         lab_exe.display()
     );
     let mut cmd = Command::new(&qemu);
-    cmd.args(["-accel", "tcg", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-display", "none", "-monitor", "none", "-nic", "none"])
-        .args(cfg.topology.qemu_args(cfg.mem_mib, true))
-        .arg("-kernel")
-        .arg(&cfg.kernel.image)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", &append])
-        .arg("-chardev")
-        .arg(format!("socket,id=vfs0,path={}", root_sock.display()))
-        .args(["-device", "vhost-user-fs-pci,chardev=vfs0,tag=hostroot"])
-        .arg("-chardev")
-        .arg(format!("socket,id=vfs1,path={}", run_sock.display()))
-        .args(["-device", "vhost-user-fs-pci,chardev=vfs1,tag=rundir"])
-        .arg("-serial")
-        .arg(format!("file:{}", run_dir.join(protocol::KERNEL_CONSOLE).display()))
-        .args(["-chardev", "stdio,id=cmdout,signal=off", "-serial", "chardev:cmdout"]);
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+    ])
+    .args(["-display", "none", "-monitor", "none", "-nic", "none"])
+    .args(cfg.topology.qemu_args(cfg.mem_mib, true))
+    .arg("-kernel")
+    .arg(&cfg.kernel.image)
+    .arg("-initrd")
+    .arg(&initrd)
+    .args(["-append", &append])
+    .arg("-chardev")
+    .arg(format!("socket,id=vfs0,path={}", root_sock.display()))
+    .args(["-device", "vhost-user-fs-pci,chardev=vfs0,tag=hostroot"])
+    .arg("-chardev")
+    .arg(format!("socket,id=vfs1,path={}", run_sock.display()))
+    .args(["-device", "vhost-user-fs-pci,chardev=vfs1,tag=rundir"])
+    .arg("-serial")
+    .arg(format!(
+        "file:{}",
+        run_dir.join(protocol::KERNEL_CONSOLE).display()
+    ))
+    .args([
+        "-chardev",
+        "stdio,id=cmdout,signal=off",
+        "-serial",
+        "chardev:cmdout",
+    ]);
     die_with_parent(&mut cmd);
     let qemu_err = run_dir.join("qemu.stderr");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(&qemu_err)?);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&qemu_err)?);
     let started = Instant::now();
-    let mut qemu_child = cmd.spawn().with_context(|| format!("starting {}", qemu.display()))?;
+    let mut qemu_child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", qemu.display()))?;
     let stdout = qemu_child.stdout.take().context("QEMU stdout")?;
     children.0.push(qemu_child);
 
@@ -156,8 +204,7 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let stream = cfg.stream;
     let output_path = run_dir.join(protocol::OUTPUT_FILE);
-    let reader = std::thread::spawn(move || -> String {
-        let mut out = String::new();
+    let reader = std::thread::spawn(move || {
         let mut file = std::fs::File::create(output_path).ok();
         let mut rd = BufReader::new(stdout);
         let mut buf = Vec::new();
@@ -181,10 +228,7 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
             if let Some(f) = file.as_mut() {
                 let _ = writeln!(f, "{line}");
             }
-            out.push_str(&line);
-            out.push('\n');
         }
-        out
     });
 
     let mut last_stage = "boot".to_string();
@@ -218,7 +262,7 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(children); // kills QEMU (if still running) and both virtiofsd
-    let output = reader.join().unwrap_or_default();
+    let _ = reader.join();
     while let Ok((_, m)) = rx.try_recv() {
         if let Some(stage) = m.strip_prefix("stage=") {
             last_stage = stage.to_string();
@@ -235,7 +279,10 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
         .and_then(|b| serde_json::from_slice(&b).ok());
     let console = run_dir.join(protocol::KERNEL_CONSOLE);
     let (exit_code, message) = if was_interrupted {
-        (exit::INTERRUPTED, Some("interrupted; the VM was stopped".to_string()))
+        (
+            exit::INTERRUPTED,
+            Some("interrupted; the VM was stopped".to_string()),
+        )
     } else if timed_out {
         (
             exit::TIMEOUT,
@@ -256,7 +303,16 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
                 format!("QEMU failed: {}", qemu_msg.trim())
             }
         });
-        (exit::LAB_ERROR, Some(format!("{why} (kernel console: {})", console.display())))
+        (
+            exit::LAB_ERROR,
+            Some(format!("{why} (kernel console: {})", console.display())),
+        )
     };
-    Ok(VmOutcome { exit_code, result, run_dir, boot_to_cmd_secs: boot_to_cmd, last_stage, output, message })
+    Ok(VmOutcome {
+        exit_code,
+        result,
+        run_dir,
+        boot_to_cmd_secs: boot_to_cmd,
+        message,
+    })
 }

@@ -5,7 +5,15 @@ fn main() {
         .enable_skel("src/bpf/main.bpf.c", "bpf")
         .build()
         .unwrap();
-    for f in ["intf.h", "policy.h", "concord.bpf.h", "lat_cri.bpf.h", "queues.bpf.h", "idle.bpf.h", "stats.bpf.h"] {
+    for f in [
+        "intf.h",
+        "policy.h",
+        "concord.bpf.h",
+        "lat_cri.bpf.h",
+        "queues.bpf.h",
+        "idle.bpf.h",
+        "stats.bpf.h",
+    ] {
         println!("cargo:rerun-if-changed=src/bpf/{f}");
     }
 }

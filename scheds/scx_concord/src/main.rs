@@ -15,8 +15,8 @@ use libbpf_rs::{OpenObject, ProgramInput};
 use log::{info, warn};
 use scx_stats::prelude::*;
 use scx_utils::{
-    compat, scx_ops_attach, scx_ops_load, scx_ops_open, try_set_rlimit_infinity, uei_exited, uei_report, Topology,
-    UserExitInfo, NR_CPU_IDS,
+    compat, scx_ops_attach, scx_ops_load, scx_ops_open, try_set_rlimit_infinity, uei_exited,
+    uei_report, Topology, UserExitInfo, NR_CPU_IDS,
 };
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,13 +107,23 @@ impl Opts {
     /// Every bad value is refused here, before anything is loaded.
     fn validate(&self) -> Result<()> {
         if self.slice_min_us < 50 {
-            bail!("--slice-min-us {} is too short (at least 50 us)", self.slice_min_us);
+            bail!(
+                "--slice-min-us {} is too short (at least 50 us)",
+                self.slice_min_us
+            );
         }
         if self.slice_max_us > 100_000 {
-            bail!("--slice-max-us {} is too long (at most 100000 us)", self.slice_max_us);
+            bail!(
+                "--slice-max-us {} is too long (at most 100000 us)",
+                self.slice_max_us
+            );
         }
         if self.slice_min_us > self.slice_max_us {
-            bail!("--slice-min-us {} is larger than --slice-max-us {}", self.slice_min_us, self.slice_max_us);
+            bail!(
+                "--slice-min-us {} is larger than --slice-max-us {}",
+                self.slice_min_us,
+                self.slice_max_us
+            );
         }
         if self.max_wait_ms == 0 {
             bail!("--max-wait-ms must be at least 1");
@@ -126,7 +136,11 @@ impl Opts {
             );
         }
         if self.max_wait_ms * 1000 < self.slice_max_us {
-            bail!("--max-wait-ms {} is shorter than one slice (--slice-max-us {})", self.max_wait_ms, self.slice_max_us);
+            bail!(
+                "--max-wait-ms {} is shorter than one slice (--slice-max-us {})",
+                self.max_wait_ms,
+                self.slice_max_us
+            );
         }
         for (name, v) in [("--stats", self.stats), ("--monitor", self.monitor)] {
             if let Some(s) = v {
@@ -155,7 +169,11 @@ fn check_kernel() -> Result<()> {
     let s = std::fs::read_to_string(state).unwrap_or_default();
     if s.trim() != "disabled" {
         let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
-        bail!("another sched_ext scheduler is active (state {}, ops '{}'): stop it first", s.trim(), ops.trim());
+        bail!(
+            "another sched_ext scheduler is active (state {}, ops '{}'): stop it first",
+            s.trim(),
+            ops.trim()
+        );
     }
     Ok(())
 }
@@ -166,7 +184,10 @@ struct Scheduler<'a> {
     stats_server: Option<StatsServer<(), Snapshot>>,
 }
 
-fn open_and_load<'a>(opts: &Opts, open_object: &'a mut MaybeUninit<OpenObject>) -> Result<BpfSkel<'a>> {
+fn open_and_load<'a>(
+    opts: &Opts,
+    open_object: &'a mut MaybeUninit<OpenObject>,
+) -> Result<BpfSkel<'a>> {
     try_set_rlimit_infinity();
     let topo = Topology::new().context("reading the CPU topology")?;
     let mut builder = BpfSkelBuilder::default();
@@ -177,11 +198,15 @@ fn open_and_load<'a>(opts: &Opts, open_object: &'a mut MaybeUninit<OpenObject>) 
     // `concord` in /sys/kernel/sched_ext/root/ops (the version is in our log instead).
     let name = &mut skel.struct_ops.concord_ops_mut().name;
     name.fill(0);
-    for (dst, src) in name.iter_mut().zip(concord_common::sched::CONCORD_OPS_NAME.bytes()) {
+    for (dst, src) in name
+        .iter_mut()
+        .zip(concord_common::sched::CONCORD_OPS_NAME.bytes())
+    {
         *dst = src as _;
     }
-    skel.struct_ops.concord_ops_mut().flags =
-        *compat::SCX_OPS_ENQ_EXITING | *compat::SCX_OPS_ENQ_LAST | *compat::SCX_OPS_ENQ_MIGRATION_DISABLED;
+    skel.struct_ops.concord_ops_mut().flags = *compat::SCX_OPS_ENQ_EXITING
+        | *compat::SCX_OPS_ENQ_LAST
+        | *compat::SCX_OPS_ENQ_MIGRATION_DISABLED;
 
     let rodata = skel.maps.rodata_data.as_mut().unwrap();
     rodata.nr_cpus = *NR_CPU_IDS as u32;
@@ -201,7 +226,11 @@ fn open_and_load<'a>(opts: &Opts, open_object: &'a mut MaybeUninit<OpenObject>) 
     let max_llcs = bpf_intf::concord_consts_MAX_LLCS as usize;
     let max_cpus = bpf_intf::concord_consts_MAX_CPUS as usize;
     if topo.all_llcs.len() > max_llcs || *NR_CPU_IDS > max_cpus {
-        bail!("{} LLCs / {} CPUs exceed the supported {max_llcs} / {max_cpus}", topo.all_llcs.len(), *NR_CPU_IDS);
+        bail!(
+            "{} LLCs / {} CPUs exceed the supported {max_llcs} / {max_cpus}",
+            topo.all_llcs.len(),
+            *NR_CPU_IDS
+        );
     }
     for (dense, llc) in topo.all_llcs.values().enumerate() {
         rodata.llc_node[dense] = llc.node_id as u32;
@@ -232,12 +261,20 @@ impl<'a> Scheduler<'a> {
         let struct_ops = Some(scx_ops_attach!(skel, concord_ops)?);
         let stats_server = Some(StatsServer::new(stats::server_data()).launch()?);
         info!("{SCHEDULER_NAME} attached");
-        Ok(Self { skel, struct_ops, stats_server })
+        Ok(Self {
+            skel,
+            struct_ops,
+            stats_server,
+        })
     }
 
     fn snapshot(&self) -> Snapshot {
         let bss = self.skel.maps.bss_data.as_ref().unwrap();
-        Snapshot { stats: bss.stats, hist: bss.wait_hist, max_ns: bss.wait_max_ns }
+        Snapshot {
+            stats: bss.stats,
+            hist: bss.wait_hist,
+            max_ns: bss.wait_max_ns,
+        }
     }
 
     fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
@@ -258,9 +295,20 @@ impl<'a> Scheduler<'a> {
 fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
     let mut cases = Vec::new();
     for &rt in &[0u64, 1_000, 400_000, 2_000_000, 5_000_000, 1 << 40] {
-        for &(wf, kf) in &[(0u64, 0u64), (3, 0), (150, 40), (10_000, 10_000), (1 << 50, 7)] {
+        for &(wf, kf) in &[
+            (0u64, 0u64),
+            (3, 0),
+            (150, 40),
+            (10_000, 10_000),
+            (1 << 50, 7),
+        ] {
             for &w in &[1u64, 100, 10_000] {
-                for &(n, wait) in &[(0u64, 0u64), (3, 2_500), (1000, 123_456_789), (u32::MAX as u64, 1 << 45)] {
+                for &(n, wait) in &[
+                    (0u64, 0u64),
+                    (3, 2_500),
+                    (1000, 123_456_789),
+                    (u32::MAX as u64, 1 << 45),
+                ] {
                     cases.push(bpf_intf::policy_probe_args {
                         avg_runtime_ns: rt,
                         wake_freq: wf,
@@ -291,11 +339,18 @@ fn check_policy(opts: &Opts) -> Result<()> {
         let input = ProgramInput {
             // SAFETY: policy_probe_args is a plain C struct shared with the BPF program.
             context_in: Some(unsafe {
-                std::slice::from_raw_parts_mut(&mut a as *mut _ as *mut u8, std::mem::size_of_val(&a))
+                std::slice::from_raw_parts_mut(
+                    &mut a as *mut _ as *mut u8,
+                    std::mem::size_of_val(&a),
+                )
             }),
             ..Default::default()
         };
-        let out = skel.progs.policy_probe.test_run(input).context("running policy_probe")?;
+        let out = skel
+            .progs
+            .policy_probe
+            .test_run(input)
+            .context("running policy_probe")?;
         if out.return_value != 0 {
             bail!("policy_probe returned {}", out.return_value);
         }
@@ -307,14 +362,23 @@ fn check_policy(opts: &Opts) -> Result<()> {
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),
         );
-        let got = (a.lat_cri, a.deadline_delta_ns, a.slice_ns, a.wait_bucket, a.freq_after);
+        let got = (
+            a.lat_cri,
+            a.deadline_delta_ns,
+            a.slice_ns,
+            a.wait_bucket,
+            a.freq_after,
+        );
         if want != got {
             mismatches += 1;
             eprintln!("policy mismatch for {a:?}: rust {want:?}, bpf {got:?}");
         }
     }
     if mismatches > 0 {
-        bail!("{mismatches} of {} policy cases differ between BPF and Rust", cases.len());
+        bail!(
+            "{mismatches} of {} policy cases differ between BPF and Rust",
+            cases.len()
+        );
     }
     println!("policy check: BPF and Rust agree on {} cases", cases.len());
     Ok(())
@@ -328,7 +392,11 @@ fn main() -> Result<()> {
         return Ok(());
     }
     simplelog::TermLogger::init(
-        if opts.verbose { simplelog::LevelFilter::Debug } else { simplelog::LevelFilter::Info },
+        if opts.verbose {
+            simplelog::LevelFilter::Debug
+        } else {
+            simplelog::LevelFilter::Info
+        },
         simplelog::ConfigBuilder::new()
             .set_time_level(simplelog::LevelFilter::Error)
             .set_location_level(simplelog::LevelFilter::Off)
@@ -341,7 +409,8 @@ fn main() -> Result<()> {
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let sd = shutdown.clone();
-    ctrlc::set_handler(move || sd.store(true, Ordering::Relaxed)).context("setting the Ctrl-C handler")?;
+    ctrlc::set_handler(move || sd.store(true, Ordering::Relaxed))
+        .context("setting the Ctrl-C handler")?;
 
     if let Some(intv) = opts.monitor {
         return stats::monitor(Duration::from_secs_f64(intv), shutdown);
@@ -385,8 +454,14 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let o = parse(&[]).unwrap();
-        assert_eq!((o.queue, o.pinned_queue), (QueueMode::PerLlc, PinnedMode::PerCpu));
-        assert!(o.max_wait_ms * 1000 >= o.slice_max_us * 4, "the bound leaves room for a few slices");
+        assert_eq!(
+            (o.queue, o.pinned_queue),
+            (QueueMode::PerLlc, PinnedMode::PerCpu)
+        );
+        assert!(
+            o.max_wait_ms * 1000 >= o.slice_max_us * 4,
+            "the bound leaves room for a few slices"
+        );
     }
 
     #[test]
@@ -408,13 +483,24 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(parse(&["--queue", "global", "--pinned-queue", "shared", "--max-wait-ms", "100"]).is_ok());
+        assert!(parse(&[
+            "--queue",
+            "global",
+            "--pinned-queue",
+            "shared",
+            "--max-wait-ms",
+            "100"
+        ])
+        .is_ok());
     }
 
     #[test]
     fn ops_name_matches_the_lab() {
         let src = include_str!("bpf/main.bpf.c");
-        assert!(src.contains(&format!(".name\t\t\t= \"{}\"", concord_common::sched::CONCORD_OPS_NAME)));
+        assert!(src.contains(&format!(
+            ".name\t\t\t= \"{}\"",
+            concord_common::sched::CONCORD_OPS_NAME
+        )));
         assert!(src.contains(&format!(".timeout_ms\t\t= {WATCHDOG_MS}")));
     }
 }

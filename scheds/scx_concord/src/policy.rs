@@ -4,7 +4,7 @@
 
 pub const NSEC_PER_SEC: u64 = 1_000_000_000;
 pub const FREQ_MAX: u64 = 10_000;
-pub const LAT_CRI_MAX: u64 = 29;
+pub const LAT_CRI_MAX: u64 = 27;
 pub const WEIGHT_DEFAULT: u64 = 100;
 pub const DELTA_WEIGHT_CAP: u64 = 100;
 pub const WAIT_SUB_BITS: u64 = crate::bpf_intf::concord_consts_WAIT_SUB_BITS as u64;
@@ -19,7 +19,9 @@ pub fn log2(v: u64) -> u64 {
 }
 
 pub fn freq_update(freq: u64, interval_ns: u64) -> u64 {
-    let sample = if interval_ns == 0 { FREQ_MAX } else { (NSEC_PER_SEC / interval_ns).min(FREQ_MAX) };
+    let sample = NSEC_PER_SEC
+        .checked_div(interval_ns)
+        .map_or(FREQ_MAX, |f| f.min(FREQ_MAX));
     (freq * 3 + sample) / 4
 }
 
@@ -29,10 +31,17 @@ pub fn runtime_update(avg: u64, ran_ns: u64) -> u64 {
 }
 
 pub fn lat_cri(wake_freq: u64, waker_freq: u64) -> u64 {
-    (1 + log2(wake_freq.min(FREQ_MAX) + 1) + log2(waker_freq.min(FREQ_MAX) + 1)).clamp(1, LAT_CRI_MAX)
+    (1 + log2(wake_freq.min(FREQ_MAX) + 1) + log2(waker_freq.min(FREQ_MAX) + 1))
+        .clamp(1, LAT_CRI_MAX)
 }
 
-pub fn deadline_delta(avg_runtime: u64, weight: u64, lat_cri: u64, slice_min: u64, slice_max: u64) -> u64 {
+pub fn deadline_delta(
+    avg_runtime: u64,
+    weight: u64,
+    lat_cri: u64,
+    slice_min: u64,
+    slice_max: u64,
+) -> u64 {
     let base = avg_runtime.clamp(slice_min, slice_max);
     let delta = (base * WEIGHT_DEFAULT / weight.clamp(1, 10_000)).min(slice_max * DELTA_WEIGHT_CAP);
     delta / lat_cri.clamp(1, LAT_CRI_MAX)
@@ -93,14 +102,26 @@ mod tests {
                 for lc in [0, 1, 5, LAT_CRI_MAX, 1000] {
                     let d = deadline_delta(rt, w, lc, lo, hi);
                     assert!(d <= cap, "bounded: {d}");
-                    assert!(deadline_delta(rt, w, lc + 1, lo, hi) <= d, "more critical: not later");
-                    assert!(deadline_delta(rt, w.saturating_add(1), lc, lo, hi) <= d, "heavier: not later");
-                    assert!(deadline_delta(rt.saturating_add(MS), w, lc, lo, hi) >= d, "longer runs: not earlier");
+                    assert!(
+                        deadline_delta(rt, w, lc + 1, lo, hi) <= d,
+                        "more critical: not later"
+                    );
+                    assert!(
+                        deadline_delta(rt, w.saturating_add(1), lc, lo, hi) <= d,
+                        "heavier: not later"
+                    );
+                    assert!(
+                        deadline_delta(rt.saturating_add(MS), w, lc, lo, hi) >= d,
+                        "longer runs: not earlier"
+                    );
                 }
             }
         }
         // A critical short runner gets a much earlier deadline than a hog.
-        assert!(deadline_delta(MS / 10, 100, lat_cri(1000, 1000), lo, hi) * 10 < deadline_delta(hi, 100, 1, lo, hi));
+        assert!(
+            deadline_delta(MS / 10, 100, lat_cri(1000, 1000), lo, hi) * 10
+                < deadline_delta(hi, 100, 1, lo, hi)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 #define NSEC_PER_SEC_P		1000000000ULL
 #define FREQ_MAX		10000ULL	/* wake-ups/s: faster counts as this */
-#define LAT_CRI_MAX		29ULL		/* 1 + 2 * log2(FREQ_MAX + 1) */
+#define LAT_CRI_MAX		27ULL		/* 1 + 2 * log2(FREQ_MAX + 1) */
 #define WEIGHT_DEFAULT		100ULL		/* sched_ext weight of nice 0 */
 #define DELTA_WEIGHT_CAP	100ULL		/* the lowest weight waits at most this many slices */
 
