@@ -120,7 +120,27 @@ fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
     Ok(())
 }
 
+/// QEMU 10's multi-threaded TCG sometimes aborts during boot (`iotlb_to_section: Assertion
+/// ... failed`). Before the command has started a retry is harmless, so boot up to this often.
+const BOOT_ATTEMPTS: u32 = 3;
+
 pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
+    let mut attempt = 1;
+    loop {
+        let (out, crashed_before_cmd) = run_once(&cfg)?;
+        if !crashed_before_cmd || attempt >= BOOT_ATTEMPTS {
+            return Ok(out);
+        }
+        crate::util::progress(&format!(
+            "QEMU aborted before the command started ({}); booting again ({}/{BOOT_ATTEMPTS})",
+            out.message.as_deref().unwrap_or("no message"),
+            attempt + 1
+        ));
+        attempt += 1;
+    }
+}
+
+fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     let (qemu, virtiofsd) = check_host()?;
     cfg.topology.check_memory(cfg.mem_mib)?;
     let initrd = initramfs::ensure()?;
@@ -132,6 +152,7 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
     )?;
 
     let mut children = Children(Vec::new());
+    let mut qemu_status = None;
     let root_sock = run_dir.join("vfs-root.sock");
     let run_sock = run_dir.join("vfs-run.sock");
     // The sockets live in the shared run dir; the guest sees them as inert files.
@@ -248,7 +269,8 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
             }
         }
         let qemu_child = children.0.last_mut().expect("qemu child");
-        if qemu_child.try_wait()?.is_some() {
+        if let Some(st) = qemu_child.try_wait()? {
+            qemu_status = Some(st);
             break;
         }
         if interrupted() {
@@ -308,11 +330,19 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
             Some(format!("{why} (kernel console: {})", console.display())),
         )
     };
-    Ok(VmOutcome {
-        exit_code,
-        result,
-        run_dir,
-        boot_to_cmd_secs: boot_to_cmd,
-        message,
-    })
+    // A signal (SIGABRT from an assertion) with no result and no command started: retryable.
+    let crashed_before_cmd = result.is_none()
+        && boot_to_cmd.is_none()
+        && qemu_status
+            .is_some_and(|st| std::os::unix::process::ExitStatusExt::signal(&st).is_some());
+    Ok((
+        VmOutcome {
+            exit_code,
+            result,
+            run_dir,
+            boot_to_cmd_secs: boot_to_cmd,
+            message,
+        },
+        crashed_before_cmd,
+    ))
 }
