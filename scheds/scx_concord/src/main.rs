@@ -259,6 +259,12 @@ impl<'a> Scheduler<'a> {
     fn init(opts: &Opts, open_object: &'a mut MaybeUninit<OpenObject>) -> Result<Self> {
         let mut skel = open_and_load(opts, open_object)?;
         let struct_ops = Some(scx_ops_attach!(skel, concord_ops)?);
+        // Waits measured while the kernel switched every task over (it runs them in bypass
+        // mode for tens of ms under TCG) are the kernel's, not our decisions: start counting
+        // once attached.
+        let bss = skel.maps.bss_data.as_mut().unwrap();
+        bss.wait_max_ns = [0; stats::NR_KINDS];
+        bss.wait_hist = [[0; stats::NR_BUCKETS]; stats::NR_KINDS];
         let stats_server = Some(StatsServer::new(stats::server_data()).launch()?);
         info!("{SCHEDULER_NAME} attached");
         Ok(Self {
@@ -357,7 +363,14 @@ fn check_policy(opts: &Opts) -> Result<()> {
         let lc = policy::lat_cri(a.wake_freq, a.waker_freq);
         let want = (
             lc,
-            policy::deadline_delta(a.avg_runtime_ns, a.weight, lc, smin, smax),
+            policy::deadline_delta(
+                a.avg_runtime_ns,
+                a.weight,
+                lc,
+                smin,
+                smax,
+                opts.max_wait_ms * 1_000_000 / 2,
+            ),
             policy::slice(a.nr_waiting, smin, smax),
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),

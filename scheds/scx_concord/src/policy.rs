@@ -6,7 +6,6 @@ pub const NSEC_PER_SEC: u64 = 1_000_000_000;
 pub const FREQ_MAX: u64 = 10_000;
 pub const LAT_CRI_MAX: u64 = 27;
 pub const WEIGHT_DEFAULT: u64 = 100;
-pub const DELTA_WEIGHT_CAP: u64 = 100;
 pub const WAIT_SUB_BITS: u64 = crate::bpf_intf::concord_consts_WAIT_SUB_BITS as u64;
 pub const NR_WAIT_BUCKETS: u64 = crate::bpf_intf::concord_consts_NR_WAIT_BUCKETS as u64;
 
@@ -35,15 +34,17 @@ pub fn lat_cri(wake_freq: u64, waker_freq: u64) -> u64 {
         .clamp(1, LAT_CRI_MAX)
 }
 
+/// Deadline offset from the moment a task is queued; `cap` is half the wait bound.
 pub fn deadline_delta(
     avg_runtime: u64,
     weight: u64,
     lat_cri: u64,
     slice_min: u64,
     slice_max: u64,
+    cap: u64,
 ) -> u64 {
     let base = avg_runtime.clamp(slice_min, slice_max);
-    let delta = (base * WEIGHT_DEFAULT / weight.clamp(1, 10_000)).min(slice_max * DELTA_WEIGHT_CAP);
+    let delta = (base * WEIGHT_DEFAULT / weight.clamp(1, 10_000)).min(cap);
     delta / lat_cri.clamp(1, LAT_CRI_MAX)
 }
 
@@ -95,23 +96,22 @@ mod tests {
 
     #[test]
     fn deadline_delta_is_bounded_and_moves_the_right_way() {
-        let (lo, hi) = (MS / 2, 5 * MS);
-        let cap = hi * DELTA_WEIGHT_CAP;
+        let (lo, hi, cap) = (MS / 2, 5 * MS, 20 * MS);
         for rt in [0, MS, 3 * MS, 100 * MS, u64::MAX / 1000] {
             for w in [1, 50, 100, 10_000, u64::MAX] {
                 for lc in [0, 1, 5, LAT_CRI_MAX, 1000] {
-                    let d = deadline_delta(rt, w, lc, lo, hi);
+                    let d = deadline_delta(rt, w, lc, lo, hi, cap);
                     assert!(d <= cap, "bounded: {d}");
                     assert!(
-                        deadline_delta(rt, w, lc + 1, lo, hi) <= d,
+                        deadline_delta(rt, w, lc + 1, lo, hi, cap) <= d,
                         "more critical: not later"
                     );
                     assert!(
-                        deadline_delta(rt, w.saturating_add(1), lc, lo, hi) <= d,
+                        deadline_delta(rt, w.saturating_add(1), lc, lo, hi, cap) <= d,
                         "heavier: not later"
                     );
                     assert!(
-                        deadline_delta(rt.saturating_add(MS), w, lc, lo, hi) >= d,
+                        deadline_delta(rt.saturating_add(MS), w, lc, lo, hi, cap) >= d,
                         "longer runs: not earlier"
                     );
                 }
@@ -119,9 +119,12 @@ mod tests {
         }
         // A critical short runner gets a much earlier deadline than a hog.
         assert!(
-            deadline_delta(MS / 10, 100, lat_cri(1000, 1000), lo, hi) * 10
-                < deadline_delta(hi, 100, 1, lo, hi)
+            deadline_delta(MS / 10, 100, lat_cri(1000, 1000), lo, hi, cap) * 10
+                < deadline_delta(hi, 100, 1, lo, hi, cap)
         );
+        // Nice weights order tasks below the cap.
+        assert!(deadline_delta(hi, 50, 1, lo, hi, cap) > deadline_delta(hi, 100, 1, lo, hi, cap));
+        assert_eq!(deadline_delta(hi, 1, 1, lo, hi, cap), cap);
     }
 
     #[test]
@@ -132,7 +135,7 @@ mod tests {
         for _ in 0..100 {
             avg = runtime_update(avg, 10_000 * MS);
         }
-        assert_eq!(deadline_delta(avg, 100, 1, MS / 2, 5 * MS), 5 * MS);
+        assert_eq!(deadline_delta(avg, 100, 1, MS / 2, 5 * MS, 20 * MS), 5 * MS);
     }
 
     #[test]

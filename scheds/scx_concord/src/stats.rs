@@ -81,9 +81,13 @@ pub struct Metrics {
     pub shared_wait_p99_us: f64,
     #[stat(desc = "Max wait in LLC/global queues in the interval (us, bucket upper bound)")]
     pub shared_wait_max_us: f64,
-    #[stat(desc = "Exact longest wait in pinned queues since the scheduler started (us)")]
+    #[stat(
+        desc = "Exact longest wait in pinned queues since the scheduler finished attaching (us)"
+    )]
     pub pinned_wait_max_since_start_us: f64,
-    #[stat(desc = "Exact longest wait in LLC/global queues since the scheduler started (us)")]
+    #[stat(
+        desc = "Exact longest wait in LLC/global queues since the scheduler finished attaching (us)"
+    )]
     pub shared_wait_max_since_start_us: f64,
 }
 

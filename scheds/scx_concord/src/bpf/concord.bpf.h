@@ -23,8 +23,20 @@ const volatile u32 llc_node[MAX_LLCS];
 /* Debug knob for the reliability suite: raise a BPF error after this many dispatches (0 = off). */
 const volatile u64 debug_error_after;
 
-/* The virtual clock: advanced to the deadline of each task that starts running. */
-u64 vclock;
+/* Deadline offsets are capped at half the wait bound (see task_deadline()). */
+static inline u64 delta_cap_ns(void)
+{
+	return max_wait_ns / 2;
+}
+
+/*
+ * A queued task is urgent once it has waited three quarters of the bound: ticks preempt for
+ * it and dispatch takes it first, leaving a quarter (>= one tick) to reach a CPU in time.
+ */
+static inline u64 urgent_wait_ns(void)
+{
+	return max_wait_ns - max_wait_ns / 4;
+}
 
 /* Counters and wait histograms, read by the Rust side (stats.rs). */
 u64 stats[NR_CONCORD_STATS];

@@ -34,11 +34,15 @@ static inline void lat_cri_on_stop(struct task_ctx *tctx, u64 now)
 		tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, now - tctx->run_at);
 }
 
-/* The task's virtual deadline: the current virtual clock plus a bounded, history-free offset. */
-static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx)
+/*
+ * The task's deadline: now plus a bounded, history-free offset of at most half the wait bound.
+ * Real time, not a virtual clock: a task queued at t is overtaken only by tasks queued before
+ * t + max_wait/2, so deadline order alone already bounds waits; the overdue path is the net.
+ */
+static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
 	tctx->lat_cri = pol_lat_cri(tctx->wake_freq, tctx->waker_freq);
-	return vclock + pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri,
-					   slice_min_ns, slice_max_ns);
+	return now + pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri,
+					slice_min_ns, slice_max_ns, delta_cap_ns());
 }
 #endif

@@ -4,15 +4,16 @@
  *
  * Design
  * ------
- * Every runnable task gets a virtual deadline: the scheduler's virtual clock (the deadline of
- * the latest task to start running) plus an offset computed from the task's recent behaviour:
+ * Every queued task gets a deadline: the time it was queued plus an offset computed from its
+ * recent behaviour:
  * its average runtime per run (clamped to one slice), its nice weight, and its latency
  * criticality, which grows with how often it wakes up and how often it wakes others (decayed
  * rates, logarithmic). Short, frequently waking tasks and the producers that feed them get
  * early deadlines; CPU hogs get later ones. The offset never depends on how late a task
  * already is: scx_lavd's greedy penalty did, and a BEAM scheduler thread that was starved ran
- * long when it finally ran, was pushed back further, starved longer (seed 000). Here a task's
- * deadline is bounded by clock + slice_max * 100 whatever its history.
+ * long when it finally ran, was pushed back further, starved longer (seed 000). Here the offset
+ * is at most half of --max-wait-ms whatever the task's history, so a task queued at t is only
+ * overtaken by tasks queued before t + max_wait/2: deadline order itself bounds waits.
  *
  * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
  * global queue). Tasks that can run on one CPU only (affinity of one CPU, or migration
@@ -22,9 +23,10 @@
  * skip over it. `--pinned-queue shared` puts pinned tasks into the LLC queue instead: the design
  * that broke pinned Erlang schedulers, kept to reproduce the outage in the lab.
  *
- * Bounded waits: a queued task whose wait passes --max-wait-ms is dispatched before deadline
- * order (the longest-waiting first), and ops.tick ends the running task's slice when its CPU's
- * pinned queue holds an earlier deadline or an overdue task, or its LLC queue an overdue one.
+ * Bounded waits: a queued task that has waited three quarters of --max-wait-ms is urgent: it is
+ * dispatched before deadline order (the longest-waiting first), and ops.tick ends the running
+ * task's slice when its CPU's pinned queue holds an earlier deadline or an urgent task, or its
+ * LLC queue an urgent one.
  *
  * Work conservation: wake-ups go to an idle CPU when there is one anywhere the task may run
  * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a queued task kicks an
@@ -64,8 +66,10 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 
 	cpu = pick_cpu_on_wakeup(p, prev_cpu, wake_flags, &idle);
 	if (idle && (tctx = task_ctx(p))) {
-		p->scx.dsq_vtime = task_deadline(p, tctx);
-		tctx->enq_at = scx_bpf_now();
+		u64 now = scx_bpf_now();
+
+		p->scx.dsq_vtime = task_deadline(p, tctx, now);
+		tctx->enq_at = now;
 		tctx->enq_kind = QK_DIRECT;
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_max_ns, 0);
 		stat_inc(STAT_DIRECT_IDLE);
@@ -83,7 +87,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_error("task %d has no context", p->pid);
 		return;
 	}
-	deadline = task_deadline(p, tctx);
+	deadline = task_deadline(p, tctx, now);
 
 	if (task_is_pinned(p)) {
 		struct cpu_ctx *cctx;
@@ -201,8 +205,6 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	struct cpu_ctx *cctx = cpu_ctx_of(bpf_get_smp_processor_id());
 	u64 now = scx_bpf_now();
 
-	if (time_before(vclock, p->scx.dsq_vtime))
-		vclock = p->scx.dsq_vtime;
 	if (cctx) {
 		cctx->running_deadline = p->scx.dsq_vtime;
 		cctx->running_since = now;
@@ -223,7 +225,7 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
 {
-	p->scx.dsq_vtime = vclock;
+	p->scx.dsq_vtime = scx_bpf_now();
 }
 
 s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -276,7 +278,7 @@ int policy_probe(struct policy_probe_args *a)
 {
 	a->lat_cri = pol_lat_cri(a->wake_freq, a->waker_freq);
 	a->deadline_delta_ns = pol_deadline_delta(a->avg_runtime_ns, a->weight, a->lat_cri,
-						  slice_min_ns, slice_max_ns);
+						  slice_min_ns, slice_max_ns, delta_cap_ns());
 	a->slice_ns = pol_slice(a->nr_waiting, slice_min_ns, slice_max_ns);
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
 	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);

@@ -6,9 +6,9 @@
  *
  * Invariants (unit-tested in Rust):
  *   - lat_cri is in [1, LAT_CRI_MAX], non-decreasing in wake and waker frequency;
- *   - the deadline delta is bounded by slice_max * DELTA_WEIGHT_CAP, non-increasing in
- *     lat_cri and weight, non-decreasing in average runtime, and never depends on how late
- *     a task already is (no greedy penalty, no feedback loop);
+ *   - the deadline offset is at most `cap` (half the wait bound), non-increasing in lat_cri
+ *     and weight, non-decreasing in average runtime, and never depends on how late a task
+ *     already is (no greedy penalty, no feedback loop);
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters.
  */
 #ifndef __CONCORD_POLICY_H
@@ -18,7 +18,6 @@
 #define FREQ_MAX		10000ULL	/* wake-ups/s: faster counts as this */
 #define LAT_CRI_MAX		27ULL		/* 1 + 2 * log2(FREQ_MAX + 1) */
 #define WEIGHT_DEFAULT		100ULL		/* sched_ext weight of nice 0 */
-#define DELTA_WEIGHT_CAP	100ULL		/* the lowest weight waits at most this many slices */
 
 static inline u64 pol_log2(u64 v)
 {
@@ -67,18 +66,19 @@ static inline u64 pol_lat_cri(u64 wake_freq, u64 waker_freq)
 }
 
 /*
- * Virtual deadline offset from the current virtual clock: the expected runtime (clamped to a
- * slice), scaled by priority weight and divided by latency criticality. It depends only on the
- * task's recent behaviour, never on how late it already is.
+ * Deadline offset from the moment a task is queued: the expected runtime (clamped to a slice),
+ * scaled by priority weight, capped, and divided by latency criticality. It depends only on
+ * the task's recent behaviour, never on how late it already is.
  */
-static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min, u64 slice_max)
+static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
+				     u64 slice_max, u64 cap)
 {
 	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
 	u64 w = pol_clamp(weight, 1, 10000);
 	u64 delta = base * WEIGHT_DEFAULT / w;
 
-	if (delta > slice_max * DELTA_WEIGHT_CAP)
-		delta = slice_max * DELTA_WEIGHT_CAP;
+	if (delta > cap)
+		delta = cap;
 	return delta / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
 }
 

@@ -2,8 +2,8 @@
 /*
  * Queues: a deadline-ordered queue per CPU for pinned tasks, one per LLC (or one global) for
  * the rest. A CPU dispatches the earliest deadline among its own pinned queue and its LLC
- * queue, unless a task at the head of either has waited past the bound: then the one that
- * waited longest goes first.
+ * queue, unless a task at the head of either is urgent (waited 3/4 of the bound): then the
+ * one that waited longest goes first.
  */
 #ifndef __CONCORD_QUEUES_H
 #define __CONCORD_QUEUES_H
@@ -70,7 +70,7 @@ static inline void peek_head(u64 dsq, struct queue_head *h)
 
 static inline bool head_overdue(const struct queue_head *h, u64 now)
 {
-	return h->present && h->enq_at && now - h->enq_at > max_wait_ns;
+	return h->present && h->enq_at && now - h->enq_at > urgent_wait_ns();
 }
 
 /*
