@@ -329,3 +329,43 @@ fn pinned_hog_wait_is_bounded() {
         "the pinned bound held in only {within} of 3 runs"
     );
 }
+
+/// The second supported kernel series (image-only 7.0.x: no config package, virtio-fs only)
+/// boots, and concord attaches and survives the smoke test there too.
+#[test]
+fn second_kernel_runs_concord() {
+    if !enabled() {
+        return;
+    }
+    let secs = std::env::var("CONCORD_SMOKE_SECS").unwrap_or_else(|_| "10".into());
+    let r = lab(&[
+        "vm",
+        "--kernel",
+        "7.0",
+        "--cpus",
+        "4",
+        "--sched",
+        "concord",
+        "--timeout",
+        "400",
+        "--",
+        "stress-ng",
+        "-t",
+        &secs,
+        "--aggressive",
+        "-M",
+        "-c",
+        "4",
+        "-f",
+        "4",
+        "--affinity",
+        "1",
+        "--affinity-delay",
+        "1",
+        "--affinity-pin",
+    ]);
+    assert_eq!(r.code, 0);
+    assert!(r.stderr.contains("booting 7.0."), "{}", r.stderr);
+    assert!(r.stderr.contains("still attached at the end, exit 0"));
+    assert!(!r.stderr.contains("guest kernel log:"));
+}

@@ -29,22 +29,38 @@ static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wa
 	return scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, idle);
 }
 
+/*
+ * Wake @cpu if it is idle or on its way there. SCX_KICK_IDLE is cheap on a busy CPU, and unlike
+ * testing the idle bit it also catches a CPU that is inside balance (its ops.dispatch may have
+ * looked before our insert) and has not set its idle bit yet: without the kick it would sleep
+ * with our task queued. Returns whether the CPU was known idle (for the stats).
+ */
+static inline bool kick_if_idle(s32 cpu)
+{
+	bool was_idle = scx_bpf_test_and_clear_cpu_idle(cpu);
+
+	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	if (was_idle)
+		stat_inc(STAT_KICK_IDLE);
+	return was_idle;
+}
+
 /* After queueing @p: wake an idle CPU that may run it. */
 static inline void kick_idle_for(struct task_struct *p, s32 pinned_to)
 {
 	s32 cpu;
 
 	if (pinned_to >= 0) {
-		if (scx_bpf_test_and_clear_cpu_idle(pinned_to)) {
-			scx_bpf_kick_cpu(pinned_to, SCX_KICK_IDLE);
-			stat_inc(STAT_KICK_IDLE);
-		}
+		kick_if_idle(pinned_to);
 		return;
 	}
 	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (cpu >= 0) {
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		stat_inc(STAT_KICK_IDLE);
+		return;
 	}
+	/* No CPU marked idle: its own CPU may be about to go idle all the same. */
+	scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_IDLE);
 }
 #endif

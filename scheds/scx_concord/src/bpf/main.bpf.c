@@ -100,11 +100,8 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			return;
 		}
 		queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
-		if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
-			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-			stat_inc(STAT_KICK_IDLE);
-		} else if ((cctx = cpu_ctx_of(cpu)) && time_before(deadline, cctx->running_deadline) &&
-			   cpu != bpf_get_smp_processor_id()) {
+		if (!kick_if_idle(cpu) && (cctx = cpu_ctx_of(cpu)) &&
+		    time_before(deadline, cctx->running_deadline) && cpu != bpf_get_smp_processor_id()) {
 			/* Its only CPU runs something with a later deadline: take the CPU now. */
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			stat_inc(STAT_KICK_PREEMPT);
