@@ -28,6 +28,8 @@ RUN=$(arg run)
 LAB=$(arg lab)
 say stage=mount
 mount -t virtiofs -o ro hostroot /newroot || fail "cannot mount the host root over virtio-fs"
+# A view of the host root without the tmpfs mounts below, to bring back host paths they hide.
+mount --bind /newroot /hostview
 for d in tmp run var/tmp var/log boot mnt; do
     [ -d /newroot/$d ] && mount -t tmpfs -o mode=1777 tmpfs /newroot/$d
 done
@@ -41,6 +43,10 @@ mount -t debugfs debugfs /newroot/sys/kernel/debug
 mount -t tracefs tracefs /newroot/sys/kernel/tracing
 mount -t bpf bpf /newroot/sys/fs/bpf
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
+# Host paths the job needs (the workspace, the lab cache) may live under /tmp and the like.
+for p in $(arg keep | tr , ' '); do
+    mkdir -p /newroot$p && mount --bind /hostview$p /newroot$p || fail "cannot make $p visible"
+done
 mkdir -p /newroot$RUN
 mount -t virtiofs rundir /newroot$RUN || fail "cannot mount the run directory over virtio-fs"
 say stage=runner
@@ -73,7 +79,7 @@ fn cpio_entry(out: &mut Vec<u8>, name: &str, mode: u32, rdev: (u32, u32), data: 
 pub fn build_archive(busybox: &[u8], init: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ino = 1;
-    for dir in ["bin", "dev", "proc", "sys", "newroot", "tmp"] {
+    for dir in ["bin", "dev", "proc", "sys", "newroot", "hostview", "tmp"] {
         cpio_entry(&mut out, dir, 0o040755, (0, 0), &[], ino);
         ino += 1;
     }
@@ -146,6 +152,15 @@ mod tests {
         let s = init_script();
         assert!(s.contains(&format!("{MARKER}$*")));
         assert!(s.contains("say stage=mount") && s.contains("say stage=runner"));
+        // Host paths hidden by the guest's tmpfs mounts are bound back before the run dir.
+        let keep = s.find("arg keep").unwrap();
+        assert!(
+            s.find("--bind /newroot /hostview").unwrap() < s.find("tmpfs -o mode=1777").unwrap()
+        );
+        assert!(
+            s.find("tmpfs -o mode=1777").unwrap() < keep
+                && keep < s.find("mount -t virtiofs rundir").unwrap()
+        );
     }
 
     #[test]

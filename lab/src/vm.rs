@@ -171,8 +171,24 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     wait_for_socket(&root_sock, &mut children.0[0], &root_log)?;
     wait_for_socket(&run_sock, &mut children.0[1], &run_log)?;
 
+    // The guest puts tmpfs over /tmp and friends; the workspace and the cache must stay visible
+    // wherever they are (CI may clone into /tmp).
+    let keep = [crate::util::exe_dir()?, cache_dir()?]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for p in [
+        &run_dir.display().to_string(),
+        &lab_exe.display().to_string(),
+        &keep,
+    ] {
+        if p.contains(char::is_whitespace) {
+            bail!("the path {p} contains white space, which the kernel command line cannot carry: move it");
+        }
+    }
     let append = format!(
-        "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2 concord.run={} concord.lab={}",
+        "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2 concord.run={} concord.lab={} concord.keep={keep}",
         run_dir.display(),
         lab_exe.display()
     );

@@ -397,7 +397,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn real_main() -> Result<()> {
     let opts = Opts::parse();
     opts.validate()?;
     if opts.help_stats {
@@ -452,6 +452,14 @@ fn main() -> Result<()> {
         break;
     }
     Ok(())
+}
+
+/// Errors are one line (no backtrace noise, whatever RUST_BACKTRACE says) and exit 1.
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("scx_concord: error: {e:#}");
+        std::process::exit(1);
+    }
 }
 
 #[cfg(test)]
