@@ -207,7 +207,7 @@ fn a_bpf_error_is_reported_and_exits_nonzero() {
         "--cpus",
         "2",
         "--sched",
-        "concord:--debug-error-after 50",
+        "concord:--debug-error-after-ms 5000",
         "--",
         "sh",
         "-c",

@@ -90,9 +90,10 @@ struct Opts {
     #[arg(long)]
     check_policy: bool,
 
-    /// Debug: make the BPF side raise an error after N dispatches (tests the failure path).
-    #[arg(long, value_name = "N", hide_short_help = true)]
-    debug_error_after: Option<u64>,
+    /// Debug: make the BPF side raise an error MS milliseconds after loading (tests the
+    /// failure path: the exit reason is printed and the exit code is non-zero).
+    #[arg(long, value_name = "MS", hide_short_help = true)]
+    debug_error_after_ms: Option<u64>,
 
     /// Exit debug dump buffer length (0: kernel default).
     #[arg(long, default_value_t = 0)]
@@ -149,8 +150,8 @@ impl Opts {
                 }
             }
         }
-        if self.debug_error_after == Some(0) {
-            bail!("--debug-error-after must be at least 1");
+        if self.debug_error_after_ms == Some(0) {
+            bail!("--debug-error-after-ms must be at least 1");
         }
         Ok(())
     }
@@ -221,7 +222,7 @@ fn open_and_load<'a>(
     rodata.slice_max_ns = opts.slice_max_us * 1000;
     rodata.slice_min_ns = opts.slice_min_us * 1000;
     rodata.max_wait_ns = opts.max_wait_ms * 1_000_000;
-    rodata.debug_error_after = opts.debug_error_after.unwrap_or(0);
+    rodata.debug_error_after_ns = opts.debug_error_after_ms.unwrap_or(0) * 1_000_000;
     // LLC ids from the kernel need not be dense: number them in order.
     let max_llcs = bpf_intf::concord_consts_MAX_LLCS as usize;
     let max_cpus = bpf_intf::concord_consts_MAX_CPUS as usize;
@@ -499,7 +500,7 @@ mod tests {
             &["--max-wait-ms", "1", "--slice-max-us", "5000"],
             &["--stats", "0"],
             &["--stats", "nan"],
-            &["--debug-error-after", "0"],
+            &["--debug-error-after-ms", "0"],
             &["--bogus"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");

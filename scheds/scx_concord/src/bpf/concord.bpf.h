@@ -20,8 +20,8 @@ const volatile u64 slice_min_ns = 500000ULL;
 const volatile u64 max_wait_ns = 50000000ULL;
 const volatile u32 cpu_llc[MAX_CPUS];
 const volatile u32 llc_node[MAX_LLCS];
-/* Debug knob for the reliability suite: raise a BPF error after this many dispatches (0 = off). */
-const volatile u64 debug_error_after;
+/* Debug knob for the failure-path tests: raise a BPF error this long after init (0 = off). */
+const volatile u64 debug_error_after_ns;
 
 /* Deadline offsets are capped at half the wait bound (see task_deadline()). */
 static inline u64 delta_cap_ns(void)

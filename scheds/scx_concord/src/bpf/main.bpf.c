@@ -46,7 +46,7 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-static u64 nr_dispatch_calls;
+static u64 init_at;
 
 static inline void queue_task(struct task_struct *p, struct task_ctx *tctx, u64 dsq, u32 kind,
 			      u64 deadline, u64 enq_flags, u64 now)
@@ -121,8 +121,8 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	u64 now = scx_bpf_now();
 	bool overdue;
 
-	if (debug_error_after && __sync_fetch_and_add(&nr_dispatch_calls, 1) >= debug_error_after) {
-		scx_bpf_error("debug: error requested after %llu dispatches", debug_error_after);
+	if (debug_error_after_ns && now - init_at > debug_error_after_ns) {
+		scx_bpf_error("debug: error requested %llu ms after init", debug_error_after_ns / 1000000);
 		return;
 	}
 
@@ -242,6 +242,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
 	u32 i;
 	s32 err;
 
+	init_at = scx_bpf_now();
 	bpf_for(i, 0, nr_cpus) {
 		err = scx_bpf_create_dsq(pinned_dsq(i), -1);
 		if (err) {
