@@ -369,3 +369,51 @@ fn second_kernel_runs_concord() {
     assert!(r.stderr.contains("still attached at the end, exit 0"));
     assert!(!r.stderr.contains("guest kernel log:"));
 }
+
+/// CPU hotplug under load: the kernel unloads us, scx_concord reloads with the new topology
+/// (both ways), ends up attached, and `--monitor` reads a running instance's stats.
+#[test]
+fn hotplug_restarts_and_monitor_attaches() {
+    if !enabled() {
+        return;
+    }
+    // Re-attaching takes a few seconds under TCG: wait for `enabled` (at most 30 s) each time.
+    let wait = "for i in $(seq 60); do [ \"$(cat /sys/kernel/sched_ext/state)\" = enabled ] && break; sleep 0.5; done";
+    let script = format!(
+        "(scx_concord --monitor 1 & sleep 4; kill $!) 2>&1 | grep -m1 'dispatch direct'; \
+         stress-ng -q -c 4 -t 30 & sleep 3; \
+         echo 0 > /sys/devices/system/cpu/cpu3/online; sleep 1; {wait}; echo \"off: $(cat /sys/kernel/sched_ext/state)\"; \
+         echo 1 > /sys/devices/system/cpu/cpu3/online; sleep 1; {wait}; echo \"on: $(cat /sys/kernel/sched_ext/state)\"; wait"
+    );
+    let r = lab(&[
+        "vm",
+        "--cpus",
+        "4",
+        "--sched",
+        "concord",
+        "--timeout",
+        "300",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("[concord] dispatch direct/pinned/llc"),
+        "monitor output"
+    );
+    assert!(
+        r.stdout
+            .matches("reloading with the current topology")
+            .count()
+            >= 2,
+        "restart on offline and online"
+    );
+    assert!(
+        r.stdout.contains("3 CPUs, 1 LLCs"),
+        "reloaded with CPU 3 offline"
+    );
+    assert!(r.stdout.contains("off: enabled") && r.stdout.contains("on: enabled"));
+    assert!(r.stderr.contains("still attached at the end, exit 0"));
+}
