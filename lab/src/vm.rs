@@ -121,8 +121,11 @@ fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
 }
 
 /// QEMU 10's multi-threaded TCG sometimes aborts during boot (`iotlb_to_section: Assertion
-/// ... failed`). Before the command has started a retry is harmless, so boot up to this often.
+/// ... failed`) or the guest kernel hangs before /init prints anything. Before the command has
+/// started a retry is harmless, so boot up to this often.
 const BOOT_ATTEMPTS: u32 = 3;
+/// The kernel reaches /init in 5-14 s under TCG here; a boot that has not by then is hung.
+const BOOT_STAGE_LIMIT: Duration = Duration::from_secs(90);
 
 pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
     let mut attempt = 1;
@@ -132,7 +135,7 @@ pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
             return Ok(out);
         }
         crate::util::progress(&format!(
-            "QEMU aborted before the command started ({}); booting again ({}/{BOOT_ATTEMPTS})",
+            "the VM failed before the command started ({}); booting again ({}/{BOOT_ATTEMPTS})",
             out.message.as_deref().unwrap_or("no message"),
             attempt + 1
         ));
@@ -272,6 +275,7 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     let mut boot_to_cmd = None;
     let mut guest_fail: Option<String> = None;
     let mut timed_out = false;
+    let mut boot_hung = false;
     let mut was_interrupted = false;
     loop {
         while let Ok((when, m)) = rx.try_recv() {
@@ -295,6 +299,10 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
         }
         if started.elapsed() > cfg.timeout {
             timed_out = true;
+            break;
+        }
+        if last_stage == "boot" && started.elapsed() > BOOT_STAGE_LIMIT.min(cfg.timeout) {
+            boot_hung = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -321,6 +329,15 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             exit::INTERRUPTED,
             Some("interrupted; the VM was stopped".to_string()),
         )
+    } else if boot_hung {
+        (
+            exit::LAB_ERROR,
+            Some(format!(
+                "the guest kernel did not reach /init within {} s; the VM was killed (kernel console: {})",
+                BOOT_STAGE_LIMIT.as_secs(),
+                console.display()
+            )),
+        )
     } else if timed_out {
         (
             exit::TIMEOUT,
@@ -346,11 +363,13 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             Some(format!("{why} (kernel console: {})", console.display())),
         )
     };
-    // A signal (SIGABRT from an assertion) with no result and no command started: retryable.
-    let crashed_before_cmd = result.is_none()
-        && boot_to_cmd.is_none()
-        && qemu_status
-            .is_some_and(|st| std::os::unix::process::ExitStatusExt::signal(&st).is_some());
+    // A hung boot, or QEMU killed by a signal (SIGABRT from an assertion) with no result and
+    // no command started: retryable.
+    let crashed_before_cmd = boot_hung
+        || (result.is_none()
+            && boot_to_cmd.is_none()
+            && qemu_status
+                .is_some_and(|st| std::os::unix::process::ExitStatusExt::signal(&st).is_some()));
     Ok((
         VmOutcome {
             exit_code,
