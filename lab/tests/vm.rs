@@ -61,6 +61,39 @@ fn nothing_left_running(dir: &str) {
     );
 }
 
+/// The scx project's smoke test (stress-ng CPU, fork and affinity churn on 4 CPUs) under a
+/// scheduler, with extra lab options; CONCORD_SMOKE_SECS sets its length (31 upstream, 10 here).
+/// Pass: exit 0, the scheduler still attached and exiting 0, nothing bad in the kernel log.
+fn smoke(lab_opts: &[&str], what: &str) -> Run {
+    let secs = std::env::var("CONCORD_SMOKE_SECS").unwrap_or_else(|_| "10".into());
+    let mut args = vec!["vm", "--timeout", "400"];
+    args.extend_from_slice(lab_opts);
+    args.extend_from_slice(&[
+        "--",
+        "stress-ng",
+        "-t",
+        &secs,
+        "--aggressive",
+        "-M",
+        "-c",
+        "4",
+        "-f",
+        "4",
+    ]);
+    args.extend_from_slice(&["--affinity", "1", "--affinity-delay", "1", "--affinity-pin"]);
+    let r = lab(&args);
+    assert_eq!(r.code, 0, "{what}");
+    assert!(
+        r.stderr.contains("still attached at the end, exit 0"),
+        "{what}"
+    );
+    assert!(
+        !r.stderr.contains("guest kernel log:"),
+        "kernel log problems under {what}"
+    );
+    r
+}
+
 #[test]
 fn sched_ext_is_available_and_disabled() {
     if !enabled() {
@@ -226,49 +259,18 @@ fn a_bpf_error_is_reported_and_exits_nonzero() {
 }
 
 /// The upstream smoke test under every queue combination, on one and two LLCs.
-/// CONCORD_SMOKE_SECS sets the stress-ng duration (31 upstream; 10 by default here).
 #[test]
 fn smoke_every_queue_mode() {
     if !enabled() {
         return;
     }
-    let secs = std::env::var("CONCORD_SMOKE_SECS").unwrap_or_else(|_| "10".into());
     for topo in ["1l4c", "2l2c"] {
         for queue in ["per-llc", "global"] {
             for pinned in ["per-cpu", "shared"] {
                 let sched = format!("concord:--queue {queue} --pinned-queue {pinned}");
-                let r = lab(&[
-                    "vm",
-                    "--topology",
-                    topo,
-                    "--sched",
-                    &sched,
-                    "--timeout",
-                    "400",
-                    "--",
-                    "stress-ng",
-                    "-t",
-                    &secs,
-                    "--aggressive",
-                    "-M",
-                    "-c",
-                    "4",
-                    "-f",
-                    "4",
-                    "--affinity",
-                    "1",
-                    "--affinity-delay",
-                    "1",
-                    "--affinity-pin",
-                ]);
-                assert_eq!(r.code, 0, "{topo} {sched}");
-                assert!(
-                    r.stderr.contains("still attached at the end, exit 0"),
-                    "{topo} {sched}"
-                );
-                assert!(
-                    !r.stderr.contains("guest kernel log:"),
-                    "kernel log problems under {topo} {sched}"
+                smoke(
+                    &["--topology", topo, "--sched", &sched],
+                    &format!("{topo} {sched}"),
                 );
             }
         }
@@ -337,37 +339,11 @@ fn second_kernel_runs_concord() {
     if !enabled() {
         return;
     }
-    let secs = std::env::var("CONCORD_SMOKE_SECS").unwrap_or_else(|_| "10".into());
-    let r = lab(&[
-        "vm",
-        "--kernel",
-        "7.0",
-        "--cpus",
-        "4",
-        "--sched",
-        "concord",
-        "--timeout",
-        "400",
-        "--",
-        "stress-ng",
-        "-t",
-        &secs,
-        "--aggressive",
-        "-M",
-        "-c",
-        "4",
-        "-f",
-        "4",
-        "--affinity",
-        "1",
-        "--affinity-delay",
-        "1",
-        "--affinity-pin",
-    ]);
-    assert_eq!(r.code, 0);
+    let r = smoke(
+        &["--kernel", "7.0", "--cpus", "4", "--sched", "concord"],
+        "kernel 7.0",
+    );
     assert!(r.stderr.contains("booting 7.0."), "{}", r.stderr);
-    assert!(r.stderr.contains("still attached at the end, exit 0"));
-    assert!(!r.stderr.contains("guest kernel log:"));
 }
 
 /// CPU hotplug under load: the kernel unloads us, scx_concord reloads with the new topology

@@ -30,12 +30,13 @@ static inline u64 delta_cap_ns(void)
 }
 
 /*
- * A queued task is urgent once it has waited three quarters of the bound: ticks preempt for
- * it and dispatch takes it first, leaving a quarter (>= one tick) to reach a CPU in time.
+ * A queued task is urgent once it has waited half the bound, which is past any deadline it
+ * could have been given: ticks preempt for it and dispatch takes it first, leaving the other
+ * half for tick granularity (4 ms at HZ=250) and the switch.
  */
 static inline u64 urgent_wait_ns(void)
 {
-	return max_wait_ns - max_wait_ns / 4;
+	return max_wait_ns / 2;
 }
 
 /* Counters and wait histograms, read by the Rust side (stats.rs). */

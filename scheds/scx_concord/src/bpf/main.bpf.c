@@ -23,8 +23,8 @@
  * skip over it. `--pinned-queue shared` puts pinned tasks into the LLC queue instead: the design
  * that broke pinned Erlang schedulers, kept to reproduce the outage in the lab.
  *
- * Bounded waits: a queued task that has waited three quarters of --max-wait-ms is urgent: it is
- * dispatched before deadline order (the longest-waiting first), and ops.tick ends the running
+ * Bounded waits: a queued task that has waited half of --max-wait-ms is urgent: it is
+ * dispatched before deadline order (a pinned one first: no other CPU can take it), and ops.tick ends the running
  * task's slice when its CPU's pinned queue holds an earlier deadline or an urgent task, or its
  * LLC queue an urgent one.
  *

@@ -2,8 +2,8 @@
 /*
  * Queues: a deadline-ordered queue per CPU for pinned tasks, one per LLC (or one global) for
  * the rest. A CPU dispatches the earliest deadline among its own pinned queue and its LLC
- * queue, unless a task at the head of either is urgent (waited 3/4 of the bound): then the
- * one that waited longest goes first.
+ * queue, unless a task at the head of either is urgent (waited half the bound): then the
+ * urgent one goes first, the pinned one if both are.
  */
 #ifndef __CONCORD_QUEUES_H
 #define __CONCORD_QUEUES_H
@@ -74,8 +74,9 @@ static inline bool head_overdue(const struct queue_head *h, u64 now)
 }
 
 /*
- * Order two queue heads: overdue first (longest waiting), else earlier deadline.
- * Returns true if @a should go before @b.
+ * Order the pinned queue's head @a and the shared queue's head @b: an urgent pinned task first
+ * (no other CPU can take it, while the shared task can go to any CPU of the LLC), then an urgent
+ * shared task, else the earlier deadline. Returns true if @a should go before @b.
  */
 static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
 {
@@ -88,8 +89,6 @@ static inline bool head_first(const struct queue_head *a, const struct queue_hea
 		return true;
 	if (ao || bo) {
 		*overdue = true;
-		if (ao && bo)
-			return time_before(a->enq_at, b->enq_at);
 		return ao;
 	}
 	return time_before(a->deadline, b->deadline);
