@@ -14,10 +14,16 @@ use crate::protocol::{self, exit, GuestResult, Job, SchedReport, MARKER};
 
 const SCHED_EXT: &str = "/sys/kernel/sched_ext";
 
-fn say(msg: &str) {
+/// One whole line on the console (ttyS1). Everything the runner prints goes through here, under
+/// the stdout lock, so the scheduler relay and the runner's own lines never interleave.
+fn console_line(line: &str) {
     let mut so = std::io::stdout().lock();
-    let _ = writeln!(so, "{MARKER}{msg}");
+    let _ = writeln!(so, "{line}");
     let _ = so.flush();
+}
+
+fn say(msg: &str) {
+    console_line(&format!("{MARKER}{msg}"));
 }
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
@@ -170,7 +176,6 @@ pub fn sched_exit_reason(log: &str) -> Option<String> {
 
 struct RunningSched {
     child: Child,
-    started: Instant,
     relay: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -211,8 +216,7 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
         relays.push(std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 let _ = writeln!(log.lock().unwrap(), "{line}");
-                let mut so = std::io::stdout().lock();
-                let _ = writeln!(so, "[{name}] {line}");
+                console_line(&format!("[{name}] {line}"));
             }
         }));
     }
@@ -226,11 +230,7 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
     loop {
         if sched_state() == "enabled" && ops_matches(&sched_ops(), ops) {
             return Ok((
-                RunningSched {
-                    child,
-                    started,
-                    relay,
-                },
+                RunningSched { child, relay },
                 started.elapsed().as_secs_f64(),
             ));
         }
@@ -238,11 +238,7 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
             let reason = sched_exit_reason(&read_kmsg())
                 .map(|r| format!("; kernel: {r}"))
                 .unwrap_or_default();
-            let mut rs = RunningSched {
-                child,
-                started,
-                relay,
-            };
+            let mut rs = RunningSched { child, relay };
             rs.join_relay();
             return Err(format!(
                 "{} exited ({st}) before attaching{reason} (its log: {})",
@@ -293,7 +289,6 @@ impl RunningSched {
             }
         };
         self.join_relay();
-        let _ = self.started;
         status
             .map(|s| (s.code(), s.signal()))
             .unwrap_or((None, None))
@@ -335,10 +330,10 @@ fn run_job(job: &Job, run_dir: &Path, result: &mut GuestResult) -> Result<()> {
         say("stage=sched-start");
         match start_sched(job, run_dir) {
             Ok((s, secs)) => {
-                eprintln!(
+                console_line(&format!(
                     "[concord-lab] {} attached after {secs:.1} s",
                     job.sched.label()
-                );
+                ));
                 result.sched = Some(SchedReport {
                     label: job.sched.label(),
                     attach_secs: secs,
