@@ -271,13 +271,11 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
         }
     });
 
+    // What the guest's marker lines said so far; the same handling while running and after.
     let mut last_stage = "boot".to_string();
     let mut boot_to_cmd = None;
     let mut guest_fail: Option<String> = None;
-    let mut timed_out = false;
-    let mut boot_hung = false;
-    let mut was_interrupted = false;
-    loop {
+    let mut take_markers = |rx: &mpsc::Receiver<(Instant, String)>| {
         while let Ok((when, m)) = rx.try_recv() {
             if let Some(stage) = m.strip_prefix("stage=") {
                 last_stage = stage.to_string();
@@ -288,6 +286,13 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
                 guest_fail = Some(f.to_string());
             }
         }
+        last_stage == "boot"
+    };
+    let mut timed_out = false;
+    let mut boot_hung = false;
+    let mut was_interrupted = false;
+    loop {
+        let still_booting = take_markers(&rx);
         let qemu_child = children.0.last_mut().expect("qemu child");
         if let Some(st) = qemu_child.try_wait()? {
             qemu_status = Some(st);
@@ -301,7 +306,7 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             timed_out = true;
             break;
         }
-        if last_stage == "boot" && started.elapsed() > BOOT_STAGE_LIMIT.min(cfg.timeout) {
+        if still_booting && started.elapsed() > BOOT_STAGE_LIMIT.min(cfg.timeout) {
             boot_hung = true;
             break;
         }
@@ -309,13 +314,7 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     }
     drop(children); // kills QEMU (if still running) and both virtiofsd
     let _ = reader.join();
-    while let Ok((_, m)) = rx.try_recv() {
-        if let Some(stage) = m.strip_prefix("stage=") {
-            last_stage = stage.to_string();
-        } else if let Some(f) = m.strip_prefix("fail=") {
-            guest_fail = Some(f.to_string());
-        }
-    }
+    take_markers(&rx);
     for s in [&root_sock, &run_sock] {
         let _ = std::fs::remove_file(s);
     }

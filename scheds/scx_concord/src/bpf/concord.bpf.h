@@ -65,7 +65,6 @@ struct {
 
 struct cpu_ctx {
 	u64 running_deadline;	/* deadline of the task on this CPU (for preemption) */
-	u64 running_since;
 };
 
 struct {

@@ -202,10 +202,8 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	struct cpu_ctx *cctx = cpu_ctx_of(bpf_get_smp_processor_id());
 	u64 now = scx_bpf_now();
 
-	if (cctx) {
+	if (cctx)
 		cctx->running_deadline = p->scx.dsq_vtime;
-		cctx->running_since = now;
-	}
 	if (!tctx)
 		return;
 	record_wait(tctx, now);
