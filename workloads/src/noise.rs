@@ -1,0 +1,210 @@
+//! Competing load for the outage scenario, unpinned:
+//! - rings of threads passing tokens over pipes, each hop a short burst of work: they wake
+//!   often and wake each other, exactly what a LAVD-style scheduler rates latency-critical;
+//! - CPU hogs that never sleep.
+//!
+//! Both report how much they got done, so a scheduler that helps the pinned runtime by
+//! starving everyone else shows it.
+
+use crate::sys;
+use crate::work;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NoiseConfig {
+    pub rings: usize,
+    pub ring_size: usize,
+    pub tokens_per_ring: usize,
+    /// Work per hop.
+    pub hop_reductions: u64,
+    pub hogs: usize,
+    pub secs: f64,
+}
+
+impl NoiseConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.rings > 0 && self.ring_size < 2 {
+            bail!("--ring-size must be at least 2");
+        }
+        if self.rings > 0 && !(1..self.ring_size).contains(&self.tokens_per_ring) {
+            bail!("--tokens must be between 1 and ring size - 1");
+        }
+        if self.rings * self.ring_size + self.hogs > 4096 {
+            bail!("more than 4096 threads");
+        }
+        if !(self.secs > 0.0 && self.secs <= 86_400.0) {
+            bail!("--secs must be between 0 and 86400");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NoiseReport {
+    pub config: NoiseConfig,
+    pub secs: f64,
+    pub hops_per_sec: f64,
+    /// Reductions per second over all hogs.
+    pub hog_reductions_per_sec: f64,
+    /// The slowest hog's share of the mean hog (1.0 = all equal).
+    pub hog_min_over_mean: f64,
+}
+
+const EXIT: u8 = 0xff;
+const TOKEN: u8 = 1;
+
+fn pipe() -> Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+pub fn run(cfg: NoiseConfig) -> Result<NoiseReport> {
+    cfg.validate()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let hops = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    let mut wakers = Vec::new(); // a write end per ring thread, to tell it to exit
+
+    for r in 0..cfg.rings {
+        let pipes: Vec<(File, File)> = (0..cfg.ring_size).map(|_| pipe()).collect::<Result<_>>()?;
+        let (reads, writes): (Vec<File>, Vec<File>) = pipes.into_iter().unzip();
+        for w in &writes {
+            wakers.push(w.try_clone()?);
+        }
+        for t in 0..cfg.tokens_per_ring {
+            // Spread the tokens around the ring.
+            let at = t * cfg.ring_size / cfg.tokens_per_ring;
+            (&writes[at]).write_all(&[TOKEN])?;
+        }
+        let mut writes: Vec<Option<File>> = writes.into_iter().map(Some).collect();
+        for (i, mut rd) in reads.into_iter().enumerate() {
+            let mut next = writes[(i + 1) % cfg.ring_size]
+                .as_ref()
+                .unwrap()
+                .try_clone()?;
+            let hops = hops.clone();
+            let work_n = cfg.hop_reductions;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ring{r}-{i}"))
+                    .spawn(move || -> Result<u64> {
+                        let mut b = [0u8; 1];
+                        let mut state = i as u64 + 1;
+                        loop {
+                            rd.read_exact(&mut b)?;
+                            if b[0] == EXIT {
+                                return Ok(0);
+                            }
+                            work::reductions(work_n, &mut state);
+                            hops.fetch_add(1, Ordering::Relaxed);
+                            // The next thread may have exited already at the end.
+                            if next.write_all(&[TOKEN]).is_err() {
+                                return Ok(0);
+                            }
+                        }
+                    })?,
+            );
+        }
+        for w in writes.iter_mut() {
+            w.take();
+        }
+    }
+
+    let hog_counts: Vec<Arc<AtomicU64>> =
+        (0..cfg.hogs).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    for (i, c) in hog_counts.iter().enumerate() {
+        let (stop, c) = (stop.clone(), c.clone());
+        threads.push(std::thread::Builder::new().name(format!("hog{i}")).spawn(
+            move || -> Result<u64> {
+                let mut state = i as u64 + 7;
+                while !stop.load(Ordering::Relaxed) {
+                    work::reductions(1000, &mut state);
+                    c.fetch_add(1000, Ordering::Relaxed);
+                }
+                Ok(0)
+            },
+        )?);
+    }
+
+    let t0 = sys::now_ns();
+    let hops0 = hops.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs_f64(cfg.secs));
+    let secs = (sys::now_ns() - t0) as f64 / 1e9;
+    let hop_n = hops.load(Ordering::Relaxed) - hops0;
+    let hog_n: Vec<u64> = hog_counts
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for mut w in wakers {
+        let _ = w.write_all(&[EXIT]);
+    }
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a noise thread panicked"))?
+            .context("noise thread")?;
+    }
+    let total: u64 = hog_n.iter().sum();
+    let mean = total as f64 / hog_n.len().max(1) as f64;
+    Ok(NoiseReport {
+        config: cfg,
+        secs,
+        hops_per_sec: hop_n as f64 / secs,
+        hog_reductions_per_sec: total as f64 / secs,
+        hog_min_over_mean: if mean > 0.0 {
+            *hog_n.iter().min().unwrap() as f64 / mean
+        } else {
+            0.0
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_pass_tokens_and_hogs_work_then_all_exit() {
+        let r = run(NoiseConfig {
+            rings: 2,
+            ring_size: 3,
+            tokens_per_ring: 2,
+            hop_reductions: 10,
+            hogs: 2,
+            secs: 0.3,
+        })
+        .unwrap();
+        assert!(r.hops_per_sec > 100.0, "{r:?}");
+        assert!(r.hog_reductions_per_sec > 0.0);
+        assert!(r.hog_min_over_mean > 0.0 && r.hog_min_over_mean <= 1.0);
+    }
+
+    #[test]
+    fn bad_rings_are_refused() {
+        let mut c = NoiseConfig {
+            rings: 1,
+            ring_size: 2,
+            tokens_per_ring: 2,
+            hop_reductions: 1,
+            hogs: 0,
+            secs: 1.0,
+        };
+        assert!(c.validate().is_err(), "a ring of 2 holds at most 1 token");
+        c.tokens_per_ring = 1;
+        assert!(c.validate().is_ok());
+        c.ring_size = 1;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! Thin wrappers over the Linux calls the workloads need: a monotonic clock, absolute sleeps,
+//! CPU affinity and the per-thread scheduler statistics in /proc.
+
+use anyhow::{bail, Result};
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock Instant uses; vDSO, cheap).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleep until CLOCK_MONOTONIC reaches `ns` (absolute: no drift from late wake-ups).
+pub fn sleep_until(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: ts is valid; a null remainder is allowed with TIMER_ABSTIME.
+    while unsafe {
+        libc::clock_nanosleep(
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts,
+            std::ptr::null_mut(),
+        )
+    } == libc::EINTR
+    {}
+}
+
+/// Restrict the calling thread to one CPU (like the BEAM's `+sbt` binding).
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks the index.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    // SAFETY: as above; the set is filled by the kernel.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect())
+    }
+}
+
+pub fn current_cpu() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::sched_getcpu() }
+}
+
+/// /proc/thread-self/schedstat: time on CPU, time runnable but waiting (run-queue delay), and
+/// the number of times the thread got a CPU. Kept by the core scheduler for every class,
+/// sched_ext included.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SchedStat {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+    pub timeslices: u64,
+}
+
+impl SchedStat {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some(Self {
+            run_ns: it.next()??,
+            wait_ns: it.next()??,
+            timeslices: it.next()??,
+        })
+    }
+
+    pub fn of_current_thread() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+    }
+
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            run_ns: self.run_ns.saturating_sub(earlier.run_ns),
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            timeslices: self.timeslices.saturating_sub(earlier.timeslices),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedstat_parses_and_subtracts() {
+        let a = SchedStat::parse("1000 200 3\n").unwrap();
+        let b = SchedStat::parse("5000 1200 13").unwrap();
+        assert_eq!(
+            b.since(&a),
+            SchedStat {
+                run_ns: 4000,
+                wait_ns: 1000,
+                timeslices: 10
+            }
+        );
+        assert!(SchedStat::parse("12 x 3").is_none());
+        assert!(SchedStat::parse("12").is_none());
+        assert!(
+            SchedStat::of_current_thread().is_some(),
+            "this kernel keeps schedstat"
+        );
+    }
+
+    #[test]
+    fn absolute_sleep_does_not_return_early() {
+        let t = now_ns() + 2_000_000;
+        sleep_until(t);
+        assert!(now_ns() >= t);
+    }
+}
