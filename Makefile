@@ -12,11 +12,13 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace
 
-# Boots a 7.3.x sched_ext kernel, attaches scx_concord, runs a short upstream-style smoke test.
+# Seed 000's outage and its fix, side by side (~8 minutes here): EEVDF, scx_lavd's design of the
+# time (pinned tasks in the LLC queue, greedy-penalty deadlines) and scx_concord, 3 interleaved
+# runs each. Prints the table; writes report.md, results.json and latency-cdf.svg under
+# lab-results/.
 demo: build
 	$(LAB) kernel
-	$(LAB) vm --cpus 4 --sched 'concord:--stats 5' --timeout 300 -- \
-	    stress-ng -t 15 -M -c 4 --affinity 1 --affinity-delay 1 --affinity-pin
+	$(LAB) bench outage
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,10 +1,12 @@
 //! concord-lab: boot sched_ext kernels under QEMU TCG and run schedulers and workloads inside.
 
+mod bench;
 mod guest;
 mod initramfs;
 mod kernel;
 mod peers;
 mod protocol;
+mod report;
 mod util;
 mod vm;
 
@@ -45,11 +47,26 @@ enum Cmd {
         /// Which peers (default: all).
         names: Vec<String>,
     },
+    /// Run a scenario under several schedulers, repeated, and report them side by side.
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Print the LLC / NUMA / SMT groups this machine reports (used inside the guest).
     Topology,
     /// Guest-side runner, started by the VM's /init. Not for direct use.
     #[command(hide = true)]
     Guest { run_dir: PathBuf },
+    /// Guest side of one scenario run (started by `bench` inside the VM). Not for direct use.
+    #[command(hide = true)]
+    BenchRun { scenario: String, params: String },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Seed 000's outage: a BEAM-like runtime (schedulers pinned one per CPU) next to unpinned
+    /// token rings and CPU hogs, under EEVDF, concord with pinned tasks in the shared LLC
+    /// queue (the failing design) and concord default. Writes report.md, results.json and
+    /// latency-cdf.svg.
+    Outage(bench::OutageArgs),
 }
 
 #[derive(Args)]
@@ -99,7 +116,7 @@ pub fn parse_mem_mib(s: &str) -> Result<u64> {
     Ok(mib)
 }
 
-fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
+pub(crate) fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
     let Some(bin) = spec.kind.binary() else {
         return Ok(None);
     };
@@ -239,6 +256,16 @@ fn real_main() -> Result<i32> {
                 "llcs: {:?}\nnodes: {:?}\nsmt: {:?}",
                 g.llcs, g.nodes, g.smt_cores
             );
+            Ok(0)
+        }
+        Cmd::Bench(BenchCmd::Outage(args)) => bench::outage(args),
+        Cmd::BenchRun { scenario, params } => {
+            match scenario.as_str() {
+                "outage" => bench::guest_outage(
+                    &serde_json::from_str(&params).context("bench-run: bad parameters")?,
+                )?,
+                other => bail!("bench-run: unknown scenario {other}"),
+            }
             Ok(0)
         }
         Cmd::Guest { run_dir } => {

@@ -393,3 +393,64 @@ fn hotplug_restarts_and_monitor_attaches() {
     assert!(r.stdout.contains("off: enabled") && r.stdout.contains("on: enabled"));
     assert!(r.stderr.contains("still attached at the end, exit 0"));
 }
+
+/// The outage scenario end to end, short: two schedulers, one run each. Checks that the report,
+/// the raw JSON and the plot are written with sane values; the performance ratios are benchmark
+/// results (make demo), not asserted here.
+#[test]
+fn outage_scenario_writes_a_sane_report() {
+    if !enabled() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("concord-outage-test-{}", std::process::id()));
+    let out_s = out.display().to_string();
+    let r = lab(&[
+        "bench",
+        "outage",
+        "--repeats",
+        "1",
+        "--secs",
+        "4",
+        "--scheds",
+        "eevdf,concord",
+        "--out",
+        &out_s,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("| eevdf | 1/1 |") && r.stdout.contains("| concord | 1/1 |"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let beam = &run["output"]["beam"];
+        let f = |k: &str| beam[k].as_f64().unwrap();
+        // 250 req/s over 3 measured seconds: every measured request is in the histogram.
+        assert_eq!(beam["measured"].as_u64().unwrap(), 750, "{run}");
+        assert_eq!(beam["latency"]["count"].as_u64(), beam["measured"].as_u64());
+        assert!(f("p50_us") > 0.0 && f("p50_us") <= f("p99_us") && f("p99_us") <= f("max_us"));
+        assert!(f("throughput_rps") > 0.0);
+        for s in beam["schedulers"].as_array().unwrap() {
+            let cpu = s["cpu"].as_u64().unwrap();
+            assert_eq!(
+                s["cpus_seen"],
+                serde_json::json!([cpu]),
+                "pinned thread moved: {s}"
+            );
+            assert!(s["timeslices"].as_u64().unwrap() > 0, "schedstat read: {s}");
+        }
+        assert!(run["output"]["noise"]["hops_per_sec"].as_f64().unwrap() > 0.0);
+    }
+    let concord = &runs[1]["output"]["sched_stats"];
+    assert!(
+        concord["enq_pinned"].as_u64().unwrap() > 0,
+        "concord stats collected: {concord}"
+    );
+    assert!(runs[0]["output"]["sched_stats"].is_null());
+    let svg = std::fs::read_to_string(out.join("latency-cdf.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("p99 vs base"));
+    let _ = std::fs::remove_dir_all(&out);
+}

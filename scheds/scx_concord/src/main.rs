@@ -45,6 +45,15 @@ enum PinnedMode {
     Shared,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DeadlineMode {
+    /// Offset from recent behaviour only, capped at half --max-wait-ms (the fix).
+    Capped,
+    /// scx_lavd's model at the time of the outage: a greedy penalty for tasks that used more
+    /// CPU than average and no cap tied to the wait bound (reproduces the feedback loop).
+    Greedy,
+}
+
 /// scx_concord: latency-criticality aware virtual deadlines, with pinned tasks first-class.
 ///
 /// Tasks that wake often or wake others get earlier deadlines; tasks that can run on one CPU
@@ -59,6 +68,10 @@ struct Opts {
     /// Queue for tasks that can run on one CPU only.
     #[arg(long, value_enum, default_value_t = PinnedMode::PerCpu)]
     pinned_queue: PinnedMode,
+
+    /// How deadlines are computed (the priority model).
+    #[arg(long, value_enum, default_value_t = DeadlineMode::Capped)]
+    deadline: DeadlineMode,
 
     /// Longest time slice, in microseconds (shrinks when tasks wait).
     #[arg(long, default_value_t = 5000)]
@@ -218,6 +231,10 @@ fn open_and_load<'a>(
     rodata.pinned_mode = match opts.pinned_queue {
         PinnedMode::PerCpu => bpf_intf::pinned_mode_PINNED_PER_CPU,
         PinnedMode::Shared => bpf_intf::pinned_mode_PINNED_SHARED,
+    };
+    rodata.deadline_mode = match opts.deadline {
+        DeadlineMode::Capped => bpf_intf::deadline_mode_DEADLINE_CAPPED,
+        DeadlineMode::Greedy => bpf_intf::deadline_mode_DEADLINE_GREEDY,
     };
     rodata.slice_max_ns = opts.slice_max_us * 1000;
     rodata.slice_min_ns = opts.slice_min_us * 1000;

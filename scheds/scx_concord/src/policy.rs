@@ -48,6 +48,34 @@ pub fn deadline_delta(
     delta / lat_cri.clamp(1, LAT_CRI_MAX)
 }
 
+#[cfg(test)]
+pub const GREEDY_MAX: u64 = 100;
+#[cfg(test)]
+pub const GREEDY_DELTA_MAX: u64 = 250_000_000;
+
+/// `--deadline greedy`: scx_lavd's model at the time of the outage (see policy.h). Only the
+/// lab uses it, to reproduce the outage; it is here so its feedback loop can be shown in a test.
+#[cfg(test)]
+pub fn greedy_delta(
+    avg_runtime: u64,
+    weight: u64,
+    lat_cri: u64,
+    slice_min: u64,
+    slice_max: u64,
+    svc: u64,
+    avg_svc: u64,
+) -> u64 {
+    let base = avg_runtime.clamp(slice_min, slice_max);
+    let permille = (svc * 1000)
+        .checked_div(avg_svc)
+        .unwrap_or(1000)
+        .clamp(1000, GREEDY_MAX * 1000);
+    let delta = base * WEIGHT_DEFAULT / weight.clamp(1, 10_000) * permille
+        / 1000
+        / lat_cri.clamp(1, LAT_CRI_MAX);
+    delta.min(GREEDY_DELTA_MAX)
+}
+
 pub fn slice(nr_waiting: u64, slice_min: u64, slice_max: u64) -> u64 {
     (slice_max / (nr_waiting + 1)).clamp(slice_min, slice_max)
 }
@@ -80,6 +108,25 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn greedy_model_pushes_a_catching_up_task_back_and_capped_does_not() {
+        let (lo, hi) = (MS / 2, 5 * MS);
+        // A starved BEAM scheduler finally runs long to drain its backlog: its runtime and
+        // its service (relative to the average task) grow, and so does its greedy offset...
+        let before = greedy_delta(MS, 100, 4, lo, hi, 10 * MS, 10 * MS);
+        let after = greedy_delta(5 * MS, 100, 4, lo, hi, 40 * MS, 10 * MS);
+        assert!(after >= 4 * before * 4, "{before} -> {after}");
+        // ...without the bound that the capped model keeps whatever the history.
+        assert!(after > deadline_delta(5 * MS, 100, 4, lo, hi, 20 * MS));
+        assert!(deadline_delta(u64::MAX / 1000, 100, 1, lo, hi, 20 * MS) <= 20 * MS);
+        // Under-consumers get no bonus, and the offset stays below the watchdog.
+        assert_eq!(
+            greedy_delta(MS, 100, 1, lo, hi, 0, 10 * MS),
+            greedy_delta(MS, 100, 1, lo, hi, 10 * MS, 10 * MS)
+        );
+        assert!(greedy_delta(hi, 1, 1, lo, hi, u64::MAX / 2000, 1) <= GREEDY_DELTA_MAX);
+    }
 
     #[test]
     fn lat_cri_is_bounded_and_monotonic() {

@@ -15,6 +15,7 @@ const volatile u32 nr_cpus = 1;		/* possible CPU ids */
 const volatile u32 nr_llcs = 1;
 const volatile u32 queue_mode = QUEUE_PER_LLC;
 const volatile u32 pinned_mode = PINNED_PER_CPU;
+const volatile u32 deadline_mode = DEADLINE_CAPPED;
 const volatile u64 slice_max_ns = 5000000ULL;
 const volatile u64 slice_min_ns = 500000ULL;
 const volatile u64 max_wait_ns = 50000000ULL;
@@ -39,6 +40,9 @@ static inline u64 urgent_wait_ns(void)
 	return max_wait_ns / 2;
 }
 
+/* Running average of tasks' svc_ns as they stop (greedy model; racy updates are fine). */
+u64 avg_svc_ns;
+
 /* Counters and wait histograms, read by the Rust side (stats.rs). */
 u64 stats[NR_CONCORD_STATS];
 u64 wait_hist[NR_QUEUE_KINDS][NR_WAIT_BUCKETS];
@@ -54,6 +58,7 @@ struct task_ctx {
 	u64 last_wake_at;
 	u64 last_waker_at;
 	u64 lat_cri;
+	u64 svc_ns;		/* weighted CPU time used since it joined (greedy model) */
 };
 
 struct {
@@ -64,7 +69,7 @@ struct {
 } task_ctxs SEC(".maps");
 
 struct cpu_ctx {
-	u64 running_deadline;	/* deadline of the task on this CPU (for preemption) */
+	u64 running_delta;	/* deadline offset of the task running here (for preemption) */
 };
 
 struct {

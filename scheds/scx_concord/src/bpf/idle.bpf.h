@@ -45,22 +45,18 @@ static inline bool kick_if_idle(s32 cpu)
 	return was_idle;
 }
 
-/* After queueing @p: wake an idle CPU that may run it. */
-static inline void kick_idle_for(struct task_struct *p, s32 pinned_to)
+/* After queueing a migratable @p: wake an idle CPU that may run it. True if one was idle. */
+static inline bool kick_idle_for(struct task_struct *p)
 {
-	s32 cpu;
+	s32 cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 
-	if (pinned_to >= 0) {
-		kick_if_idle(pinned_to);
-		return;
-	}
-	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 	if (cpu >= 0) {
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		stat_inc(STAT_KICK_IDLE);
-		return;
+		return true;
 	}
 	/* No CPU marked idle: its own CPU may be about to go idle all the same. */
 	scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_IDLE);
+	return false;
 }
 #endif

@@ -27,22 +27,39 @@ static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tct
 	wctx->last_waker_at = now;
 }
 
-/* Fold a finished run into the task's average runtime. */
-static inline void lat_cri_on_stop(struct task_ctx *tctx, u64 now)
+/* Fold a finished run into the task's average runtime (and its service, for the greedy model). */
+static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
-	if (tctx->run_at && !time_before(now, tctx->run_at))
-		tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, now - tctx->run_at);
+	u64 ran;
+
+	if (!tctx->run_at || time_before(now, tctx->run_at))
+		return;
+	ran = now - tctx->run_at;
+	tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, ran);
+	if (deadline_mode == DEADLINE_GREEDY) {
+		tctx->svc_ns += ran * WEIGHT_DEFAULT / pol_clamp(p->scx.weight, 1, 10000);
+		avg_svc_ns = (avg_svc_ns * 63 + tctx->svc_ns) / 64;
+	}
+}
+
+/* The task's deadline offset: bounded, from its recent behaviour only (policy.h). */
+static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx)
+{
+	tctx->lat_cri = pol_lat_cri(tctx->wake_freq, tctx->waker_freq);
+	if (deadline_mode == DEADLINE_GREEDY)
+		return pol_greedy_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
+					slice_max_ns, tctx->svc_ns, avg_svc_ns);
+	return pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
+				  slice_max_ns, delta_cap_ns());
 }
 
 /*
- * The task's deadline: now plus a bounded, history-free offset of at most half the wait bound.
- * Real time, not a virtual clock: a task queued at t is overtaken only by tasks queued before
- * t + max_wait/2, so deadline order alone already bounds waits; the overdue path is the net.
+ * The task's deadline: now plus its offset of at most half the wait bound. Real time, not a
+ * virtual clock: a task queued at t is overtaken only by tasks queued before t + max_wait/2,
+ * so deadline order alone already bounds waits; the overdue path is the net.
  */
 static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
-	tctx->lat_cri = pol_lat_cri(tctx->wake_freq, tctx->waker_freq);
-	return now + pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri,
-					slice_min_ns, slice_max_ns, delta_cap_ns());
+	return now + task_delta(p, tctx);
 }
 #endif

@@ -24,9 +24,21 @@
  * that broke pinned Erlang schedulers, kept to reproduce the outage in the lab.
  *
  * Bounded waits: a queued task that has waited half of --max-wait-ms is urgent: it is
- * dispatched before deadline order (a pinned one first: no other CPU can take it), and ops.tick ends the running
- * task's slice when its CPU's pinned queue holds an earlier deadline or an urgent task, or its
- * LLC queue an urgent one.
+ * dispatched before deadline order (a pinned one first: no other CPU can take it), and ops.tick
+ * ends the running task's slice when its CPU's pinned queue holds an earlier deadline or an
+ * urgent task, or its LLC queue an urgent one. With a shared queue the net only sees the head:
+ * a pinned task deep in an LLC queue is invisible to it, one more reason pinned tasks get
+ * their own queues.
+ *
+ * Preemption (preempt.bpf.h): sched_ext slices end only on ticks (4 ms at HZ=250), so a woken
+ * task that must not wait that long takes a busy CPU by a kick: the one, among those it may
+ * run on, whose running task has the largest offset, if the woken task's deadline is earlier
+ * than now + that offset (the running task as if it were queued now). A pinned head likewise
+ * wins dispatch over an LLC task it would preempt at once.
+ *
+ * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
+ * greedy penalty / latency criticality, no wait cap): with `--pinned-queue shared` it
+ * reproduces the outage in the lab; it is not for production.
  *
  * Work conservation: wake-ups go to an idle CPU when there is one anywhere the task may run
  * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a queued task kicks an
@@ -34,12 +46,13 @@
  * first) before it goes idle. CPU hotplug makes the kernel restart us with the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
- * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h and stats.bpf.h.
+ * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h, preempt.bpf.h and stats.bpf.h.
  */
 #include "concord.bpf.h"
 #include "lat_cri.bpf.h"
 #include "queues.bpf.h"
 #include "idle.bpf.h"
+#include "preempt.bpf.h"
 #include "stats.bpf.h"
 
 char _license[] SEC("license") = "GPL";
@@ -90,28 +103,26 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	deadline = task_deadline(p, tctx, now);
 
 	if (task_is_pinned(p)) {
-		struct cpu_ctx *cctx;
 
 		cpu = pinned_cpu(p);
 		stat_inc(STAT_ENQ_PINNED);
 		if (pinned_mode == PINNED_SHARED) {
+			/* Treated like any LLC task (the design under test): same kicks. */
 			queue_task(p, tctx, shared_dsq(cpu), QK_SHARED, deadline, enq_flags, now);
-			kick_idle_for(p, cpu);
+			if (!kick_if_idle(cpu))
+				preempt_for(p, deadline, now);
 			return;
 		}
 		queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
-		if (!kick_if_idle(cpu) && (cctx = cpu_ctx_of(cpu)) &&
-		    time_before(deadline, cctx->running_deadline) && cpu != bpf_get_smp_processor_id()) {
-			/* Its only CPU runs something with a later deadline: take the CPU now. */
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			stat_inc(STAT_KICK_PREEMPT);
-		}
+		if (!kick_if_idle(cpu))
+			preempt_for(p, deadline, now);
 		return;
 	}
 
 	stat_inc(STAT_ENQ_SHARED);
 	queue_task(p, tctx, shared_dsq(scx_bpf_task_cpu(p)), QK_SHARED, deadline, enq_flags, now);
-	kick_idle_for(p, -1);
+	if (!kick_idle_for(p))
+		preempt_for(p, deadline, now);
 }
 
 void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
@@ -167,6 +178,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	struct queue_head h = {};
 	struct task_ctx *tctx = task_ctx(p);
 	s32 cpu = scx_bpf_task_cpu(p);
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
 	u64 now = scx_bpf_now();
 
 	/* Let every task run at least the minimum slice before a tick takes the CPU. */
@@ -174,7 +186,8 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 		return;
 	if (pinned_mode == PINNED_PER_CPU) {
 		peek_head(pinned_dsq(cpu), &h);
-		if (h.present && (head_overdue(&h, now) || time_before(h.deadline, p->scx.dsq_vtime))) {
+		if (h.present && (head_overdue(&h, now) ||
+				  (cctx && time_before(h.deadline, now + cctx->running_delta)))) {
 			p->scx.slice = 0;
 			stat_inc(STAT_TICK_PREEMPT);
 			return;
@@ -202,10 +215,11 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	struct cpu_ctx *cctx = cpu_ctx_of(bpf_get_smp_processor_id());
 	u64 now = scx_bpf_now();
 
-	if (cctx)
-		cctx->running_deadline = p->scx.dsq_vtime;
 	if (!tctx)
 		return;
+	/* Preemption compares queued deadlines with now + this: the running task as if requeued. */
+	if (cctx)
+		cctx->running_delta = task_delta(p, tctx);
 	record_wait(tctx, now);
 	tctx->run_at = now;
 }
@@ -215,7 +229,7 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 	struct task_ctx *tctx = task_ctx(p);
 
 	if (tctx)
-		lat_cri_on_stop(tctx, scx_bpf_now());
+		lat_cri_on_stop(p, tctx, scx_bpf_now());
 }
 
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)

@@ -82,6 +82,29 @@ static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u
 	return delta / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
 }
 
+/*
+ * The greedy model (`--deadline greedy`), kept to reproduce the outage: scx_lavd's deadline of
+ * the time (seed 000), runtime x greedy penalty / latency criticality, where the penalty is the
+ * task's CPU service so far over the average task's (at least 1x, at most GREEDY_MAX x), with
+ * no cap tied to a wait bound (only GREEDY_DELTA_MAX, far below the 5 s watchdog). A task that
+ * was starved and then ran long to catch up is pushed further back: the feedback loop.
+ */
+#define GREEDY_MAX		100ULL
+#define GREEDY_DELTA_MAX	250000000ULL	/* 250 ms: the loop shows well before; runs still end */
+
+static inline u64 pol_greedy_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
+				   u64 slice_max, u64 svc, u64 avg_svc)
+{
+	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
+	u64 w = pol_clamp(weight, 1, 10000);
+	u64 permille = avg_svc ? svc * 1000 / avg_svc : 1000;
+	u64 delta;
+
+	permille = pol_clamp(permille, 1000, GREEDY_MAX * 1000);
+	delta = base * WEIGHT_DEFAULT / w * permille / 1000 / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
+	return delta > GREEDY_DELTA_MAX ? GREEDY_DELTA_MAX : delta;
+}
+
 /* Slice: the maximum shared among the tasks waiting for the same CPUs, never below the minimum. */
 static inline u64 pol_slice(u64 nr_waiting, u64 slice_min, u64 slice_max)
 {

@@ -76,7 +76,12 @@ static inline bool head_overdue(const struct queue_head *h, u64 now)
 /*
  * Order the pinned queue's head @a and the shared queue's head @b: an urgent pinned task first
  * (no other CPU can take it, while the shared task can go to any CPU of the LLC), then an urgent
- * shared task, else the earlier deadline. Returns true if @a should go before @b.
+ * shared task, else the earlier deadline, except that the pinned head also goes first when it
+ * would preempt the shared head's task as soon as that started (preempt_for's rule: its
+ * deadline is earlier than now + that task's offset). Without the exception a CPU would run,
+ * say, a hog whose old deadline had come due, and the pinned task would wait for the next tick
+ * (4 ms at HZ=250: sched_ext slices end only on ticks) although only this CPU can run it.
+ * Returns true if @a should go before @b.
  */
 static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
 {
@@ -91,7 +96,10 @@ static inline bool head_first(const struct queue_head *a, const struct queue_hea
 		*overdue = true;
 		return ao;
 	}
-	return time_before(a->deadline, b->deadline);
+	if (time_before(a->deadline, b->deadline))
+		return true;
+	return b->enq_at && time_before(b->enq_at, b->deadline) &&
+	       time_before(a->deadline, now + (b->deadline - b->enq_at));
 }
 
 /* Pull the best task from another LLC's queue when ours has nothing: same node first. */
