@@ -234,10 +234,6 @@ fn one_run(
     repeat: usize,
 ) -> Result<RunRecord> {
     let t0 = Instant::now();
-    let mut path_prepend = vec![exe_dir()?];
-    if let Ok(p) = crate::peers::bin_dir() {
-        path_prepend.push(p);
-    }
     let job = Job {
         cmd: vec![
             "concord-lab".into(),
@@ -250,7 +246,7 @@ fn one_run(
         sched_attach_timeout_s: 120,
         topology,
         kernel_config: kernel.config.clone(),
-        path_prepend,
+        path_prepend: crate::guest_path_prepend()?,
     };
     let out = vm::run(vm::VmConfig {
         kernel: kernel.clone(),
@@ -288,13 +284,8 @@ pub fn guest_outage(mix: &OutageMix) -> Result<()> {
         std::env::var_os("CONCORD_LAB_RUN_DIR")
             .context("CONCORD_LAB_RUN_DIR not set: bench-run runs inside the lab VM")?,
     );
-    let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let state = std::fs::read_to_string("/sys/kernel/sched_ext/state").unwrap_or_default();
-    let ops = if state.trim() == "enabled" {
-        ops
+    let ops = if crate::guest::sched_state() == "enabled" {
+        crate::guest::sched_ops()
     } else {
         String::new()
     };

@@ -44,7 +44,7 @@ pub fn ops_matches(ops: &str, name: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('_'))
 }
 
-fn sched_ops() -> String {
+pub fn sched_ops() -> String {
     read_trim(format!("{SCHED_EXT}/root/ops")).unwrap_or_default()
 }
 

@@ -140,6 +140,15 @@ pub(crate) fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// Directories first on the guest's PATH: our builds (scx_concord, workloads), then peers.
+pub(crate) fn guest_path_prepend() -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![exe_dir()?];
+    if let Ok(p) = peers::bin_dir() {
+        dirs.push(p);
+    }
+    Ok(dirs)
+}
+
 fn vm(args: VmArgs) -> Result<i32> {
     // Validate everything before anything starts.
     let topology = match &args.topology {
@@ -163,10 +172,6 @@ fn vm(args: VmArgs) -> Result<i32> {
     let sched_bin = sched_binary(&sched)?;
     vm::check_host()?;
     let kernel = kernel::select(&args.kernel)?;
-    let mut path_prepend = vec![exe_dir()?];
-    if let Ok(p) = peers::bin_dir() {
-        path_prepend.push(p);
-    }
     let job = Job {
         cmd: args.cmd,
         sched,
@@ -174,7 +179,7 @@ fn vm(args: VmArgs) -> Result<i32> {
         sched_attach_timeout_s: args.sched_timeout,
         topology,
         kernel_config: kernel.config.clone(),
-        path_prepend,
+        path_prepend: guest_path_prepend()?,
     };
     progress(&format!(
         "booting {} ({} CPUs, topology {topology}, {} MiB), scheduler {}",

@@ -41,12 +41,12 @@ enum pinned_mode {
 	PINNED_SHARED		= 1,	/* the scx_lavd design behind the Erlang outage */
 };
 
-/* Where a task waited before it ran: the wait histograms are kept per kind. */
 enum deadline_mode {
 	DEADLINE_CAPPED		= 0,	/* offset from recent behaviour, capped at max_wait/2 */
 	DEADLINE_GREEDY		= 1,	/* scx_lavd's pre-fix model: greedy penalty, no wait cap */
 };
 
+/* Where a task waited before it ran: the wait histograms are kept per kind. */
 enum queue_kind {
 	QK_DIRECT		= 0,	/* dispatched straight to an idle CPU */
 	QK_PINNED		= 1,	/* a CPU's own pinned queue */

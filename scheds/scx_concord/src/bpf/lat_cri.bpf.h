@@ -42,7 +42,10 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	}
 }
 
-/* The task's deadline offset: bounded, from its recent behaviour only (policy.h). */
+/*
+ * The task's deadline offset (policy.h): capped at half the wait bound and from its recent
+ * behaviour only, unless --deadline greedy (the lab's model of scx_lavd then) is chosen.
+ */
 static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx)
 {
 	tctx->lat_cri = pol_lat_cri(tctx->wake_freq, tctx->waker_freq);
@@ -54,7 +57,7 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx)
 }
 
 /*
- * The task's deadline: now plus its offset of at most half the wait bound. Real time, not a
+ * The task's deadline: now plus its offset (at most half the wait bound when capped). Real time, not a
  * virtual clock: a task queued at t is overtaken only by tasks queued before t + max_wait/2,
  * so deadline order alone already bounds waits; the overdue path is the net.
  */

@@ -103,17 +103,13 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	deadline = task_deadline(p, tctx, now);
 
 	if (task_is_pinned(p)) {
-
 		cpu = pinned_cpu(p);
 		stat_inc(STAT_ENQ_PINNED);
-		if (pinned_mode == PINNED_SHARED) {
-			/* Treated like any LLC task (the design under test): same kicks. */
+		/* --pinned-queue shared: in the LLC queue like any task (the design under test). */
+		if (pinned_mode == PINNED_SHARED)
 			queue_task(p, tctx, shared_dsq(cpu), QK_SHARED, deadline, enq_flags, now);
-			if (!kick_if_idle(cpu))
-				preempt_for(p, deadline, now);
-			return;
-		}
-		queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
+		else
+			queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
 		if (!kick_if_idle(cpu))
 			preempt_for(p, deadline, now);
 		return;

@@ -20,14 +20,13 @@
  */
 static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
 {
-	s32 start = scx_bpf_task_cpu(p), victim = -1;
+	/* A pinned task's queue is its CPU's, whichever CPU it last ran on. */
+	s32 start = task_is_pinned(p) ? pinned_cpu(p) : scx_bpf_task_cpu(p), victim = -1;
 	u32 llc = start >= 0 && start < MAX_CPUS ? cpu_llc[start] : 0;
 	struct cpu_ctx *cctx, *vctx = NULL;
 	u64 largest = deadline > now ? deadline - now : 0;
 	u32 i;
 
-	if (p->nr_cpus_allowed == 1 || is_migration_disabled(p))
-		start = pinned_cpu(p);
 	bpf_for(i, 0, PREEMPT_SCAN_MAX) {
 		s32 cpu;
 
