@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAB := target/release/concord-lab
 CARGO ?= cargo
 
-.PHONY: setup build demo test unit vm-tests smoke smoke-full lint
+.PHONY: setup build demo test unit vm-tests lint reliability reliability-long
 
 setup:
 	@./scripts/setup-host.sh
@@ -33,6 +33,10 @@ vm-tests: build
 
 test: build lint unit vm-tests
 
-# The full upstream smoke matrix (4 queue combinations x 1-LLC and 2-LLC, 31 s each).
-smoke-full: build
-	CONCORD_LAB_VM_TESTS=1 CONCORD_SMOKE_SECS=31 $(CARGO) test --release -p concord-lab --test vm smoke -- --test-threads=1 --nocapture
+# The reliability suite on both kernel series (CI runs --quick inside vm-tests); -long is nightly.
+reliability: build
+	$(LAB) kernel --kernel 7.3 && $(LAB) kernel --kernel 7.0
+	$(LAB) reliability --kernels 7.3,7.0
+
+reliability-long: build
+	$(LAB) reliability --kernels 7.3,7.0 --long

@@ -154,6 +154,8 @@ pub fn klog_problems(log: &str) -> Vec<String> {
         "watchdog failed",
         "Kernel panic",
         "hung_task",
+        // A clocksource change mid-run invalidates every timing taken across it.
+        "Marking clocksource",
     ];
     log.lines()
         .filter(|l| PATTERNS.iter().any(|p| l.contains(p)))

@@ -6,6 +6,7 @@ mod initramfs;
 mod kernel;
 mod peers;
 mod protocol;
+mod reliability;
 mod report;
 mod util;
 mod vm;
@@ -50,6 +51,10 @@ enum Cmd {
     /// Run a scenario under several schedulers, repeated, and report them side by side.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The reliability suite: the upstream stress recipe in every queue mode, starvation and
+    /// fairness, affinity, CPU hotplug, crash and exit paths, bad input, access and resource
+    /// use, each with a verdict and its evidence. Exit 0 only when every check passes.
+    Reliability(reliability::ReliabilityArgs),
     /// Print the LLC / NUMA / SMT groups this machine reports (used inside the guest).
     Topology,
     /// Guest-side runner, started by the VM's /init. Not for direct use.
@@ -58,6 +63,9 @@ enum Cmd {
     /// Guest side of one scenario run (started by `bench` inside the VM). Not for direct use.
     #[command(hide = true)]
     BenchRun { scenario: String, params: String },
+    /// Guest side of reliability checks (started by `reliability` inside the VM).
+    #[command(hide = true)]
+    RelGuest { params: String },
 }
 
 #[derive(Subcommand)]
@@ -273,6 +281,10 @@ fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Reliability(args) => reliability::run(args),
+        Cmd::RelGuest { params } => reliability::guest::main(
+            &serde_json::from_str(&params).context("rel-guest: bad parameters")?,
+        ),
         Cmd::Guest { run_dir } => {
             guest::main(&run_dir)?;
             Ok(0)

@@ -190,8 +190,12 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             bail!("the path {p} contains white space, which the kernel command line cannot carry: move it");
         }
     }
+    // tsc=reliable: TCG's TSC follows the host clock, but a busy host delays the vCPUs enough
+    // that the clocksource watchdog sometimes marks it unstable mid-run; the guest then reads
+    // time from the emulated HPET (microseconds per clock_gettime) and every time-reading
+    // workload collapses (seen as 20x slower beam-sim runs under every scheduler).
     let append = format!(
-        "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2 concord.run={} concord.lab={} concord.keep={keep}",
+        "console=ttyS0 panic=-1 loglevel=4 8250.nr_uarts=2 tsc=reliable concord.run={} concord.lab={} concord.keep={keep}",
         run_dir.display(),
         lab_exe.display()
     );

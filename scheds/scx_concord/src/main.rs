@@ -59,8 +59,14 @@ enum DeadlineMode {
 /// Tasks that wake often or wake others get earlier deadlines; tasks that can run on one CPU
 /// only wait in that CPU's own queue; every queued task has a hard wait bound.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_override_self = true)]
 struct Opts {
+    /// Read options from a TOML file: the flags' names without the dashes, e.g.
+    /// `pinned-queue = "per-cpu"`, `max-wait-ms = 40`, `verbose = true`. Flags on the command
+    /// line win over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
     /// Queue for tasks that may run on several CPUs.
     #[arg(long, value_enum, default_value_t = QueueMode::PerLlc)]
     queue: QueueMode,
@@ -168,6 +174,87 @@ impl Opts {
         }
         Ok(())
     }
+}
+
+/// Settings a --config file may hold (every flag that configures a running scheduler).
+const CONFIG_KEYS: &[&str] = &[
+    "queue",
+    "pinned-queue",
+    "deadline",
+    "slice-max-us",
+    "slice-min-us",
+    "max-wait-ms",
+    "stats",
+    "exit-dump-len",
+    "verbose",
+];
+
+/// The flags a --config file stands for, in the file's order.
+fn config_args(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read it", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("--config {}: not valid TOML", path.display()))?;
+    let mut args = Vec::new();
+    for (key, value) in table {
+        if !CONFIG_KEYS.contains(&key.as_str()) {
+            bail!(
+                "--config {}: unknown setting '{key}' (known: {})",
+                path.display(),
+                CONFIG_KEYS.join(", ")
+            );
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) if key == "verbose" => {
+                if b {
+                    args.push(format!("--{key}"));
+                }
+                continue;
+            }
+            other => bail!(
+                "--config {}: '{key}' has the wrong type ({})",
+                path.display(),
+                other.type_str()
+            ),
+        };
+        args.push(format!("--{key}"));
+        args.push(value);
+    }
+    Ok(args)
+}
+
+/// Command line, with a --config file's settings in front of the flags given (which win).
+fn parse_opts(argv: Vec<std::ffi::OsString>) -> Result<Opts> {
+    let cli = Opts::try_parse_from(&argv).unwrap_or_else(|e| e.exit());
+    let Some(path) = &cli.config else {
+        return Ok(cli);
+    };
+    let from_file = config_args(path)?;
+    let prog = argv
+        .first()
+        .cloned()
+        .unwrap_or_else(|| SCHEDULER_NAME.into());
+    // The file alone first, so that a bad value in it is blamed on the file.
+    Opts::try_parse_from(std::iter::once(prog.clone()).chain(from_file.iter().map(Into::into)))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--config {}: {}",
+                path.display(),
+                e.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+            )
+        })?;
+    let merged = std::iter::once(prog)
+        .chain(from_file.into_iter().map(Into::into))
+        .chain(argv.into_iter().skip(1));
+    Ok(Opts::try_parse_from(merged).unwrap_or_else(|e| e.exit()))
 }
 
 /// Refuse clearly when the kernel cannot take us.
@@ -283,7 +370,14 @@ impl<'a> Scheduler<'a> {
         let bss = skel.maps.bss_data.as_mut().unwrap();
         bss.wait_max_ns = [0; stats::NR_KINDS];
         bss.wait_hist = [[0; stats::NR_BUCKETS]; stats::NR_KINDS];
-        let stats_server = Some(StatsServer::new(stats::server_data()).launch()?);
+        // The stats socket (and the directories created for it) is root's alone: only root
+        // may watch the scheduler. The umask is process-wide, so it is set around the bind only.
+        // SAFETY: umask(2) has no preconditions.
+        let old_umask = unsafe { libc::umask(0o077) };
+        let server = StatsServer::new(stats::server_data()).launch();
+        // SAFETY: as above.
+        unsafe { libc::umask(old_umask) };
+        let stats_server = Some(server?);
         info!("{SCHEDULER_NAME} attached");
         Ok(Self {
             skel,
@@ -416,7 +510,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
 }
 
 fn real_main() -> Result<()> {
-    let opts = Opts::parse();
+    let opts = parse_opts(std::env::args_os().collect())?;
     opts.validate()?;
     if opts.help_stats {
         stats::server_data().describe_meta(&mut std::io::stdout(), None)?;
@@ -488,6 +582,49 @@ mod tests {
         let o = Opts::try_parse_from(std::iter::once("scx_concord").chain(args.iter().copied()))?;
         o.validate()?;
         Ok(o)
+    }
+
+    fn with_config(text: &str, args: &[&str]) -> Result<Opts> {
+        let path = std::env::temp_dir().join(format!(
+            "concord-config-test-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let mut argv = vec!["scx_concord".into(), "--config".into(), path.clone().into()];
+        argv.extend(args.iter().map(Into::into));
+        let r = parse_opts(argv).and_then(|o| o.validate().map(|_| o));
+        std::fs::remove_file(&path).unwrap();
+        r
+    }
+
+    #[test]
+    fn config_files_set_options_and_flags_win() {
+        let o = with_config(
+            "queue = \"global\"\nmax-wait-ms = 100\nverbose = true\n",
+            &["--max-wait-ms", "60"],
+        )
+        .unwrap();
+        assert_eq!(o.queue, QueueMode::Global);
+        assert_eq!(o.max_wait_ms, 60, "the command line wins");
+        assert!(o.verbose);
+        for (bad, says) in [
+            ("queue = \"per-cpu\"\n", "per-cpu"),
+            ("max-wait-ms = \"soon\"\n", "soon"),
+            ("max-wait-ms = 0\n", "--max-wait-ms must be at least 1"),
+            ("bogus = 1\n", "unknown setting 'bogus'"),
+            ("queue = [1]\n", "wrong type"),
+            ("queue = \n", "not valid TOML"),
+        ] {
+            let e = with_config(bad, &[]).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+        let missing = parse_opts(vec![
+            "scx_concord".into(),
+            "--config".into(),
+            "/nonexistent/concord.toml".into(),
+        ]);
+        assert!(missing.unwrap_err().to_string().contains("cannot read it"));
     }
 
     #[test]

@@ -1,0 +1,577 @@
+//! `concord-lab reliability`: stress, starvation, affinity, CPU hotplug, exit paths, bad input,
+//! access and resource use, each a check with a pass/fail verdict and the evidence printed.
+//!
+//! Every check runs in a fresh VM. Where scx_concord schedules the whole run (smoke, fairness,
+//! affinity, hotplug), the guest runner starts it as for `vm --sched concord` and the host also
+//! requires what the runner saw: attached at the end, exit 0, a clean guest kernel log. The
+//! exit, input, access and resource checks start and stop scx_concord themselves
+//! (`rel-guest`). One check runs on the host: a kernel without sched_ext (the host's own).
+
+pub mod guest;
+
+use anyhow::{bail, Context, Result};
+use concord_common::sched::SchedSpec;
+use concord_common::topology::TopologySpec;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::kernel;
+use crate::protocol::Job;
+use crate::util::progress;
+use crate::vm;
+
+pub const VERDICTS_FILE: &str = "verdicts.json";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Verdict {
+    pub check: String,
+    pub evidence: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+impl Verdict {
+    pub fn new(check: &str) -> Self {
+        Self {
+            check: check.into(),
+            evidence: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+    pub fn pass(&self) -> bool {
+        self.failures.is_empty()
+    }
+    pub fn note(&mut self, s: String) {
+        self.evidence.push(s);
+    }
+    pub fn fail(&mut self, s: String) {
+        self.failures.push(s);
+    }
+}
+
+/// What `rel-guest` gets: the checks to run in this VM and their knobs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GuestParams {
+    pub checks: Vec<String>,
+    /// Length of each load phase, seconds.
+    pub secs: f64,
+    /// scx_concord's defaults, which the runner starts it with: the wait bound is checked
+    /// against them.
+    pub max_wait_ms: u64,
+    pub slice_max_ms: u64,
+    pub error_after_ms: u64,
+    /// The checks start scx_concord themselves (the VM has no scheduler of the runner's).
+    pub self_managed: bool,
+}
+
+impl GuestParams {
+    pub fn manages_scheduler(&self) -> bool {
+        self.self_managed
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ReliabilityArgs {
+    /// Kernel series to run on, comma-separated (7.3, 7.0, latest).
+    #[arg(long, value_delimiter = ',', default_value = kernel::DEFAULT_SERIES)]
+    pub kernels: Vec<String>,
+    /// The CI subset: every check once, shorter loads (smoke 10 s, one topology per queue mode).
+    #[arg(long, conflicts_with = "long")]
+    pub quick: bool,
+    /// Nightly: the upstream smoke test 20 times per queue mode and topology (~3 hours).
+    #[arg(long)]
+    pub long: bool,
+    /// Run only checks whose name contains one of these words (e.g. `smoke,hotplug`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Where the report goes (default: lab-results/reliability-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Quick,
+    Normal,
+    Long,
+}
+
+/// One VM run of the plan.
+struct Run {
+    /// Row name for runner-judged runs; rel-guest runs name their checks themselves.
+    name: String,
+    kernel: String,
+    topology: TopologySpec,
+    sched: SchedSpec,
+    cmd: Vec<String>,
+    timeout: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub check: String,
+    pub kernel: String,
+    pub topology: String,
+    pub sched: String,
+    pub pass: bool,
+    pub evidence: Vec<String>,
+    pub failures: Vec<String>,
+    pub run_dir: Option<PathBuf>,
+    pub secs: f64,
+}
+
+fn rel_guest(p: &GuestParams) -> Result<Vec<String>> {
+    Ok(vec![
+        "concord-lab".into(),
+        "rel-guest".into(),
+        serde_json::to_string(p)?,
+    ])
+}
+
+fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
+    let t = |s: &str| TopologySpec::parse(s);
+    let concord = |args: &str| SchedSpec::parse(&format!("concord:{args}"));
+    let (smoke_secs, load_secs, resource_secs, smoke_repeats) = match mode {
+        Mode::Quick => (10, 6.0, 20.0, 1),
+        Mode::Normal => (31, 10.0, 60.0, 1),
+        Mode::Long => (31, 20.0, 60.0, 20),
+    };
+    let params = |checks: &[&str], secs: f64, self_managed: bool| GuestParams {
+        checks: checks.iter().map(|s| s.to_string()).collect(),
+        secs,
+        max_wait_ms: 40,
+        slice_max_ms: 5,
+        error_after_ms: 3000,
+        self_managed,
+    };
+    let mut runs = Vec::new();
+    for kernel in kernels {
+        let k = kernel.clone();
+        // 1. The scx project's smoke recipe, every queue mode (and in the full suite both
+        //    topologies for each).
+        let mut smoke = Vec::new();
+        for (i, (queue, pinned)) in [
+            ("per-llc", "per-cpu"),
+            ("per-llc", "shared"),
+            ("global", "per-cpu"),
+            ("global", "shared"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let topos: &[&str] = match mode {
+                Mode::Quick => &[["1l4c", "2l2c"][i % 2]],
+                _ => &["1l4c", "2l2c"],
+            };
+            for topo in topos {
+                smoke.push((*topo, format!("--queue {queue} --pinned-queue {pinned}")));
+            }
+        }
+        for rep in 0..smoke_repeats {
+            for (topo, args) in &smoke {
+                let topology = t(topo)?;
+                let n = topology.nr_cpus().to_string();
+                let secs = smoke_secs.to_string();
+                runs.push(Run {
+                    name: format!(
+                        "smoke {args}{}",
+                        if smoke_repeats > 1 {
+                            format!(" #{}", rep + 1)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    kernel: k.clone(),
+                    topology,
+                    sched: concord(args)?,
+                    cmd: [
+                        "stress-ng",
+                        "-t",
+                        &secs,
+                        "--aggressive",
+                        "-M",
+                        "-c",
+                        &n,
+                        "-f",
+                        &n,
+                        "--affinity",
+                        &n,
+                        "--affinity-delay",
+                        "1",
+                        "--affinity-pin",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                    timeout: Duration::from_secs(smoke_secs + 300),
+                });
+            }
+        }
+        // 2-4. Under scx_concord started by the runner.
+        let fair_topos: &[&str] = if mode == Mode::Quick {
+            &["1l2c"]
+        } else {
+            &["1l2c", "2l2c"]
+        };
+        for topo in fair_topos {
+            runs.push(Run {
+                name: "fairness".into(),
+                kernel: k.clone(),
+                topology: t(topo)?,
+                sched: concord("")?,
+                cmd: rel_guest(&params(&["fairness"], load_secs, false))?,
+                timeout: Duration::from_secs(600),
+            });
+        }
+        runs.push(Run {
+            name: "affinity".into(),
+            kernel: k.clone(),
+            topology: t("1l4c")?,
+            sched: concord("")?,
+            cmd: rel_guest(&params(&["affinity"], load_secs, false))?,
+            timeout: Duration::from_secs(400),
+        });
+        runs.push(Run {
+            name: "hotplug".into(),
+            kernel: k.clone(),
+            topology: t("1l4c")?,
+            sched: concord("")?,
+            cmd: rel_guest(&params(&["hotplug"], load_secs, false))?,
+            timeout: Duration::from_secs(400),
+        });
+        // 5-7, 9. scx_concord started and stopped by the checks.
+        runs.push(Run {
+            name: "exits, bad input, access".into(),
+            kernel: k.clone(),
+            topology: t("1l2c")?,
+            sched: SchedSpec::eevdf(),
+            cmd: rel_guest(&params(&["exits", "bad-input", "access"], load_secs, true))?,
+            timeout: Duration::from_secs(600),
+        });
+        runs.push(Run {
+            name: "resources".into(),
+            kernel: k.clone(),
+            topology: t("1l2c")?,
+            sched: SchedSpec::eevdf(),
+            cmd: rel_guest(&params(&["resources"], resource_secs, true))?,
+            timeout: Duration::from_secs(resource_secs as u64 + 300),
+        });
+    }
+    Ok(runs)
+}
+
+/// A kernel without sched_ext: the host's own, when it has none.
+fn host_check() -> Row {
+    let mut v = Verdict::new("no sched_ext in the kernel (host)");
+    if std::path::Path::new("/sys/kernel/sched_ext").exists() {
+        v.note("skipped: this host's kernel has sched_ext".into());
+    } else {
+        match crate::util::exe_dir().map(|d| d.join("scx_concord")) {
+            Ok(bin) => match std::process::Command::new(&bin).output() {
+                Ok(out) => {
+                    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    v.note(format!(
+                        "{}: exit {:?} — {err}",
+                        bin.display(),
+                        out.status.code()
+                    ));
+                    if out.status.success() || !err.contains("no sched_ext") {
+                        v.fail("not refused with a clear message".into());
+                    }
+                }
+                Err(e) => v.fail(format!("cannot run {}: {e}", bin.display())),
+            },
+            Err(e) => v.fail(format!("{e:#}")),
+        }
+    }
+    Row {
+        check: v.check.clone(),
+        kernel: "host".into(),
+        topology: "-".into(),
+        sched: "concord".into(),
+        pass: v.pass(),
+        evidence: v.evidence,
+        failures: v.failures,
+        run_dir: None,
+        secs: 0.0,
+    }
+}
+
+fn one_run(run: &Run, kernel: &kernel::Kernel) -> Result<Vec<Row>> {
+    let t0 = Instant::now();
+    let job = Job {
+        cmd: run.cmd.clone(),
+        sched: run.sched.clone(),
+        sched_binary: crate::sched_binary(&run.sched)?,
+        sched_attach_timeout_s: 120,
+        topology: run.topology,
+        kernel_config: kernel.config.clone(),
+        path_prepend: crate::guest_path_prepend()?,
+    };
+    let out = vm::run(vm::VmConfig {
+        kernel: kernel.clone(),
+        topology: run.topology,
+        mem_mib: 2048,
+        timeout: run.timeout,
+        job,
+        stream: false,
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    // What the runner saw applies to every check of the run.
+    let mut common = Verdict::new("");
+    match &out.result {
+        Some(r) => {
+            if let Some(s) = &r.sched {
+                common.note(format!(
+                    "{} attached after {:.1} s; at the end {}, exit {:?}",
+                    s.label,
+                    s.attach_secs,
+                    if s.attached_at_end {
+                        "still attached"
+                    } else {
+                        "NOT attached"
+                    },
+                    s.exit_code
+                ));
+                if !s.attached_at_end || s.exit_code != Some(0) {
+                    common.fail(format!(
+                        "scheduler failed during the run{}",
+                        s.exit_reason
+                            .as_ref()
+                            .map(|r| format!(" (kernel: {r})"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+            for p in &r.klog_problems {
+                common.fail(format!("guest kernel log: {p}"));
+            }
+            if let Some(e) = &r.error {
+                common.fail(e.clone());
+            }
+        }
+        None => common.fail(
+            out.message
+                .clone()
+                .unwrap_or_else(|| format!("no result (exit {})", out.exit_code)),
+        ),
+    }
+    let verdicts: Option<Vec<Verdict>> = std::fs::read(out.run_dir.join(VERDICTS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let mut rows = Vec::new();
+    let row = |v: Verdict| Row {
+        check: v.check.clone(),
+        kernel: kernel.release.clone(),
+        topology: run.topology.to_string(),
+        sched: run.sched.label(),
+        pass: v.pass(),
+        evidence: v.evidence,
+        failures: v.failures,
+        run_dir: Some(out.run_dir.clone()),
+        secs,
+    };
+    match verdicts {
+        Some(vs) => {
+            for mut v in vs {
+                v.evidence.extend(common.evidence.iter().cloned());
+                v.failures.extend(common.failures.iter().cloned());
+                rows.push(row(v));
+            }
+        }
+        None => {
+            let mut v = Verdict::new(&run.name);
+            v.evidence = common.evidence.clone();
+            v.failures = common.failures.clone();
+            if let Some(r) = &out.result {
+                v.evidence.insert(
+                    0,
+                    format!(
+                        "{} exit {:?} after {:.0} s",
+                        run.cmd[0], r.cmd_exit, r.cmd_secs
+                    ),
+                );
+                if r.cmd_exit != Some(0) {
+                    v.fail(format!("{} exit {:?}", run.cmd[0], r.cmd_exit));
+                }
+            }
+            if run.cmd[1] == "rel-guest" {
+                v.fail(format!("no {VERDICTS_FILE} written"));
+            }
+            rows.push(row(v));
+        }
+    }
+    Ok(rows)
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| check | kernel | topology | scheduler | verdict | evidence |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let mut ev: Vec<String> = r.failures.iter().map(|f| format!("**{f}**")).collect();
+        ev.extend(r.evidence.iter().cloned());
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.check,
+            r.kernel,
+            r.topology,
+            r.sched,
+            if r.pass { "pass" } else { "FAIL" },
+            ev.join("<br>").replace('|', "\\|")
+        ));
+    }
+    s
+}
+
+pub fn run(args: ReliabilityArgs) -> Result<i32> {
+    let mode = if args.quick {
+        Mode::Quick
+    } else if args.long {
+        Mode::Long
+    } else {
+        Mode::Normal
+    };
+    if args.kernels.is_empty() {
+        bail!("--kernels names no kernel");
+    }
+    let mut runs = plan(mode, &args.kernels)?;
+    if !args.only.is_empty() {
+        runs.retain(|r| {
+            args.only
+                .iter()
+                .any(|w| r.name.contains(w.as_str()) || r.cmd.join(" ").contains(w.as_str()))
+        });
+        if runs.is_empty() {
+            bail!("--only {}: no check matches", args.only.join(","));
+        }
+    }
+    crate::sched_binary(&SchedSpec::parse("concord")?)?;
+    vm::check_host()?;
+    let mut kernels = Vec::new();
+    for k in &args.kernels {
+        kernels.push((k.clone(), kernel::select(k)?));
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("lab-results").join(format!("reliability-{}", crate::bench::utc_stamp()))
+    });
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    progress(&format!(
+        "reliability suite: {} VM runs on {} kernel(s), results in {}",
+        runs.len(),
+        kernels.len(),
+        out_dir.display()
+    ));
+    let mut rows = vec![host_check()];
+    let started = Instant::now();
+    for (i, run) in runs.iter().enumerate() {
+        if crate::util::interrupted() {
+            bail!("interrupted");
+        }
+        let kernel = &kernels.iter().find(|(k, _)| *k == run.kernel).unwrap().1;
+        progress(&format!(
+            "run {}/{}: {} on {} ({}, {})",
+            i + 1,
+            runs.len(),
+            run.name,
+            kernel.release,
+            run.topology,
+            run.sched.label()
+        ));
+        let new = one_run(run, kernel)?;
+        for r in &new {
+            progress(&format!(
+                "  {} {}: {}",
+                if r.pass { "pass" } else { "FAIL" },
+                r.check,
+                r.failures
+                    .first()
+                    .or(r.evidence.first())
+                    .cloned()
+                    .unwrap_or_default()
+            ));
+        }
+        rows.extend(new);
+        let n = i + 1;
+        progress(&format!(
+            "  ({:.0} s; ~{:.0} min left)",
+            started.elapsed().as_secs_f64() / n as f64,
+            started.elapsed().as_secs_f64() / n as f64 * (runs.len() - n) as f64 / 60.0
+        ));
+    }
+    let md = markdown(&rows);
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    let summary = format!(
+        "{} checks, {} passed, {failed} failed ({:.0} min)",
+        rows.len(),
+        rows.len() - failed,
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    println!("{md}\n{summary}");
+    std::fs::write(out_dir.join("report.md"), format!("{md}\n{summary}\n"))?;
+    std::fs::write(
+        out_dir.join("reliability.json"),
+        serde_json::to_vec_pretty(&rows)?,
+    )?;
+    progress(&format!("report: {}", out_dir.join("report.md").display()));
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_cover_every_queue_mode_and_kernel() {
+        let k = vec!["7.3".to_string(), "7.0".to_string()];
+        let quick = plan(Mode::Quick, &k).unwrap();
+        let normal = plan(Mode::Normal, &k).unwrap();
+        let long = plan(Mode::Long, &k[..1]).unwrap();
+        let smokes = |p: &[Run]| p.iter().filter(|r| r.name.starts_with("smoke")).count();
+        assert_eq!(smokes(&quick), 8, "4 queue modes on 2 kernels");
+        assert_eq!(
+            smokes(&normal),
+            16,
+            "4 queue modes x 2 topologies x 2 kernels"
+        );
+        assert_eq!(smokes(&long), 160, "20 repeats");
+        for p in [&quick, &normal] {
+            for check in [
+                "fairness",
+                "affinity",
+                "hotplug",
+                "exits",
+                "bad-input",
+                "access",
+                "resources",
+            ] {
+                for kernel in &k {
+                    assert!(
+                        p.iter()
+                            .any(|r| r.kernel == *kernel && r.cmd.join(" ").contains(check)),
+                        "{check} on {kernel}"
+                    );
+                }
+            }
+        }
+        // Quick mode still puts a smoke run on each topology.
+        assert!(quick.iter().any(|r| r.topology.to_string().contains("2l")));
+    }
+
+    #[test]
+    fn report_rows_escape_and_flag_failures() {
+        let rows = vec![Row {
+            check: "x".into(),
+            kernel: "7.3".into(),
+            topology: "1l2c".into(),
+            sched: "concord".into(),
+            pass: false,
+            evidence: vec!["a|b".into()],
+            failures: vec!["bad".into()],
+            run_dir: None,
+            secs: 1.0,
+        }];
+        let md = markdown(&rows);
+        assert!(md.contains("| FAIL | **bad**<br>a\\|b |"), "{md}");
+    }
+}
