@@ -209,24 +209,7 @@ fn vm(args: VmArgs) -> Result<i32> {
     }
     if let Some(r) = &out.result {
         if let Some(s) = &r.sched {
-            progress(&format!(
-                "scheduler {}: attached after {:.1} s, {} at the end, exit {}{}, state now {}",
-                s.label,
-                s.attach_secs,
-                if s.attached_at_end {
-                    "still attached"
-                } else {
-                    "NOT attached"
-                },
-                s.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| format!("by signal {:?}", s.exit_signal)),
-                s.exit_reason
-                    .as_ref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default(),
-                s.state_after
-            ));
+            progress(&format!("scheduler {}", s.summary()));
         }
         for p in &r.klog_problems {
             progress(&format!("guest kernel log: {p}"));

@@ -56,6 +56,30 @@ pub struct SchedReport {
     pub state_after: String,
 }
 
+impl SchedReport {
+    /// One line: attach time, whether it was still attached, how it exited and why.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: attached after {:.1} s, {} at the end, exit {}{}, state now {}",
+            self.label,
+            self.attach_secs,
+            if self.attached_at_end {
+                "still attached"
+            } else {
+                "NOT attached"
+            },
+            self.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| format!("by signal {:?}", self.exit_signal)),
+            self.exit_reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            self.state_after
+        )
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GuestResult {
     pub exit_code: i32,

@@ -34,12 +34,22 @@ pub fn sleep_until(ns: u64) {
 
 /// Restrict the calling thread to one CPU (like the BEAM's `+sbt` binding).
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    set_current_thread_cpus(&[cpu])
+}
+
+/// Set the calling thread's CPU mask; the kernel migrates it before returning.
+pub fn set_current_thread_cpus(cpus: &[usize]) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks the index.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+            bail!(
+                "setting CPU mask {cpus:?}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! verdict with its evidence. Runs as root inside the lab VM.
 
 use anyhow::{bail, Context, Result};
-use concord_workloads::sys::{now_ns, pin_current_thread, SchedStat};
+use concord_workloads::sys::{now_ns, pin_current_thread, set_current_thread_cpus, SchedStat};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -177,7 +177,7 @@ pub fn main(params: &GuestParams) -> Result<i32> {
             v.fail(format!("the check itself failed: {e:#}"));
         }
         // Whatever happened, leave no scheduler of ours behind for the next check.
-        if sched_state() != "disabled" && params.manages_scheduler() {
+        if sched_state() != "disabled" && params.self_managed {
             let _ = Command::new("pkill")
                 .args(["-INT", "-x", "scx_concord"])
                 .status();
@@ -403,21 +403,6 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     Ok(())
 }
 
-/// Set the calling thread's CPU mask; the kernel migrates it before returning.
-fn set_affinity(cpus: &[u32]) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET bounds-checks.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in cpus {
-            libc::CPU_SET(c as usize, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 /// Tasks never run outside their allowed CPUs, while masks change under load.
 fn affinity(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     let cpus = online_cpus()?;
@@ -458,7 +443,8 @@ fn affinity(p: &GuestParams, v: &mut Verdict) -> Result<()> {
                     } else {
                         mask
                     };
-                    if set_affinity(&mask).is_err() {
+                    let cpus: Vec<usize> = mask.iter().map(|&c| c as usize).collect();
+                    if set_current_thread_cpus(&cpus).is_err() {
                         continue;
                     }
                     changes.fetch_add(1, Ordering::Relaxed);

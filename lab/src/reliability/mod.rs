@@ -64,12 +64,6 @@ pub struct GuestParams {
     pub self_managed: bool,
 }
 
-impl GuestParams {
-    pub fn manages_scheduler(&self) -> bool {
-        self.self_managed
-    }
-}
-
 #[derive(clap::Args)]
 pub struct ReliabilityArgs {
     /// Kernel series to run on, comma-separated (7.3, 7.0, latest).
@@ -322,17 +316,7 @@ fn one_run(run: &Run, kernel: &kernel::Kernel) -> Result<Vec<Row>> {
     match &out.result {
         Some(r) => {
             if let Some(s) = &r.sched {
-                common.note(format!(
-                    "{} attached after {:.1} s; at the end {}, exit {:?}",
-                    s.label,
-                    s.attach_secs,
-                    if s.attached_at_end {
-                        "still attached"
-                    } else {
-                        "NOT attached"
-                    },
-                    s.exit_code
-                ));
+                common.note(s.summary());
                 if !s.attached_at_end || s.exit_code != Some(0) {
                     common.fail(format!(
                         "scheduler failed during the run{}",
