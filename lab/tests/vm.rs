@@ -314,18 +314,10 @@ fn reliability_quick_suite_passes_on_both_kernels() {
     ]);
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(out.join("reliability.json")).unwrap()).unwrap();
-    // The fairness check finds a real, still open concord problem (issue 7: deadlines come
-    // from recent run lengths, with no accumulated-service term, so equal spinners' shares
-    // drift and some waits chain past the bound). It runs and reports here; every other check
-    // must pass. When it passes too, remove it from this list.
-    const KNOWN_FAILING: &[&str] = &["fairness"];
     for r in rows.iter().filter(|r| r["pass"] != true) {
         eprintln!("FAILED: {r:#}");
     }
-    let failed: Vec<&serde_json::Value> = rows
-        .iter()
-        .filter(|r| r["pass"] != true && !KNOWN_FAILING.contains(&r["check"].as_str().unwrap()))
-        .collect();
+    let failed: Vec<&serde_json::Value> = rows.iter().filter(|r| r["pass"] != true).collect();
     assert!(failed.is_empty(), "failed checks: {failed:#?}");
     let all_passed = rows.iter().all(|r| r["pass"] == true);
     assert_eq!(r.code == 0, all_passed, "exit code follows the verdicts");

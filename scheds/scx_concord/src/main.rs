@@ -344,6 +344,14 @@ fn open_and_load<'a>(
         }
     }
     rodata.nr_llcs = topo.all_llcs.len().max(1) as u32;
+    // Slices count waiters per CPU of the queue's domain: an LLC, or all CPUs (global queue).
+    if opts.queue == QueueMode::Global {
+        rodata.domain_cpus[0] = topo.all_cpus.len().max(1) as u32;
+    } else {
+        for (dense, llc) in topo.all_llcs.values().enumerate() {
+            rodata.domain_cpus[dense] = llc.all_cpus.len().max(1) as u32;
+        }
+    }
     info!(
         "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -427,18 +435,31 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                     (1000, 123_456_789),
                     (u32::MAX as u64, 1 << 45),
                 ] {
+                    // behind the clock, beyond lag_max behind, ahead, far ahead
+                    let vt = match n {
+                        0 => 0,
+                        3 => (1 << 40) - 3_000_000,
+                        1000 => (1 << 40) + 2_000_000,
+                        _ => (1 << 40) + (1 << 35),
+                    };
                     cases.push(bpf_intf::policy_probe_args {
                         avg_runtime_ns: rt,
                         wake_freq: wf,
                         waker_freq: kf,
                         weight: w,
                         nr_waiting: n,
+                        domain_cpus: [0, 1, 4, 1024][(rt % 4) as usize],
                         wait_ns: wait,
+                        vtime: vt,
+                        vclock: 1 << 40,
                         lat_cri: 0,
                         deadline_delta_ns: 0,
                         slice_ns: 0,
                         wait_bucket: 0,
                         freq_after: 0,
+                        offset_ns: 0,
+                        vtime_after: 0,
+                        vclock_after: 0,
                     });
                 }
             }
@@ -483,9 +504,25 @@ fn check_policy(opts: &Opts) -> Result<()> {
                 smax,
                 opts.max_wait_ms * 1_000_000 / 2,
             ),
-            policy::slice(a.nr_waiting, smin, smax),
+            policy::slice(
+                a.nr_waiting % 5,
+                a.nr_waiting,
+                a.domain_cpus,
+                a.weight,
+                smin,
+                smax,
+            ),
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),
+            policy::offset_with_lag(
+                a.deadline_delta_ns,
+                a.vtime,
+                a.vclock,
+                smax,
+                opts.max_wait_ms * 1_000_000 / 2,
+            ),
+            policy::vtime_after_run(a.vtime, a.wait_ns, a.weight, a.vclock, smax),
+            policy::clock_after_start(a.vclock, a.vtime, smax),
         );
         let got = (
             a.lat_cri,
@@ -493,6 +530,9 @@ fn check_policy(opts: &Opts) -> Result<()> {
             a.slice_ns,
             a.wait_bucket,
             a.freq_after,
+            a.offset_ns,
+            a.vtime_after,
+            a.vclock_after,
         );
         if want != got {
             mismatches += 1;

@@ -76,8 +76,50 @@ pub fn greedy_delta(
     delta.min(GREEDY_DELTA_MAX)
 }
 
-pub fn slice(nr_waiting: u64, slice_min: u64, slice_max: u64) -> u64 {
-    (slice_max / (nr_waiting + 1)).clamp(slice_min, slice_max)
+/// Offset scaled by the task's bounded service lag (1/4 to 7/4, see policy.h), at most `cap`.
+pub fn offset_with_lag(delta: u64, vtime: u64, vclock: u64, lag_max: u64, cap: u64) -> u64 {
+    if lag_max == 0 {
+        return delta.min(cap);
+    }
+    let part = delta * 3 / 4;
+    let out = if vtime >= vclock {
+        delta + part * (vtime - vclock).min(lag_max) / lag_max
+    } else {
+        delta - part * (vclock - vtime).min(lag_max) / lag_max
+    };
+    out.min(cap)
+}
+
+/// A task's vtime after a run: at most `lag_max` behind the clock, and at most `lag_max`
+/// ahead (`lag_max * 100 / weight` for weights below nice 0's; see policy.h).
+pub fn vtime_after_run(vtime: u64, ran_ns: u64, weight: u64, vclock: u64, lag_max: u64) -> u64 {
+    let w = weight.clamp(1, 10_000);
+    let ahead = lag_max * WEIGHT_DEFAULT / w.min(WEIGHT_DEFAULT);
+    let v = vtime + ran_ns * WEIGHT_DEFAULT / w;
+    v.clamp(vclock.saturating_sub(lag_max), vclock + ahead)
+}
+
+/// The domain's clock after a task with `vtime` starts: follows it, by at most `lag_max`.
+pub fn clock_after_start(vclock: u64, vtime: u64, lag_max: u64) -> u64 {
+    vtime.min(vclock + lag_max).max(vclock)
+}
+
+/// Slice from the tasks waiting per CPU of the domain (see policy.h), shorter for light weights.
+pub fn slice(
+    nr_pinned: u64,
+    nr_shared: u64,
+    domain_cpus: u64,
+    weight: u64,
+    slice_min: u64,
+    slice_max: u64,
+) -> u64 {
+    let n = domain_cpus.clamp(1, 1 << 20);
+    let (p, q) = (nr_pinned.min(1 << 30), nr_shared.min(1 << 30));
+    let mut s = slice_max * n / (n * (1 + p) + q);
+    if weight < WEIGHT_DEFAULT {
+        s = s * weight / WEIGHT_DEFAULT;
+    }
+    s.clamp(slice_min, slice_max)
 }
 
 pub fn wait_bucket(wait_ns: u64) -> u64 {
@@ -186,16 +228,107 @@ mod tests {
     }
 
     #[test]
-    fn slice_shrinks_with_waiters_within_bounds() {
+    fn slice_shrinks_with_waiters_and_lighter_weight_within_bounds() {
         let (lo, hi) = (MS / 2, 5 * MS);
-        let mut prev = u64::MAX;
-        for n in 0..100 {
-            let s = slice(n, lo, hi);
-            assert!((lo..=hi).contains(&s) && s <= prev);
-            prev = s;
+        for cpus in [1, 2, 8, 64] {
+            let mut prev = u64::MAX;
+            for n in 0..100 {
+                let s = slice(0, n, cpus, 100, lo, hi);
+                assert!((lo..=hi).contains(&s) && s <= prev);
+                prev = s;
+                assert!(
+                    slice(1, n, cpus, 100, lo, hi) <= s,
+                    "own pinned waiters count"
+                );
+                assert!(slice(0, n, cpus, 50, lo, hi) <= s);
+                assert_eq!(slice(0, n, cpus, 10_000, lo, hi), s);
+            }
         }
-        assert_eq!(slice(0, lo, hi), hi);
-        assert_eq!(slice(u64::MAX - 1, lo, hi), lo);
+        assert_eq!(slice(0, 0, 4, 100, lo, hi), hi);
+        // Waiters per CPU: 4 shared waiters over 4 CPUs are one per CPU, like 1 pinned waiter.
+        assert_eq!(slice(0, 4, 4, 100, lo, hi), slice(1, 0, 4, 100, lo, hi));
+        assert_eq!(slice(0, 4, 4, 100, lo, hi), hi / 2);
+        // A pinned task alone in its queue and the shared tasks of its CPU get the same slice.
+        assert_eq!(slice(0, 2, 2, 100, lo, hi), slice(1, 0, 2, 100, lo, hi));
+        assert_eq!(slice(u64::MAX, u64::MAX, 0, 100, lo, hi), lo);
+        // nice 19 (weight 1) gets the minimum: with the wait bound giving it a turn every
+        // max_wait, a full slice would make it a quarter of a CPU among nice-0 spinners.
+        assert_eq!(slice(0, 0, 1, 1, lo, hi), lo);
+    }
+
+    #[test]
+    fn service_lag_is_bounded_and_never_breaks_the_cap_or_criticality() {
+        let (lag, cap) = (5 * MS, 20 * MS);
+        let clock = 1_000 * MS;
+        for delta in [0, MS / 10, MS, 5 * MS, cap] {
+            for v in [
+                0,
+                clock - 6 * MS,
+                clock - MS,
+                clock,
+                clock + MS,
+                clock + 6 * MS,
+            ] {
+                let o = offset_with_lag(delta, v, clock, lag, cap);
+                assert!(o <= cap, "capped: {o}");
+                assert!(
+                    o * 4 + 3 >= delta && o <= delta + delta * 3 / 4,
+                    "within 1/4..7/4"
+                );
+                // More service never earns an earlier deadline.
+                assert!(offset_with_lag(delta, v + MS, clock, lag, cap) >= o);
+            }
+        }
+        // Equal tasks: the one ahead waits longer than the one behind.
+        assert_eq!(
+            offset_with_lag(4 * MS, clock + lag, clock, lag, cap),
+            7 * MS
+        );
+        assert_eq!(offset_with_lag(4 * MS, clock - lag, clock, lag, cap), MS);
+        // A hog with all the credit there is still comes after a critical task with none.
+        let critical = deadline_delta(MS, 100, lat_cri(1000, 1000), MS / 2, 5 * MS, cap);
+        let hog = deadline_delta(5 * MS, 100, 1, MS / 2, 5 * MS, cap);
+        assert!(
+            offset_with_lag(hog, 0, clock, lag, cap)
+                > offset_with_lag(critical, clock + lag, clock, lag, cap)
+        );
+        assert_eq!(offset_with_lag(3 * MS, 0, clock, 0, cap), 3 * MS);
+    }
+
+    #[test]
+    fn vtime_stays_near_the_clock_so_lag_cannot_grow_into_a_penalty() {
+        let (lag, clock) = (5 * MS, 1_000 * MS);
+        // However much a task ran (a starved BEAM thread draining its backlog), it is at most
+        // lag_max ahead: one slice of extra offset, not a growing one.
+        let mut v = clock;
+        for _ in 0..1000 {
+            v = vtime_after_run(v, 100 * MS, 100, clock, lag);
+        }
+        assert_eq!(v, clock + lag);
+        // A long sleeper comes back at most lag_max behind: bounded credit.
+        assert_eq!(vtime_after_run(0, MS, 100, clock, lag), clock - lag);
+        // nice 19 (weight 1) stays far ahead after a run: its window is 100x lag_max.
+        assert_eq!(
+            vtime_after_run(clock, 4 * MS, 1, clock, lag),
+            clock + 400 * MS
+        );
+        assert_eq!(
+            vtime_after_run(clock, 10 * MS, 1, clock, lag),
+            clock + 100 * lag
+        );
+        // ...while one far-ahead task moves the clock by lag_max per start only.
+        assert_eq!(
+            clock_after_start(clock, clock + 100 * lag, lag),
+            clock + lag
+        );
+        assert_eq!(clock_after_start(clock, clock + MS, lag), clock + MS);
+        assert_eq!(clock_after_start(clock, 0, lag), clock, "never backwards");
+        // Lighter weights accrue faster.
+        assert!(
+            vtime_after_run(clock, MS, 50, 10 * clock, 100 * clock)
+                > vtime_after_run(clock, MS, 100, 10 * clock, 100 * clock)
+        );
+        assert_eq!(vtime_after_run(0, MS, 100, 0, lag), lag.min(MS));
     }
 
     #[test]

@@ -21,6 +21,8 @@ const volatile u64 slice_min_ns = 500000ULL;
 const volatile u64 max_wait_ns = 50000000ULL;
 const volatile u32 cpu_llc[MAX_CPUS];
 const volatile u32 llc_node[MAX_LLCS];
+/* CPUs per scheduling domain (per LLC; with the global queue, domain 0 has them all). */
+const volatile u32 domain_cpus[MAX_LLCS];
 /* Debug knob for the failure-path tests: raise a BPF error this long after init (0 = off). */
 const volatile u64 debug_error_after_ns;
 
@@ -40,6 +42,15 @@ static inline u64 urgent_wait_ns(void)
 	return max_wait_ns / 2;
 }
 
+/* How far a task's vtime may run ahead of or behind its domain's clock (policy.h). */
+static inline u64 lag_max_ns(void)
+{
+	return slice_max_ns;
+}
+
+/* Per scheduling domain (an LLC, or everything with the global queue): largest vtime started. */
+u64 vclock[MAX_LLCS];
+
 /* Running average of tasks' svc_ns as they stop (greedy model; racy updates are fine). */
 u64 avg_svc_ns;
 
@@ -49,8 +60,12 @@ u64 wait_hist[NR_QUEUE_KINDS][NR_WAIT_BUCKETS];
 u64 wait_max_ns[NR_QUEUE_KINDS];
 
 struct task_ctx {
-	u64 enq_at;		/* when it was queued (0: not waiting) */
+	u64 enq_at;		/* when its current wait began (0: not waiting) */
 	u32 enq_kind;		/* queue_kind it waits in */
+	u32 keep_place;		/* preempted before it ran slice_min: next queueing keeps its place */
+	u64 wait_from;		/* enq_at of its last queueing (kept across a keep_place requeue) */
+	u64 deadline;		/* deadline of its last queueing */
+	u64 vtime;		/* weighted CPU time, within lag_max of its domain's vclock */
 	u64 run_at;		/* when it last started running */
 	u64 avg_runtime;
 	u64 wake_freq;

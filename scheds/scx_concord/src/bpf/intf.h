@@ -76,14 +76,20 @@ struct policy_probe_args {
 	u64 wake_freq;
 	u64 waker_freq;
 	u64 weight;
-	u64 nr_waiting;
-	u64 wait_ns;
+	u64 nr_waiting;		/* shared-queue waiters; pinned waiters are nr_waiting % 5 */
+	u64 domain_cpus;
+	u64 wait_ns;		/* also the run length for vtime_after */
+	u64 vtime;
+	u64 vclock;
 	/* outputs */
 	u64 lat_cri;
 	u64 deadline_delta_ns;
 	u64 slice_ns;
 	u64 wait_bucket;
 	u64 freq_after;		/* freq_update(wake_freq, interval = wait_ns) */
+	u64 offset_ns;		/* offset_with_lag(deadline_delta_ns, vtime, vclock, ...) */
+	u64 vtime_after;	/* vtime_after_run(vtime, ran = wait_ns, weight, vclock, ...) */
+	u64 vclock_after;	/* clock_after_start(vclock, vtime, ...) */
 };
 
 #endif /* __CONCORD_INTF_H */

@@ -6,6 +6,7 @@
 #ifndef __CONCORD_LAT_CRI_H
 #define __CONCORD_LAT_CRI_H
 #include "concord.bpf.h"
+#include "queues.bpf.h"
 
 static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
@@ -27,14 +28,23 @@ static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tct
 	wctx->last_waker_at = now;
 }
 
-/* Fold a finished run into the task's average runtime (and its service, for the greedy model). */
-static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx, u64 now)
+/*
+ * Fold a finished run into the task's average runtime (and its service, for the greedy model)
+ * and its vtime. A run cut short by preemption before slice_min is not a sample of how long
+ * the task runs (it keeps its place in line, see place_task()), but its CPU time still counts.
+ */
+static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx, u64 now,
+				   bool keep_place)
 {
 	u64 ran;
 
 	if (!tctx->run_at || time_before(now, tctx->run_at))
 		return;
 	ran = now - tctx->run_at;
+	tctx->vtime = pol_vtime_after_run(tctx->vtime, ran, p->scx.weight,
+					  vclock[domain_of_cpu(scx_bpf_task_cpu(p))], lag_max_ns());
+	if (keep_place)
+		return;
 	tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, ran);
 	if (deadline_mode == DEADLINE_GREEDY) {
 		tctx->svc_ns += ran * WEIGHT_DEFAULT / pol_clamp(p->scx.weight, 1, 10000);
@@ -42,18 +52,31 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	}
 }
 
+/* A task starts running: its domain's clock follows the vtimes started there (policy.h). */
+static inline void vclock_on_running(struct task_struct *p, struct task_ctx *tctx)
+{
+	u32 d = domain_of_cpu(scx_bpf_task_cpu(p));
+
+	vclock[d] = pol_clock_after_start(vclock[d], tctx->vtime, lag_max_ns());
+}
+
 /*
- * The task's deadline offset (policy.h): capped at half the wait bound and from its recent
- * behaviour only, unless --deadline greedy (the lab's model of scx_lavd then) is chosen.
+ * The task's deadline offset (policy.h): from its recent behaviour and its bounded service lag,
+ * capped at half the wait bound, unless --deadline greedy (the lab's model of scx_lavd then) is
+ * chosen.
  */
 static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx)
 {
+	u64 delta;
+
 	tctx->lat_cri = pol_lat_cri(tctx->wake_freq, tctx->waker_freq);
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
 					slice_max_ns, tctx->svc_ns, avg_svc_ns);
-	return pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
-				  slice_max_ns, delta_cap_ns());
+	delta = pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
+				   slice_max_ns, delta_cap_ns());
+	return pol_offset_with_lag(delta, tctx->vtime, vclock[domain_of_cpu(task_home_cpu(p))],
+				   lag_max_ns(), delta_cap_ns());
 }
 
 /*

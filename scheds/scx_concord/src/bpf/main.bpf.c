@@ -14,6 +14,11 @@
  * long when it finally ran, was pushed back further, starved longer (seed 000). Here the offset
  * is at most half of --max-wait-ms whatever the task's history, so a task queued at t is only
  * overtaken by tasks queued before t + max_wait/2: deadline order itself bounds waits.
+ * Fairness among equals comes from a bounded service-lag term: a task that got more CPU time
+ * (scaled by its nice weight) than the most-served task of its LLC had when it started gets
+ * its offset scaled up (at most 7/4), one that got less scaled down (at least 1/4), always
+ * within the cap. The lag is kept within a slice of the LLC's clock, so it remembers recent
+ * service only and cannot grow into a penalty.
  *
  * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
  * global queue). Tasks that can run on one CPU only (affinity of one CPU, or migration
@@ -31,10 +36,14 @@
  * their own queues.
  *
  * Preemption (preempt.bpf.h): sched_ext slices end only on ticks (4 ms at HZ=250), so a woken
- * task that must not wait that long takes a busy CPU by a kick: the one, among those it may
+ * task that must not wait that long takes a busy CPU by a kick (wake-ups only: a task whose
+ * slice ended goes back in line; kicking from there churned CPU-bound equals whose offsets
+ * differ by their service lag, cutting runs short before they reached user space): the one, among those it may
  * run on, whose running task has the largest offset, if the woken task's deadline is earlier
- * than now + that offset (the running task as if it were queued now). A pinned head likewise
- * wins dispatch over an LLC task it would preempt at once.
+ * than now + that offset (the running task as if it were queued now). A more critical pinned
+ * head likewise wins dispatch over an LLC task it would preempt at once. A task kicked before
+ * it ran slice_min keeps its place in line (wait start and deadline): a kick never restarts
+ * someone's wait.
  *
  * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
  * greedy penalty / latency criticality, no wait cap): with `--pinned-queue shared` it
@@ -61,13 +70,37 @@ UEI_DEFINE(uei);
 
 static u64 init_at;
 
-static inline void queue_task(struct task_struct *p, struct task_ctx *tctx, u64 dsq, u32 kind,
+/*
+ * Where a task stands in line: its wait starts now and its deadline is the one just computed,
+ * unless it was preempted before it ran slice_min (a kick right after dispatch): then its wait
+ * goes on from where it began and it keeps its earlier deadline. Otherwise every kick would
+ * restart its wait and its bound, chaining waits into one long gap that no single queueing
+ * shows (the reliability suite saw 108 ms against a 50 ms bound). Returns the deadline.
+ */
+static __always_inline u64 place_task(struct task_ctx *tctx, u32 kind, u64 deadline, u64 now)
+{
+	bool keep = tctx->keep_place && tctx->wait_from && !time_before(now, tctx->wait_from);
+
+	if (keep && time_before(tctx->deadline, deadline))
+		deadline = tctx->deadline;
+	tctx->enq_at = keep ? tctx->wait_from : now;
+	tctx->wait_from = tctx->enq_at;
+	tctx->deadline = deadline;
+	tctx->keep_place = 0;
+	tctx->enq_kind = kind;
+	return deadline;
+}
+
+static __always_inline void queue_task(struct task_struct *p, struct task_ctx *tctx, u64 dsq, u32 kind,
 			      u64 deadline, u64 enq_flags, u64 now)
 {
-	u64 slice = pol_slice(scx_bpf_dsq_nr_queued(dsq), slice_min_ns, slice_max_ns);
+	s32 home = task_home_cpu(p);
+	u64 nr_pinned = pinned_mode == PINNED_PER_CPU ? nr_queued(pinned_dsq(home)) : 0;
+	u64 slice = pol_slice(nr_pinned, nr_queued(shared_dsq(home)),
+			      domain_cpus[domain_of_cpu(home)], p->scx.weight, slice_min_ns,
+			      slice_max_ns);
 
-	tctx->enq_at = now;
-	tctx->enq_kind = kind;
+	deadline = place_task(tctx, kind, deadline, now);
 	scx_bpf_dsq_insert_vtime(p, dsq, slice, deadline, enq_flags);
 }
 
@@ -81,9 +114,7 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 	if (idle && (tctx = task_ctx(p))) {
 		u64 now = scx_bpf_now();
 
-		p->scx.dsq_vtime = task_deadline(p, tctx, now);
-		tctx->enq_at = now;
-		tctx->enq_kind = QK_DIRECT;
+		p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, task_deadline(p, tctx, now), now);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_max_ns, 0);
 		stat_inc(STAT_DIRECT_IDLE);
 	}
@@ -110,14 +141,14 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			queue_task(p, tctx, shared_dsq(cpu), QK_SHARED, deadline, enq_flags, now);
 		else
 			queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
-		if (!kick_if_idle(cpu))
+		if (!kick_if_idle(cpu) && (enq_flags & SCX_ENQ_WAKEUP))
 			preempt_for(p, deadline, now);
 		return;
 	}
 
 	stat_inc(STAT_ENQ_SHARED);
 	queue_task(p, tctx, shared_dsq(scx_bpf_task_cpu(p)), QK_SHARED, deadline, enq_flags, now);
-	if (!kick_idle_for(p))
+	if (!kick_idle_for(p) && (enq_flags & SCX_ENQ_WAKEUP))
 		preempt_for(p, deadline, now);
 }
 
@@ -182,8 +213,10 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 		return;
 	if (pinned_mode == PINNED_PER_CPU) {
 		peek_head(pinned_dsq(cpu), &h);
+		/* preempt_for's rule, for a more critical task than the running one only */
 		if (h.present && (head_overdue(&h, now) ||
-				  (cctx && time_before(h.deadline, now + cctx->running_delta)))) {
+				  (cctx && h.offset < cctx->running_delta &&
+				   time_before(h.deadline, now + cctx->running_delta)))) {
 			p->scx.slice = 0;
 			stat_inc(STAT_TICK_PREEMPT);
 			return;
@@ -213,24 +246,40 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 
 	if (!tctx)
 		return;
-	/* Preemption compares queued deadlines with now + this: the running task as if requeued. */
+	/*
+	 * Preemption compares queued deadlines with now + this: the running task as if requeued.
+	 * A task that waited the urgent half of the bound is not a wake-up's victim (offset 0)
+	 * until its slice ends: kicked back into line again and again, it would never get a run.
+	 */
 	if (cctx)
-		cctx->running_delta = task_delta(p, tctx);
+		cctx->running_delta = tctx->enq_at && now - tctx->enq_at > urgent_wait_ns() ?
+				      0 : task_delta(p, tctx);
 	record_wait(tctx, now);
+	vclock_on_running(p, tctx);
 	tctx->run_at = now;
 }
 
 void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = task_ctx(p);
+	u64 now = scx_bpf_now();
 
-	if (tctx)
-		lat_cri_on_stop(p, tctx, scx_bpf_now());
+	if (!tctx)
+		return;
+	/* Not in the greedy model: scx_lavd of the time had no such rule. */
+	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && tctx->run_at &&
+			   time_before(now, tctx->run_at + slice_min_ns);
+	lat_cri_on_stop(p, tctx, now, tctx->keep_place);
 }
 
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
 {
+	struct task_ctx *tctx = task_ctx(p);
+
 	p->scx.dsq_vtime = scx_bpf_now();
+	/* A new task starts level with its domain: no credit, no debt. */
+	if (tctx)
+		tctx->vtime = vclock[domain_of_cpu(task_home_cpu(p))];
 }
 
 s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -285,9 +334,14 @@ int policy_probe(struct policy_probe_args *a)
 	a->lat_cri = pol_lat_cri(a->wake_freq, a->waker_freq);
 	a->deadline_delta_ns = pol_deadline_delta(a->avg_runtime_ns, a->weight, a->lat_cri,
 						  slice_min_ns, slice_max_ns, delta_cap_ns());
-	a->slice_ns = pol_slice(a->nr_waiting, slice_min_ns, slice_max_ns);
+	a->slice_ns = pol_slice(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight, slice_min_ns,
+				slice_max_ns);
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
 	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);
+	a->offset_ns = pol_offset_with_lag(a->deadline_delta_ns, a->vtime, a->vclock, lag_max_ns(),
+					   delta_cap_ns());
+	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());
+	a->vclock_after = pol_clock_after_start(a->vclock, a->vtime, lag_max_ns());
 	return 0;
 }
 

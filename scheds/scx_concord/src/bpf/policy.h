@@ -9,6 +9,8 @@
  *   - the deadline offset is at most `cap` (half the wait bound), non-increasing in lat_cri
  *     and weight, non-decreasing in average runtime, and never depends on how late a task
  *     already is (no greedy penalty, no feedback loop);
+ *   - the service-lag correction scales the offset by 1/4 to 7/4 and the result stays at most
+ *     cap: fairness among equals, never a way past the wait bound or ahead of critical tasks;
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters.
  */
 #ifndef __CONCORD_POLICY_H
@@ -83,6 +85,62 @@ static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u
 }
 
 /*
+ * Service lag (fairness among equals). A task's vtime is its CPU time scaled by 100/weight; its
+ * domain's clock is the largest vtime any task there started running with. Both are kept
+ * within lag_max of each other, so the lag is bounded memory of recent service, not a history
+ * that could grow. The offset is scaled by 1 + 3 lag / (4 lag_max), between 1/4 (a full lag_max
+ * behind: it got less than its peers lately) and 7/4 (ahead), then capped: relative, so equal
+ * tasks are evened out while a hog's credit can never bring it before a latency-critical task
+ * (an absolute credit of a slice took a hog's offset to 0 and hurt the outage scenario), and
+ * the wait bound holds whatever the history. Without the term, equal CPU-bound tasks that get
+ * longer slices (a pinned task alone in its queue) keep their advantage.
+ */
+static inline u64 pol_offset_with_lag(u64 delta, u64 vtime, u64 vclock, u64 lag_max, u64 cap)
+{
+	u64 adj, part = delta * 3 / 4;
+
+	if (!lag_max)
+		return delta > cap ? cap : delta;
+	if (vtime >= vclock) {
+		adj = part * pol_clamp(vtime - vclock, 0, lag_max) / lag_max;
+		delta += adj;
+		return delta > cap ? cap : delta;
+	}
+	adj = part * pol_clamp(vclock - vtime, 0, lag_max) / lag_max;
+	delta -= adj;
+	return delta > cap ? cap : delta;
+}
+
+/*
+ * A task's vtime after running @ran_ns at @weight: at most lag_max behind its domain's clock,
+ * and at most lag_max ahead for nice 0 and heavier, lag_max * 100 / weight for lighter tasks.
+ * A light task's vtime runs fast (100x for nice 19); clamped to a lag_max window it would look
+ * behind again as soon as its peers had run, and get a short offset: nice 19 had a third of a
+ * CPU among nice-0 spinners. With the wider window it stays ahead, its offset at the cap.
+ */
+static inline u64 pol_vtime_after_run(u64 vtime, u64 ran_ns, u64 weight, u64 vclock, u64 lag_max)
+{
+	u64 lo = vclock > lag_max ? vclock - lag_max : 0;
+	u64 w = pol_clamp(weight, 1, 10000);
+	u64 ahead = lag_max * WEIGHT_DEFAULT / (w < WEIGHT_DEFAULT ? w : WEIGHT_DEFAULT);
+
+	vtime += ran_ns * WEIGHT_DEFAULT / w;
+	return pol_clamp(vtime, lo, vclock + ahead);
+}
+
+/*
+ * The domain's clock when a task with @vtime starts running: the largest vtime started, but
+ * moving at most lag_max per start, so that one light task far ahead does not drag the clock
+ * (and with it everyone's lag) along.
+ */
+static inline u64 pol_clock_after_start(u64 vclock, u64 vtime, u64 lag_max)
+{
+	u64 v = vtime < vclock + lag_max ? vtime : vclock + lag_max;
+
+	return v > vclock ? v : vclock;
+}
+
+/*
  * The greedy model (`--deadline greedy`), kept to reproduce the outage: scx_lavd's deadline of
  * the time (seed 000), runtime x greedy penalty / latency criticality, where the penalty is the
  * task's CPU service so far over the average task's (at least 1x, at most GREEDY_MAX x), with
@@ -105,10 +163,27 @@ static inline u64 pol_greedy_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64
 	return delta > GREEDY_DELTA_MAX ? GREEDY_DELTA_MAX : delta;
 }
 
-/* Slice: the maximum shared among the tasks waiting for the same CPUs, never below the minimum. */
-static inline u64 pol_slice(u64 nr_waiting, u64 slice_min, u64 slice_max)
+/*
+ * Slice: the maximum shared among the tasks waiting for the same CPU, counted per CPU of the
+ * domain: the CPU's own pinned queue plus its share of the domain queue (nr_shared over
+ * domain_cpus). Counting only a task's own queue gave a pinned task alone in its queue full
+ * slices while the shared tasks on the same CPU got a third of one. Scaled down for weights
+ * below nice 0's: the wait bound gives every task a turn within max_wait whatever its nice
+ * value, so a lighter task's turn must be shorter for nice to mean anything. Never below the
+ * minimum.
+ */
+static inline u64 pol_slice(u64 nr_pinned, u64 nr_shared, u64 domain_cpus, u64 weight,
+			    u64 slice_min, u64 slice_max)
 {
-	return pol_clamp(slice_max / (nr_waiting + 1), slice_min, slice_max);
+	u64 n = pol_clamp(domain_cpus, 1, 1 << 20);
+	u64 s;
+
+	nr_pinned = pol_clamp(nr_pinned, 0, 1 << 30);
+	nr_shared = pol_clamp(nr_shared, 0, 1 << 30);
+	s = slice_max * n / (n * (1 + nr_pinned) + nr_shared);
+	if (weight < WEIGHT_DEFAULT)
+		s = s * weight / WEIGHT_DEFAULT;
+	return pol_clamp(s, slice_min, slice_max);
 }
 
 /* Histogram bucket of a wait: 2^WAIT_SUB_BITS sub-buckets per power of two microseconds. */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Wake-up preemption. A queued task takes a busy CPU at once when its deadline is earlier
+ * Wake-up preemption. A woken task takes a busy CPU at once when its deadline is earlier
  * than the deadline the running task would get if it were queued now (now + its offset): a
  * latency-critical wake-up preempts a hog, a hog never preempts anything, and equals wait for
  * the slice to end. Without this a woken task waits a whole slice whenever all CPUs are busy.
@@ -21,7 +21,7 @@
 static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
 {
 	/* A pinned task's queue is its CPU's, whichever CPU it last ran on. */
-	s32 start = task_is_pinned(p) ? pinned_cpu(p) : scx_bpf_task_cpu(p), victim = -1;
+	s32 start = task_home_cpu(p), victim = -1;
 	u32 llc = start >= 0 && start < MAX_CPUS ? cpu_llc[start] : 0;
 	struct cpu_ctx *cctx, *vctx = NULL;
 	u64 largest = deadline > now ? deadline - now : 0;
