@@ -339,6 +339,7 @@ fn open_and_load<'a>(
     }
     for (dense, llc) in topo.all_llcs.values().enumerate() {
         rodata.llc_node[dense] = llc.node_id as u32;
+        rodata.domain_cpus[dense] = llc.all_cpus.len().max(1) as u32;
         for cpu in llc.all_cpus.keys() {
             rodata.cpu_llc[*cpu] = dense as u32;
         }
@@ -347,10 +348,6 @@ fn open_and_load<'a>(
     // Slices count waiters per CPU of the queue's domain: an LLC, or all CPUs (global queue).
     if opts.queue == QueueMode::Global {
         rodata.domain_cpus[0] = topo.all_cpus.len().max(1) as u32;
-    } else {
-        for (dense, llc) in topo.all_llcs.values().enumerate() {
-            rodata.domain_cpus[dense] = llc.all_cpus.len().max(1) as u32;
-        }
     }
     info!(
         "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms",

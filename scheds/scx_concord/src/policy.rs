@@ -81,11 +81,11 @@ pub fn offset_with_lag(delta: u64, vtime: u64, vclock: u64, lag_max: u64, cap: u
     if lag_max == 0 {
         return delta.min(cap);
     }
-    let part = delta * 3 / 4;
+    let adj = delta * 3 / 4 * vtime.abs_diff(vclock).min(lag_max) / lag_max;
     let out = if vtime >= vclock {
-        delta + part * (vtime - vclock).min(lag_max) / lag_max
+        delta + adj
     } else {
-        delta - part * (vclock - vtime).min(lag_max) / lag_max
+        delta - adj
     };
     out.min(cap)
 }

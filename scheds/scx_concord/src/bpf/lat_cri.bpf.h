@@ -33,8 +33,7 @@ static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tct
  * and its vtime. A run cut short by preemption before slice_min is not a sample of how long
  * the task runs (it keeps its place in line, see place_task()), but its CPU time still counts.
  */
-static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx, u64 now,
-				   bool keep_place)
+static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
 	u64 ran;
 
@@ -43,7 +42,7 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	ran = now - tctx->run_at;
 	tctx->vtime = pol_vtime_after_run(tctx->vtime, ran, p->scx.weight,
 					  vclock[domain_of_cpu(scx_bpf_task_cpu(p))], lag_max_ns());
-	if (keep_place)
+	if (tctx->keep_place)
 		return;
 	tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, ran);
 	if (deadline_mode == DEADLINE_GREEDY) {

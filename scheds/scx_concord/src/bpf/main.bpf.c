@@ -38,9 +38,9 @@
  * Preemption (preempt.bpf.h): sched_ext slices end only on ticks (4 ms at HZ=250), so a woken
  * task that must not wait that long takes a busy CPU by a kick (wake-ups only: a task whose
  * slice ended goes back in line; kicking from there churned CPU-bound equals whose offsets
- * differ by their service lag, cutting runs short before they reached user space): the one, among those it may
- * run on, whose running task has the largest offset, if the woken task's deadline is earlier
- * than now + that offset (the running task as if it were queued now). A more critical pinned
+ * differ by their service lag, cutting runs short before they reached user space): the one,
+ * among those it may run on, whose running task has the largest offset, if the woken task's
+ * deadline is earlier than now + that offset (the running task as if it were queued now). A more critical pinned
  * head likewise wins dispatch over an LLC task it would preempt at once. A task kicked before
  * it ran slice_min keeps its place in line (wait start and deadline): a kick never restarts
  * someone's wait.
@@ -91,17 +91,17 @@ static __always_inline u64 place_task(struct task_ctx *tctx, u32 kind, u64 deadl
 	return deadline;
 }
 
-static __always_inline void queue_task(struct task_struct *p, struct task_ctx *tctx, u64 dsq, u32 kind,
+/* Queue @p in @cpu's pinned queue (QK_PINNED) or in @cpu's shared queue (QK_SHARED). */
+static __always_inline void queue_task(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u32 kind,
 			      u64 deadline, u64 enq_flags, u64 now)
 {
-	s32 home = task_home_cpu(p);
-	u64 nr_pinned = pinned_mode == PINNED_PER_CPU ? nr_queued(pinned_dsq(home)) : 0;
-	u64 slice = pol_slice(nr_pinned, nr_queued(shared_dsq(home)),
-			      domain_cpus[domain_of_cpu(home)], p->scx.weight, slice_min_ns,
-			      slice_max_ns);
+	u64 nr_pinned = pinned_mode == PINNED_PER_CPU ? nr_queued(pinned_dsq(cpu)) : 0;
+	u64 slice = pol_slice(nr_pinned, nr_queued(shared_dsq(cpu)), domain_cpus[domain_of_cpu(cpu)],
+			      p->scx.weight, slice_min_ns, slice_max_ns);
 
 	deadline = place_task(tctx, kind, deadline, now);
-	scx_bpf_dsq_insert_vtime(p, dsq, slice, deadline, enq_flags);
+	scx_bpf_dsq_insert_vtime(p, kind == QK_PINNED ? pinned_dsq(cpu) : shared_dsq(cpu), slice,
+				 deadline, enq_flags);
 }
 
 s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -138,16 +138,16 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		stat_inc(STAT_ENQ_PINNED);
 		/* --pinned-queue shared: in the LLC queue like any task (the design under test). */
 		if (pinned_mode == PINNED_SHARED)
-			queue_task(p, tctx, shared_dsq(cpu), QK_SHARED, deadline, enq_flags, now);
+			queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
 		else
-			queue_task(p, tctx, pinned_dsq(cpu), QK_PINNED, deadline, enq_flags, now);
+			queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
 		if (!kick_if_idle(cpu) && (enq_flags & SCX_ENQ_WAKEUP))
 			preempt_for(p, deadline, now);
 		return;
 	}
 
 	stat_inc(STAT_ENQ_SHARED);
-	queue_task(p, tctx, shared_dsq(scx_bpf_task_cpu(p)), QK_SHARED, deadline, enq_flags, now);
+	queue_task(p, tctx, scx_bpf_task_cpu(p), QK_SHARED, deadline, enq_flags, now);
 	if (!kick_idle_for(p) && (enq_flags & SCX_ENQ_WAKEUP))
 		preempt_for(p, deadline, now);
 }
@@ -252,8 +252,7 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	 * until its slice ends: kicked back into line again and again, it would never get a run.
 	 */
 	if (cctx)
-		cctx->running_delta = tctx->enq_at && now - tctx->enq_at > urgent_wait_ns() ?
-				      0 : task_delta(p, tctx);
+		cctx->running_delta = wait_is_urgent(tctx->enq_at, now) ? 0 : task_delta(p, tctx);
 	record_wait(tctx, now);
 	vclock_on_running(p, tctx);
 	tctx->run_at = now;
@@ -269,7 +268,7 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 	/* Not in the greedy model: scx_lavd of the time had no such rule. */
 	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && tctx->run_at &&
 			   time_before(now, tctx->run_at + slice_min_ns);
-	lat_cri_on_stop(p, tctx, now, tctx->keep_place);
+	lat_cri_on_stop(p, tctx, now);
 }
 
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)

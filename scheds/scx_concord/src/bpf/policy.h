@@ -97,17 +97,14 @@ static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u
  */
 static inline u64 pol_offset_with_lag(u64 delta, u64 vtime, u64 vclock, u64 lag_max, u64 cap)
 {
-	u64 adj, part = delta * 3 / 4;
+	bool ahead = vtime >= vclock;
+	u64 gap = ahead ? vtime - vclock : vclock - vtime;
 
-	if (!lag_max)
-		return delta > cap ? cap : delta;
-	if (vtime >= vclock) {
-		adj = part * pol_clamp(vtime - vclock, 0, lag_max) / lag_max;
-		delta += adj;
-		return delta > cap ? cap : delta;
+	if (lag_max) {
+		u64 adj = delta * 3 / 4 * pol_clamp(gap, 0, lag_max) / lag_max;
+
+		delta = ahead ? delta + adj : delta - adj;
 	}
-	adj = part * pol_clamp(vclock - vtime, 0, lag_max) / lag_max;
-	delta -= adj;
 	return delta > cap ? cap : delta;
 }
 

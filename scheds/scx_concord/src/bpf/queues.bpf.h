@@ -107,7 +107,7 @@ static inline void peek_head(u64 dsq, struct queue_head *h)
 
 static inline bool head_overdue(const struct queue_head *h, u64 now)
 {
-	return h->present && h->enq_at && now - h->enq_at > urgent_wait_ns();
+	return h->present && wait_is_urgent(h->enq_at, now);
 }
 
 /*
