@@ -54,6 +54,16 @@ pub struct OutageMix {
     pub hop_reductions: u64,
 }
 
+/// The mix with every default (the one place they are written is the clap attributes above).
+pub fn default_mix() -> OutageMix {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        mix: OutageMix,
+    }
+    <Defaults as clap::Parser>::parse_from(["defaults"]).mix
+}
+
 /// What the guest side writes for one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunOutput {
@@ -258,6 +268,7 @@ fn one_run(
         timeout: Duration::from_secs_f64(mix.secs + 120.0),
         job,
         stream: false,
+        icount: None,
     })?;
     let output: Option<RunOutput> = std::fs::read(out.run_dir.join(RUN_OUTPUT))
         .ok()

@@ -1,9 +1,11 @@
 //! concord-lab: boot sched_ext kernels under QEMU TCG and run schedulers and workloads inside.
 
 mod bench;
+mod compare;
 mod guest;
 mod initramfs;
 mod kernel;
+mod meters;
 mod peers;
 mod protocol;
 mod reliability;
@@ -51,6 +53,13 @@ enum Cmd {
     /// Run a scenario under several schedulers, repeated, and report them side by side.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Every scenario (wakeup, interactive, throughput, outage) under EEVDF, scx_concord and
+    /// the peers, repeated and interleaved, with the wasted-core and BPF-cost meters. Writes
+    /// report.md, results.json (for `diff`), latency CDFs and per-CPU heat maps as SVG.
+    Compare(compare::CompareArgs),
+    /// Compare two `compare` results.json files: B's medians against A's, flagging changes
+    /// beyond the run-to-run spread.
+    Diff { a: PathBuf, b: PathBuf },
     /// The reliability suite: the upstream stress recipe in every queue mode, starvation and
     /// fairness, affinity, CPU hotplug, crash and exit paths, bad input, access and resource
     /// use, each with a verdict and its evidence. Exit 0 only when every check passes.
@@ -63,6 +72,9 @@ enum Cmd {
     /// Guest side of one scenario run (started by `bench` inside the VM). Not for direct use.
     #[command(hide = true)]
     BenchRun { scenario: String, params: String },
+    /// Guest side of one compare run (started by `compare` inside the VM). Not for direct use.
+    #[command(hide = true)]
+    CompareRun { params: String },
     /// Guest side of reliability checks (started by `reliability` inside the VM).
     #[command(hide = true)]
     RelGuest { params: String },
@@ -203,6 +215,7 @@ fn vm(args: VmArgs) -> Result<i32> {
         timeout: Duration::from_secs(args.timeout),
         job,
         stream: true,
+        icount: None,
     })?;
     if let Some(s) = out.boot_to_cmd_secs {
         progress(&format!("command started {s:.1} s after QEMU started"));
@@ -262,6 +275,18 @@ fn real_main() -> Result<i32> {
                 )?,
                 other => bail!("bench-run: unknown scenario {other}"),
             }
+            Ok(0)
+        }
+        Cmd::Compare(args) => compare::run(args),
+        Cmd::Diff { a, b } => {
+            let (a, b) = (compare::report::load(&a)?, compare::report::load(&b)?);
+            println!("{}", compare::report::diff(&a, &b));
+            Ok(0)
+        }
+        Cmd::CompareRun { params } => {
+            compare::guest::main(
+                &serde_json::from_str(&params).context("compare-run: bad parameters")?,
+            )?;
             Ok(0)
         }
         Cmd::Reliability(args) => reliability::run(args),

@@ -27,6 +27,9 @@ pub struct VmConfig {
     pub job: Job,
     /// Echo the command's output to our stdout as it arrives.
     pub stream: bool,
+    /// QEMU -icount shift=N: guest time from instruction counts (one host thread for all
+    /// vCPUs; slower, but the guest's clock no longer follows the noisy host's).
+    pub icount: Option<u32>,
 }
 
 pub struct VmOutcome {
@@ -210,6 +213,11 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     ])
     .args(["-display", "none", "-monitor", "none", "-nic", "none"])
     .args(cfg.topology.qemu_args(cfg.mem_mib, true))
+    .args(
+        cfg.icount
+            .map(|n| vec!["-icount".to_string(), format!("shift={n},sleep=off")])
+            .unwrap_or_default(),
+    )
     .arg("-kernel")
     .arg(&cfg.kernel.image)
     .arg("-initrd")

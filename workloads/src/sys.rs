@@ -107,6 +107,34 @@ impl SchedStat {
     }
 }
 
+/// Sleep while `word` holds `expected` (FUTEX_WAIT, private). Returns on a wake, a signal or a
+/// spurious wake-up: callers re-check their condition.
+pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: word is a valid, aligned u32 for the duration of the call; no timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wake up to `n` threads sleeping on `word` (FUTEX_WAKE, private).
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
+    // SAFETY: as above; FUTEX_WAKE only reads the address.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +157,23 @@ mod tests {
             SchedStat::of_current_thread().is_some(),
             "this kernel keeps schedstat"
         );
+    }
+
+    #[test]
+    fn futex_wakes_a_waiter() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        let word = Arc::new(AtomicU32::new(0));
+        let w = word.clone();
+        let t = std::thread::spawn(move || {
+            while w.load(Ordering::Acquire) == 0 {
+                futex_wait(&w, 0);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        word.store(1, Ordering::Release);
+        futex_wake(&word, 1);
+        t.join().unwrap();
     }
 
     #[test]

@@ -309,6 +309,7 @@ fn one_run(run: &Run, kernel: &kernel::Kernel) -> Result<Vec<Row>> {
         timeout: run.timeout,
         job,
         stream: false,
+        icount: None,
     })?;
     let secs = t0.elapsed().as_secs_f64();
     // What the runner saw applies to every check of the run.

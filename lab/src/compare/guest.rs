@@ -1,0 +1,252 @@
+//! Guest side of one `compare` run: start the meters (ftrace of the scheduler tracepoints for
+//! the wasted-core meter, samples of every thread's allowed CPUs, the kernel's BPF run-time
+//! stats), run the scenario's workload, stop the meters and leave everything in the run
+//! directory for the host to analyse (the trace is replayed on the host, natively).
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Scenario;
+use crate::bench::OutageMix;
+use crate::meters::wasted::{END_MARKER, START_MARKER};
+
+pub const TRACE_FILE: &str = "trace.txt";
+pub const MASKS_FILE: &str = "masks.txt";
+pub const BPF_BEFORE: &str = "bpf-before.json";
+pub const BPF_AFTER: &str = "bpf-after.json";
+pub const METERS_FILE: &str = "meters.json";
+pub const WORKLOAD_FILE: &str = "workload.json";
+pub const HACKBENCH_FILE: &str = "hackbench.txt";
+pub const STRESS_FILE: &str = "stress-ng.yaml";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GuestParams {
+    pub scenario: Scenario,
+    pub secs: f64,
+    pub nr_cpus: usize,
+    pub outage: OutageMix,
+}
+
+/// What the guest's meters report besides their files.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MetersOut {
+    /// Events ftrace dropped (buffer overruns), summed over CPUs.
+    pub lost_events: u64,
+    pub bpftool_error: Option<String>,
+}
+
+const TRACING: &str = "/sys/kernel/tracing";
+
+fn tracefs(file: &str, value: &str) -> Result<()> {
+    let p = Path::new(TRACING).join(file);
+    std::fs::write(&p, value).with_context(|| format!("writing {value:?} to {}", p.display()))
+}
+
+const EVENTS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+
+fn start_trace(nr_cpus: usize) -> Result<()> {
+    tracefs("tracing_on", "0")?;
+    tracefs("current_tracer", "nop")?;
+    // One clock for all CPUs (the default "local" clock may differ slightly between CPUs).
+    tracefs("trace_clock", "mono")?;
+    tracefs("buffer_size_kb", "32768")?;
+    tracefs("trace", "")?;
+    for e in EVENTS {
+        tracefs(&format!("events/sched/{e}/enable"), "1")?;
+    }
+    tracefs("tracing_on", "1")?;
+    // A switch on every CPU before the window opens, so the replay knows each CPU's occupant.
+    let touches: Vec<_> = (0..nr_cpus)
+        .map(|cpu| {
+            std::thread::spawn(move || {
+                let _ = concord_workloads::sys::pin_current_thread(cpu);
+                std::thread::sleep(Duration::from_millis(2));
+            })
+        })
+        .collect();
+    for t in touches {
+        let _ = t.join();
+    }
+    tracefs("trace_marker", START_MARKER)
+}
+
+fn stop_trace(run_dir: &Path, nr_cpus: usize) -> Result<u64> {
+    tracefs("trace_marker", END_MARKER)?;
+    tracefs("tracing_on", "0")?;
+    let mut src = std::fs::File::open(Path::new(TRACING).join("trace"))?;
+    let mut dst = std::fs::File::create(run_dir.join(TRACE_FILE))?;
+    std::io::copy(&mut src, &mut dst).context("copying the trace")?;
+    for e in EVENTS {
+        tracefs(&format!("events/sched/{e}/enable"), "0")?;
+    }
+    let mut lost = 0;
+    for cpu in 0..nr_cpus {
+        let stats = std::fs::read_to_string(format!("{TRACING}/per_cpu/cpu{cpu}/stats"))
+            .unwrap_or_default();
+        lost += stats
+            .lines()
+            .filter_map(|l| l.strip_prefix("overrun: "))
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok(lost)
+}
+
+/// Every thread's allowed CPUs (`tid cpulist`), read from /proc.
+fn sample_masks(into: &mut BTreeMap<u32, String>) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(status) = std::fs::read_to_string(t.path().join("status")) {
+                if let Some(list) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                {
+                    into.insert(tid, list.trim().to_string());
+                }
+            }
+        }
+    }
+}
+
+fn bpftool_snapshot(path: &Path) -> Result<()> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running bpftool (install it: scripts/setup-host.sh)")?;
+    if !out.status.success() {
+        bail!(
+            "bpftool prog show failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::write(path, &out.stdout)?;
+    Ok(())
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", out.status);
+    }
+    Ok(out)
+}
+
+fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
+    let json = run_dir.join(WORKLOAD_FILE);
+    let secs = p.secs.to_string();
+    let n = p.nr_cpus;
+    match p.scenario {
+        Scenario::Wakeup => {
+            run_checked(
+                Command::new("wakeup-bench")
+                    .args(["--message-threads", "2"])
+                    .args(["--workers", &(n / 2).max(1).to_string()])
+                    .args(["--secs", &secs, "--warmup-secs", "1"])
+                    .arg("--json")
+                    .arg(&json),
+                "wakeup-bench",
+            )?;
+        }
+        Scenario::Interactive => {
+            run_checked(
+                Command::new("interactive-bench")
+                    .args(["--hogs", &n.to_string()])
+                    .args(["--batch-threads", &n.to_string()])
+                    .args(["--secs", &secs, "--warmup-secs", "1"])
+                    .arg("--json")
+                    .arg(&json),
+                "interactive-bench",
+            )?;
+        }
+        Scenario::Throughput => {
+            // Fixed work (hackbench: time to pass the messages), then fixed time (stress-ng:
+            // operations done in it).
+            let out = run_checked(
+                Command::new("hackbench").args(["-P", "-g", "4", "-f", "10", "-l", "150"]),
+                "hackbench",
+            )?;
+            std::fs::write(run_dir.join(HACKBENCH_FILE), &out.stdout)?;
+            run_checked(
+                Command::new("stress-ng")
+                    .args(["--cpu", &n.to_string(), "--switch", &n.to_string()])
+                    .args(["-t", &format!("{}", (p.secs / 2.0).ceil().max(2.0))])
+                    .args(["--metrics-brief", "--yaml"])
+                    .arg(run_dir.join(STRESS_FILE))
+                    .stdout(Stdio::null()),
+                "stress-ng",
+            )?;
+        }
+        Scenario::Outage => {
+            let mut mix = p.outage.clone();
+            mix.secs = p.secs;
+            crate::bench::guest_outage(&mix)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn main(p: &GuestParams) -> Result<()> {
+    let run_dir = PathBuf::from(
+        std::env::var_os("CONCORD_LAB_RUN_DIR")
+            .context("CONCORD_LAB_RUN_DIR not set: compare's guest side runs inside the lab VM")?,
+    );
+    let mut meters = MetersOut::default();
+    // Counting costs two clock reads per BPF program run; it is on under every scheduler alike
+    // (EEVDF has no struct_ops programs to count).
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enabling kernel.bpf_stats_enabled")?;
+    if let Err(e) = bpftool_snapshot(&run_dir.join(BPF_BEFORE)) {
+        meters.bpftool_error = Some(format!("{e:#}"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut masks = BTreeMap::new();
+            while !stop.load(Ordering::Acquire) {
+                sample_masks(&mut masks);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            sample_masks(&mut masks);
+            masks
+        })
+    };
+    start_trace(p.nr_cpus)?;
+    let result = workload(p, &run_dir);
+    let lost = stop_trace(&run_dir, p.nr_cpus);
+    stop.store(true, Ordering::Release);
+    let masks = sampler.join().unwrap_or_default();
+    if let Err(e) = bpftool_snapshot(&run_dir.join(BPF_AFTER)) {
+        meters.bpftool_error.get_or_insert(format!("{e:#}"));
+    }
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    result?;
+    meters.lost_events = lost?;
+    let lines: String = masks.iter().map(|(t, l)| format!("{t} {l}\n")).collect();
+    std::fs::write(run_dir.join(MASKS_FILE), lines)?;
+    std::fs::write(
+        run_dir.join(METERS_FILE),
+        serde_json::to_vec_pretty(&meters)?,
+    )?;
+    Ok(())
+}

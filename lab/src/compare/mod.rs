@@ -1,0 +1,576 @@
+//! `concord-lab compare`: every scenario under every scheduler, each run in a fresh VM,
+//! repeated and interleaved (scenario by scenario, schedulers in turn, then the next repeat), so
+//! drifts of the shared host hit every scheduler alike. Per run the scenario's own figures plus
+//! the meters that work under every scheduler: wasted cores (ftrace replay) and BPF cost
+//! (kernel BPF stats). Report: one table per scenario with medians, spreads and ratios to the
+//! baseline (the first scheduler, EEVDF by default), SVGs (latency CDFs, per-CPU heat maps) and
+//! a JSON file of every raw number for `concord-lab diff`.
+
+pub mod guest;
+pub mod report;
+
+use anyhow::{bail, Context, Result};
+use concord_common::hist::Hist;
+use concord_common::sched::SchedSpec;
+use concord_common::topology::TopologySpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::bench::{OutageMix, RunOutput, RUN_OUTPUT};
+use crate::kernel;
+use crate::meters::{bpfcost, wasted};
+use crate::protocol::{exit, Job};
+use crate::util::{exe_dir, progress};
+use crate::vm;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Message threads waking workers for short bursts (schbench's shape).
+    Wakeup,
+    /// A periodic latency-critical task next to CPU hogs and a parallel batch job.
+    Interactive,
+    /// hackbench (time for fixed work) and stress-ng cpu + switch (operations per second).
+    Throughput,
+    /// Seed 000's outage: BEAM-like pinned schedulers among token rings and hogs.
+    Outage,
+}
+
+/// Whether a smaller or a larger figure is the better one (or neither: context only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Lower,
+    Higher,
+    Neither,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricDef {
+    pub key: String,
+    pub label: String,
+    pub better: Better,
+}
+
+fn m(key: &str, label: &str, better: Better) -> MetricDef {
+    MetricDef {
+        key: key.into(),
+        label: label.into(),
+        better,
+    }
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Wakeup,
+        Scenario::Interactive,
+        Scenario::Throughput,
+        Scenario::Outage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Wakeup => "wakeup",
+            Scenario::Interactive => "interactive",
+            Scenario::Throughput => "throughput",
+            Scenario::Outage => "outage",
+        }
+    }
+
+    /// Each scenario has its topology: together they cover 1 LLC x 4, 2 LLCs x 2 and two NUMA
+    /// nodes; outage keeps the 2 vCPUs its figures were tuned on (one per host core).
+    pub fn default_topology(self) -> &'static str {
+        match self {
+            Scenario::Wakeup => "1l4c",
+            Scenario::Interactive => "2l2c",
+            Scenario::Throughput => "2n1l2c",
+            Scenario::Outage => "1l2c",
+        }
+    }
+
+    pub fn default_secs(self) -> f64 {
+        match self {
+            Scenario::Outage => 20.0,
+            _ => 10.0,
+        }
+    }
+
+    /// The scenario's own figures, then the meters every scenario has.
+    pub fn metrics(self) -> Vec<MetricDef> {
+        use Better::*;
+        let mut v = match self {
+            Scenario::Wakeup => vec![
+                m("wake_p50_us", "wake-up p50 (µs)", Lower),
+                m("wake_p99_us", "wake-up p99 (µs)", Lower),
+                m("wake_p999_us", "wake-up p99.9 (µs)", Lower),
+                m("requests_per_sec", "requests/s", Higher),
+            ],
+            Scenario::Interactive => vec![
+                m("wake_p99_us", "wake-up p99 (µs)", Lower),
+                m("completion_p50_us", "completion p50 (µs)", Lower),
+                m("completion_p99_us", "completion p99 (µs)", Lower),
+                m("completion_max_us", "completion max (µs)", Lower),
+                m("missed_periods", "missed periods", Lower),
+                m("hog_work_per_sec", "hogs' work (reductions/s)", Higher),
+                m("batch_rounds_per_sec", "batch rounds/s", Higher),
+            ],
+            Scenario::Throughput => vec![
+                m("hackbench_secs", "hackbench time (s)", Lower),
+                m("stress_cpu_ops", "stress-ng cpu ops/s", Higher),
+                m("stress_switch_ops", "stress-ng switch ops/s", Higher),
+            ],
+            Scenario::Outage => vec![
+                m("request_p50_ms", "request p50 (ms)", Lower),
+                m("request_p99_ms", "request p99 (ms)", Lower),
+                m("request_p999_ms", "request p99.9 (ms)", Lower),
+                m("requests_per_sec", "requests/s", Higher),
+                m("ring_hops_per_sec", "ring hops/s", Higher),
+                m("hog_work_per_sec", "hogs' work (reductions/s)", Higher),
+            ],
+        };
+        v.extend([
+            m("wasted_pct", "wasted cores (% CPU time)", Lower),
+            m("idle_pct", "idle (% CPU time)", Neither),
+            m("bpf_ns_per_call", "BPF ns per callback", Lower),
+            m("bpf_calls_per_sec", "BPF callbacks/s", Neither),
+        ]);
+        v
+    }
+
+    /// The latency distribution plotted as a CDF, if the scenario has one.
+    pub fn latency_label(self) -> Option<&'static str> {
+        match self {
+            Scenario::Wakeup => Some("worker wake-up latency"),
+            Scenario::Interactive => Some("interactive task completion latency"),
+            Scenario::Throughput => None,
+            Scenario::Outage => Some("request latency"),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// Scenarios, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::ALL.to_vec())]
+    pub scenarios: Vec<Scenario>,
+    /// Schedulers, comma-separated, as for `vm --sched`; the first is the baseline of ratios.
+    /// Peers must be installed first (`concord-lab peers`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "eevdf,concord,lavd,bpfland"
+    )]
+    pub scheds: Vec<String>,
+    /// Runs per scheduler and scenario (interleaved).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Seconds of load per run (default: 10, outage 20).
+    #[arg(long)]
+    pub secs: Option<f64>,
+    /// Topology for every scenario (default: each scenario's own, see --help of the scenarios).
+    #[arg(long)]
+    pub topology: Option<String>,
+    /// Kernel series (7.3, 7.0, latest).
+    #[arg(long, default_value = kernel::DEFAULT_SERIES)]
+    pub kernel: String,
+    /// Run QEMU with -icount shift=N (virtual time from instruction counts, one host thread).
+    #[arg(long)]
+    pub icount: Option<u32>,
+    /// Keep each run's raw ftrace text (large) in its run directory.
+    #[arg(long)]
+    pub keep_traces: bool,
+    /// Where the report goes (default: lab-results/compare-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One VM run: the figures, the meters' detail and where its files are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompareRun {
+    pub scenario: Scenario,
+    pub sched: String,
+    pub repeat: usize,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub run_dir: PathBuf,
+    pub wall_secs: f64,
+    pub metrics: BTreeMap<String, f64>,
+    pub latency: Option<Hist>,
+    pub bpf: Vec<bpfcost::ProgCost>,
+    pub wasted: Option<wasted::WastedReport>,
+}
+
+const HEAT_BINS: usize = 120;
+const WASTED_THRESHOLD_NS: u64 = 1_000_000;
+
+/// Plan of a compare: (scenario, topology, secs) and schedulers, validated before any VM.
+struct Plan {
+    scenarios: Vec<(Scenario, TopologySpec, f64)>,
+    scheds: Vec<SchedSpec>,
+}
+
+fn validate(args: &CompareArgs) -> Result<Plan> {
+    if args.scenarios.is_empty() {
+        bail!("--scenarios names no scenario");
+    }
+    if args.repeats == 0 || args.repeats > 50 {
+        bail!("--repeats must be between 1 and 50");
+    }
+    if let Some(s) = args.secs {
+        if !(3.0..=3600.0).contains(&s) {
+            bail!("--secs must be between 3 and 3600");
+        }
+    }
+    if let Some(n) = args.icount {
+        if n > 10 {
+            bail!("--icount: shift must be between 0 and 10");
+        }
+    }
+    let scheds = args
+        .scheds
+        .iter()
+        .map(|s| SchedSpec::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    if scheds.is_empty() {
+        bail!("--scheds names no scheduler");
+    }
+    let mut labels: Vec<String> = scheds.iter().map(|s| s.label()).collect();
+    labels.sort();
+    labels.dedup();
+    if labels.len() != scheds.len() {
+        bail!("--scheds names a scheduler twice");
+    }
+    for s in &scheds {
+        crate::sched_binary(s)?;
+    }
+    for w in ["beam-sim", "noise", "wakeup-bench", "interactive-bench"] {
+        if !exe_dir()?.join(w).is_file() {
+            bail!("{w} not built beside concord-lab: run `cargo build --release --workspace` (or `make build`)");
+        }
+    }
+    for (tool, pkg) in [
+        ("hackbench", "rt-tests"),
+        ("stress-ng", "stress-ng"),
+        ("bpftool", "bpftool"),
+    ] {
+        if crate::util::which(tool).is_none() {
+            bail!("{tool} not found: install {pkg} (scripts/setup-host.sh)");
+        }
+    }
+    let mut scenarios = Vec::new();
+    let mut seen = Vec::new();
+    for &s in &args.scenarios {
+        if seen.contains(&s) {
+            bail!("--scenarios names {} twice", s.name());
+        }
+        seen.push(s);
+        let topo = TopologySpec::parse(args.topology.as_deref().unwrap_or(s.default_topology()))?;
+        scenarios.push((s, topo, args.secs.unwrap_or(s.default_secs())));
+    }
+    Ok(Plan { scenarios, scheds })
+}
+
+pub fn run(args: CompareArgs) -> Result<i32> {
+    let plan = validate(&args)?;
+    vm::check_host()?;
+    let kernel = kernel::select(&args.kernel)?;
+    let out_dir = match &args.out {
+        Some(d) => d.clone(),
+        None => PathBuf::from("lab-results").join(format!("compare-{}", crate::bench::utc_stamp())),
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let total = plan.scenarios.len() * plan.scheds.len() * args.repeats;
+    progress(&format!(
+        "compare: {} scenario(s) x {} scheduler(s) x {} repeat(s) = {total} VM runs on {}{}, results in {}",
+        plan.scenarios.len(),
+        plan.scheds.len(),
+        args.repeats,
+        kernel.release,
+        args.icount
+            .map(|n| format!(" (-icount shift={n})"))
+            .unwrap_or_default(),
+        out_dir.display()
+    ));
+    let started = Instant::now();
+    let mut runs: Vec<CompareRun> = Vec::new();
+    for repeat in 0..args.repeats {
+        for &(scenario, topology, secs) in &plan.scenarios {
+            for s in &plan.scheds {
+                if crate::util::interrupted() {
+                    bail!("interrupted");
+                }
+                let n = runs.len() + 1;
+                progress(&format!(
+                    "run {n}/{total}: {} under {} on {topology} (repeat {}/{})",
+                    scenario.name(),
+                    s.label(),
+                    repeat + 1,
+                    args.repeats
+                ));
+                let rec = one_run(&kernel, scenario, topology, secs, s, repeat, &args)?;
+                let eta = started.elapsed().as_secs_f64() / n as f64 * (total - n) as f64;
+                progress(&format!(
+                    "run {n}/{total}: {} ({:.0} s; ~{:.0} min left)",
+                    report::run_line(&rec),
+                    rec.wall_secs,
+                    eta / 60.0
+                ));
+                runs.push(rec);
+            }
+        }
+    }
+    let rep = report::CompareReport::build(
+        &kernel.release,
+        args.repeats,
+        args.icount,
+        &plan.scenarios,
+        &plan.scheds,
+        runs,
+    );
+    let files = rep.write(&out_dir)?;
+    println!("{}", rep.markdown());
+    for f in files {
+        progress(&format!("wrote {}", f.display()));
+    }
+    Ok(if rep.all_ok() { 0 } else { exit::SCHED_FAILED })
+}
+
+fn one_run(
+    kernel: &kernel::Kernel,
+    scenario: Scenario,
+    topology: TopologySpec,
+    secs: f64,
+    sched: &SchedSpec,
+    repeat: usize,
+    args: &CompareArgs,
+) -> Result<CompareRun> {
+    let t0 = Instant::now();
+    let params = guest::GuestParams {
+        scenario,
+        secs,
+        nr_cpus: topology.nr_cpus() as usize,
+        outage: OutageMix {
+            secs,
+            ..crate::bench::default_mix()
+        },
+    };
+    let job = Job {
+        cmd: vec![
+            "concord-lab".into(),
+            "compare-run".into(),
+            serde_json::to_string(&params)?,
+        ],
+        sched: sched.clone(),
+        sched_binary: crate::sched_binary(sched)?,
+        sched_attach_timeout_s: 120,
+        topology,
+        kernel_config: kernel.config.clone(),
+        path_prepend: crate::guest_path_prepend()?,
+    };
+    let slowdown = if args.icount.is_some() { 4.0 } else { 1.0 };
+    let out = vm::run(vm::VmConfig {
+        kernel: kernel.clone(),
+        topology,
+        mem_mib: 2048,
+        // Boot, attach (lavd ~45 s), the load, the trace copy, and slack.
+        timeout: Duration::from_secs_f64((secs + 30.0) * slowdown + 240.0),
+        job,
+        stream: false,
+        icount: args.icount,
+    })?;
+    let mut rec = CompareRun {
+        scenario,
+        sched: sched.label(),
+        repeat,
+        ok: false,
+        error: out.message.clone(),
+        run_dir: out.run_dir.clone(),
+        wall_secs: 0.0,
+        metrics: BTreeMap::new(),
+        latency: None,
+        bpf: Vec::new(),
+        wasted: None,
+    };
+    if out.exit_code != 0 && rec.error.is_none() {
+        rec.error = Some(format!("exit code {}", out.exit_code));
+    }
+    if out.exit_code == 0 {
+        match collect(
+            &mut rec,
+            scenario,
+            topology.nr_cpus() as usize,
+            args.keep_traces,
+        ) {
+            Ok(()) => rec.ok = true,
+            Err(e) => rec.error = Some(format!("{e:#}")),
+        }
+    }
+    rec.wall_secs = t0.elapsed().as_secs_f64();
+    Ok(rec)
+}
+
+fn read(dir: &Path, file: &str) -> Result<String> {
+    let p = dir.join(file);
+    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// hackbench's `Time: 1.234`.
+pub fn parse_hackbench(out: &str) -> Option<f64> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Time:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// stress-ng's --yaml metrics: bogo ops per second (real time) of one stressor.
+pub fn parse_stress_ng(yaml: &str, stressor: &str) -> Option<f64> {
+    let mut in_it = false;
+    for l in yaml.lines() {
+        let t = l.trim().trim_start_matches("- ");
+        if let Some(name) = t.strip_prefix("stressor:") {
+            in_it = name.trim() == stressor;
+        } else if in_it {
+            if let Some(v) = t.strip_prefix("bogo-ops-per-second-real-time:") {
+                return v.trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Reads the run directory: the workload's report, the meters' files.
+fn collect(
+    rec: &mut CompareRun,
+    scenario: Scenario,
+    nr_cpus: usize,
+    keep_trace: bool,
+) -> Result<()> {
+    let dir = rec.run_dir.clone();
+    let put = |m: &mut BTreeMap<String, f64>, k: &str, v: f64| {
+        m.insert(k.to_string(), v);
+    };
+    let mx = &mut rec.metrics;
+    let secs;
+    match scenario {
+        Scenario::Wakeup => {
+            let r: concord_workloads::wakeup::WakeupReport =
+                serde_json::from_str(&read(&dir, guest::WORKLOAD_FILE)?)?;
+            put(mx, "wake_p50_us", r.p50_us);
+            put(mx, "wake_p99_us", r.p99_us);
+            put(mx, "wake_p999_us", r.p999_us);
+            put(mx, "requests_per_sec", r.requests_per_sec);
+            secs = r.secs;
+            rec.latency = Some(r.latency);
+        }
+        Scenario::Interactive => {
+            let r: concord_workloads::interactive::InteractiveReport =
+                serde_json::from_str(&read(&dir, guest::WORKLOAD_FILE)?)?;
+            put(mx, "wake_p99_us", r.wake_p99_us);
+            put(mx, "completion_p50_us", r.completion_p50_us);
+            put(mx, "completion_p99_us", r.completion_p99_us);
+            put(mx, "completion_max_us", r.completion_max_us);
+            put(mx, "missed_periods", r.missed_periods as f64);
+            put(mx, "hog_work_per_sec", r.hog_reductions_per_sec);
+            put(mx, "batch_rounds_per_sec", r.batch_rounds_per_sec);
+            secs = r.secs;
+            rec.latency = Some(r.completion);
+        }
+        Scenario::Throughput => {
+            let hb = read(&dir, guest::HACKBENCH_FILE)?;
+            let t = parse_hackbench(&hb).context("hackbench printed no `Time:` line")?;
+            put(mx, "hackbench_secs", t);
+            let y = read(&dir, guest::STRESS_FILE)?;
+            for (stressor, key) in [("cpu", "stress_cpu_ops"), ("switch", "stress_switch_ops")] {
+                let v = parse_stress_ng(&y, stressor)
+                    .with_context(|| format!("stress-ng reported no {stressor} rate"))?;
+                put(mx, key, v);
+            }
+            secs = 0.0;
+        }
+        Scenario::Outage => {
+            let o: RunOutput = serde_json::from_str(&read(&dir, RUN_OUTPUT)?)?;
+            put(mx, "request_p50_ms", o.beam.p50_us / 1e3);
+            put(mx, "request_p99_ms", o.beam.p99_us / 1e3);
+            put(mx, "request_p999_ms", o.beam.p999_us / 1e3);
+            put(mx, "requests_per_sec", o.beam.throughput_rps);
+            put(mx, "ring_hops_per_sec", o.noise.hops_per_sec);
+            put(mx, "hog_work_per_sec", o.noise.hog_reductions_per_sec);
+            secs = 0.0;
+            rec.latency = Some(o.beam.latency);
+        }
+    }
+    let meters: guest::MetersOut = serde_json::from_str(&read(&dir, guest::METERS_FILE)?)?;
+    let masks = wasted::parse_masks(&read(&dir, guest::MASKS_FILE)?);
+    let trace_path = dir.join(guest::TRACE_FILE);
+    let trace = read(&dir, guest::TRACE_FILE)?;
+    let mut w = wasted::analyze(&trace, nr_cpus, WASTED_THRESHOLD_NS, &masks, HEAT_BINS)?;
+    drop(trace);
+    if !keep_trace {
+        let _ = std::fs::remove_file(&trace_path);
+    }
+    w.lost_events = meters.lost_events;
+    mx.insert("wasted_pct".into(), w.wasted_pct);
+    mx.insert("idle_pct".into(), w.idle_pct);
+    let window = w.window_ns as f64 / 1e9;
+    rec.wasted = Some(w);
+    match &meters.bpftool_error {
+        Some(e) => bail!("BPF stats: {e}"),
+        None => {
+            rec.bpf = bpfcost::between(
+                &read(&dir, guest::BPF_BEFORE)?,
+                &read(&dir, guest::BPF_AFTER)?,
+            )?;
+            let (calls, ns) = bpfcost::total(&rec.bpf);
+            if let Some(ns) = ns {
+                mx.insert("bpf_ns_per_call".into(), ns);
+            }
+            let over = if secs > 0.0 { secs.max(window) } else { window };
+            mx.insert("bpf_calls_per_sec".into(), calls as f64 / over.max(1e-9));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hackbench_and_stress_ng() {
+        assert_eq!(
+            parse_hackbench("Running in process mode with 4 groups\nTime: 3.217\n"),
+            Some(3.217)
+        );
+        assert_eq!(parse_hackbench("nothing"), None);
+        let yaml = "---\nsystem-info:\n      hostname: x\nmetrics:\n    - stressor: cpu\n      bogo-ops: 100\n      bogo-ops-per-second-usr-sys-time: 50.5\n      bogo-ops-per-second-real-time: 48.25\n    - stressor: switch\n      bogo-ops: 9000\n      bogo-ops-per-second-real-time: 901.5\n...\n";
+        assert_eq!(parse_stress_ng(yaml, "cpu"), Some(48.25));
+        assert_eq!(parse_stress_ng(yaml, "switch"), Some(901.5));
+        assert_eq!(parse_stress_ng(yaml, "vm"), None);
+    }
+
+    #[test]
+    fn every_scenario_has_its_figures_and_the_meters() {
+        for s in Scenario::ALL {
+            let keys: Vec<String> = s.metrics().into_iter().map(|m| m.key).collect();
+            let mut dedup = keys.clone();
+            dedup.sort();
+            dedup.dedup();
+            assert_eq!(dedup.len(), keys.len(), "{} has a metric twice", s.name());
+            assert!(keys.contains(&"wasted_pct".to_string()));
+            assert!(TopologySpec::parse(s.default_topology()).is_ok());
+        }
+        let topos: Vec<String> = Scenario::ALL
+            .iter()
+            .map(|s| {
+                TopologySpec::parse(s.default_topology())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            topos.iter().any(|t| t.starts_with("2n")),
+            "a NUMA layout: {topos:?}"
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! The compare report: per scenario a table of every figure under every scheduler (median and
+//! min–max over the repeats, ratio of medians to the baseline), the BPF cost per callback, the
+//! latency CDF and one per-CPU heat map per scheduler as SVG, everything raw as JSON; and `diff`
+//! of two such JSON files.
+
+use anyhow::{Context, Result};
+use concord_common::hist::Hist;
+use concord_common::sched::SchedSpec;
+use concord_common::topology::TopologySpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::{Better, CompareRun, MetricDef, Scenario};
+use crate::meters::heatmap;
+use crate::report::{cdf_svg, ratio, Spread};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchedResult {
+    pub sched: String,
+    pub runs_ok: usize,
+    pub runs: usize,
+    pub metrics: BTreeMap<String, Spread>,
+    /// Per callback: median ns per call and median calls over the runs.
+    pub bpf_ns_per_call: BTreeMap<String, Spread>,
+    pub bpf_calls: BTreeMap<String, Spread>,
+    pub bpf_verified_insns: BTreeMap<String, u64>,
+    pub merged_latency: Option<Hist>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioResult {
+    pub scenario: Scenario,
+    pub topology: String,
+    pub secs: f64,
+    pub baseline: String,
+    pub metrics: Vec<MetricDef>,
+    pub results: Vec<SchedResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompareReport {
+    pub kernel: String,
+    pub repeats: usize,
+    pub icount: Option<u32>,
+    pub scenarios: Vec<ScenarioResult>,
+    pub runs: Vec<CompareRun>,
+}
+
+pub fn run_line(r: &CompareRun) -> String {
+    if !r.ok {
+        return format!(
+            "{} under {} FAILED: {} (run directory {})",
+            r.scenario.name(),
+            r.sched,
+            r.error.as_deref().unwrap_or("?"),
+            r.run_dir.display()
+        );
+    }
+    let defs = r.scenario.metrics();
+    let shown: Vec<String> = defs
+        .iter()
+        .filter_map(|d| {
+            r.metrics
+                .get(&d.key)
+                .map(|v| format!("{} {}", d.label, fmt_value(*v)))
+        })
+        .collect();
+    format!(
+        "{} under {}: {}",
+        r.scenario.name(),
+        r.sched,
+        shown.join(", ")
+    )
+}
+
+fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{v:.3e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn show(s: &Spread) -> String {
+    match s.n {
+        0 => "–".into(),
+        1 => fmt_value(s.median),
+        _ => format!(
+            "{} ({}–{})",
+            fmt_value(s.median),
+            fmt_value(s.min),
+            fmt_value(s.max)
+        ),
+    }
+}
+
+pub fn slug(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    out.trim_matches('-').to_string()
+}
+
+impl CompareReport {
+    pub fn build(
+        kernel: &str,
+        repeats: usize,
+        icount: Option<u32>,
+        scenarios: &[(Scenario, TopologySpec, f64)],
+        scheds: &[SchedSpec],
+        runs: Vec<CompareRun>,
+    ) -> Self {
+        let scenarios = scenarios
+            .iter()
+            .map(|&(scenario, topo, secs)| {
+                let defs = scenario.metrics();
+                let results = scheds
+                    .iter()
+                    .map(|s| {
+                        let label = s.label();
+                        let mine: Vec<&CompareRun> = runs
+                            .iter()
+                            .filter(|r| r.scenario == scenario && r.sched == label)
+                            .collect();
+                        sched_result(&label, &defs, &mine)
+                    })
+                    .collect();
+                ScenarioResult {
+                    scenario,
+                    topology: topo.to_string(),
+                    secs,
+                    baseline: scheds.first().map(|s| s.label()).unwrap_or_default(),
+                    metrics: defs,
+                    results,
+                }
+            })
+            .collect();
+        Self {
+            kernel: kernel.into(),
+            repeats,
+            icount,
+            scenarios,
+            runs,
+        }
+    }
+
+    pub fn all_ok(&self) -> bool {
+        self.runs.iter().all(|r| r.ok)
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# compare on {}{}: {} repeat(s) per scheduler and scenario\n",
+            self.kernel,
+            self.icount
+                .map(|n| format!(" (QEMU -icount shift={n})"))
+                .unwrap_or_default(),
+            self.repeats
+        );
+        let _ = writeln!(
+            s,
+            "Median (min–max) over the repeats; `·0.80x` is the ratio of medians to the baseline. Wasted cores: CPU time a CPU was idle while a task allowed on it had waited > 1 ms (ftrace replay). BPF: struct_ops callbacks' mean run time (kernel.bpf_stats_enabled).\n"
+        );
+        for sc in &self.scenarios {
+            let _ = writeln!(
+                s,
+                "## {}: {}, {} s per run, baseline {}\n",
+                sc.scenario.name(),
+                sc.topology,
+                sc.secs,
+                sc.baseline
+            );
+            let _ = write!(s, "| figure | better |");
+            for r in &sc.results {
+                let _ = write!(s, " {} ({}/{} runs) |", r.sched, r.runs_ok, r.runs);
+            }
+            let _ = writeln!(s, "\n|---|---|{}", "---|".repeat(sc.results.len()));
+            let base = sc.results.first();
+            for d in &sc.metrics {
+                let better = match d.better {
+                    Better::Lower => "lower",
+                    Better::Higher => "higher",
+                    Better::Neither => "",
+                };
+                let _ = write!(s, "| {} | {better} |", d.label);
+                for (i, r) in sc.results.iter().enumerate() {
+                    let v = r.metrics.get(&d.key).copied().unwrap_or_default();
+                    let rat = base
+                        .and_then(|b| b.metrics.get(&d.key))
+                        .and_then(|b| ratio(&v, b));
+                    match (i, rat) {
+                        (0, _) | (_, None) => {
+                            let _ = write!(s, " {} |", show(&v));
+                        }
+                        (_, Some(x)) => {
+                            let _ = write!(s, " {} ·{x:.2}x |", show(&v));
+                        }
+                    }
+                }
+                let _ = writeln!(s);
+            }
+            // BPF cost per callback, for the schedulers that have callbacks.
+            let with_bpf: Vec<&SchedResult> = sc
+                .results
+                .iter()
+                .filter(|r| !r.bpf_ns_per_call.is_empty())
+                .collect();
+            if !with_bpf.is_empty() {
+                let mut callbacks: Vec<&String> = with_bpf
+                    .iter()
+                    .flat_map(|r| r.bpf_ns_per_call.keys())
+                    .collect();
+                callbacks.sort();
+                callbacks.dedup();
+                let _ = write!(
+                    s,
+                    "\nBPF ns per call (calls per run; verifier-processed instructions) |"
+                );
+                let _ = write!(s, "\n\n| callback |");
+                for r in &with_bpf {
+                    let _ = write!(s, " {} |", r.sched);
+                }
+                let _ = writeln!(s, "\n|---|{}", "---|".repeat(with_bpf.len()));
+                for cb in callbacks {
+                    let _ = write!(s, "| {cb} |");
+                    for r in &with_bpf {
+                        match (r.bpf_ns_per_call.get(cb), r.bpf_calls.get(cb)) {
+                            (Some(ns), Some(calls)) => {
+                                let _ = write!(
+                                    s,
+                                    " {} ({}; {}) |",
+                                    show(ns),
+                                    fmt_value(calls.median),
+                                    r.bpf_verified_insns.get(cb).copied().unwrap_or(0)
+                                );
+                            }
+                            _ => {
+                                let _ = write!(s, " – |");
+                            }
+                        }
+                    }
+                    let _ = writeln!(s);
+                }
+            }
+            let _ = writeln!(s);
+        }
+        let failed: Vec<&CompareRun> = self.runs.iter().filter(|r| !r.ok).collect();
+        if !failed.is_empty() {
+            let _ = writeln!(s, "Failed runs:");
+            for r in failed {
+                let _ = writeln!(s, "- {}", run_line(r));
+            }
+            let _ = writeln!(s);
+        }
+        let _ = writeln!(s, "Every run, in the order they ran:\n");
+        for (i, r) in self.runs.iter().enumerate() {
+            let _ = writeln!(s, "{}. {}", i + 1, run_line(r));
+        }
+        s
+    }
+
+    /// report.md, results.json, one latency CDF per scenario with latencies and one heat map
+    /// per scenario and scheduler (its first successful run).
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        let mut put = |name: String, body: Vec<u8>| -> Result<()> {
+            let p = dir.join(name);
+            std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
+            files.push(p);
+            Ok(())
+        };
+        put("report.md".into(), self.markdown().into_bytes())?;
+        put("results.json".into(), serde_json::to_vec_pretty(self)?)?;
+        for sc in &self.scenarios {
+            if let Some(label) = sc.scenario.latency_label() {
+                let series: Vec<(String, &Hist)> = sc
+                    .results
+                    .iter()
+                    .filter_map(|r| r.merged_latency.as_ref().map(|h| (r.sched.clone(), h)))
+                    .collect();
+                let title = format!(
+                    "{}: {label}, {} on {} ({} repeats merged)",
+                    sc.scenario.name(),
+                    sc.topology,
+                    self.kernel,
+                    self.repeats
+                );
+                put(
+                    format!("{}-latency-cdf.svg", sc.scenario.name()),
+                    cdf_svg(&title, &series).into_bytes(),
+                )?;
+            }
+            for r in &sc.results {
+                let first = self.runs.iter().find(|x| {
+                    x.ok && x.scenario == sc.scenario && x.sched == r.sched && x.wasted.is_some()
+                });
+                if let Some(w) = first.and_then(|x| x.wasted.as_ref()) {
+                    let title = format!(
+                        "{} under {}: per-CPU timeline ({})",
+                        sc.scenario.name(),
+                        r.sched,
+                        sc.topology
+                    );
+                    put(
+                        format!("{}-heat-{}.svg", sc.scenario.name(), slug(&r.sched)),
+                        heatmap::svg(&title, w).into_bytes(),
+                    )?;
+                }
+            }
+        }
+        Ok(files)
+    }
+}
+
+fn sched_result(label: &str, defs: &[MetricDef], runs: &[&CompareRun]) -> SchedResult {
+    let ok: Vec<&&CompareRun> = runs.iter().filter(|r| r.ok).collect();
+    let metrics = defs
+        .iter()
+        .map(|d| {
+            let v: Vec<f64> = ok
+                .iter()
+                .filter_map(|r| r.metrics.get(&d.key).copied())
+                .collect();
+            (d.key.clone(), Spread::of(&v))
+        })
+        .collect();
+    let mut ns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut calls: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut insns = BTreeMap::new();
+    for r in &ok {
+        for p in &r.bpf {
+            if let Some(x) = p.ns_per_call() {
+                ns.entry(p.callback.clone()).or_default().push(x);
+            }
+            calls
+                .entry(p.callback.clone())
+                .or_default()
+                .push(p.run_cnt as f64);
+            insns.insert(p.callback.clone(), p.verified_insns);
+        }
+    }
+    let mut merged: Option<Hist> = None;
+    for r in &ok {
+        if let Some(h) = &r.latency {
+            merged.get_or_insert_with(Hist::default).merge(h);
+        }
+    }
+    SchedResult {
+        sched: label.into(),
+        runs_ok: ok.len(),
+        runs: runs.len(),
+        metrics,
+        bpf_ns_per_call: ns.into_iter().map(|(k, v)| (k, Spread::of(&v))).collect(),
+        bpf_calls: calls
+            .into_iter()
+            .map(|(k, v)| (k, Spread::of(&v)))
+            .collect(),
+        bpf_verified_insns: insns,
+        merged_latency: merged,
+    }
+}
+
+/// `concord-lab diff A.json B.json`: every figure both reports have, B's median against A's.
+/// A change counts as real (`*`) only when the two runs' ranges do not overlap.
+pub fn diff(a: &CompareReport, b: &CompareReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# diff: A = {} ({} repeats), B = {} ({} repeats)\n\n`*`: the min–max ranges do not overlap (a change beyond the run-to-run spread).\n",
+        a.kernel, a.repeats, b.kernel, b.repeats
+    );
+    for sb in &b.scenarios {
+        let Some(sa) = a.scenarios.iter().find(|x| x.scenario == sb.scenario) else {
+            let _ = writeln!(s, "## {}: only in B\n", sb.scenario.name());
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "## {} (A: {}, B: {})\n",
+            sb.scenario.name(),
+            sa.topology,
+            sb.topology
+        );
+        let _ = writeln!(
+            s,
+            "| scheduler | figure | A | B | B/A | |\n|---|---|---|---|---|---|"
+        );
+        for rb in &sb.results {
+            let Some(ra) = sa.results.iter().find(|x| x.sched == rb.sched) else {
+                continue;
+            };
+            for d in &sb.metrics {
+                let (Some(va), Some(vb)) = (ra.metrics.get(&d.key), rb.metrics.get(&d.key)) else {
+                    continue;
+                };
+                if va.n == 0 || vb.n == 0 {
+                    continue;
+                }
+                let apart = vb.min > va.max || vb.max < va.min;
+                let verdict = match (apart, d.better, vb.median > va.median) {
+                    (false, _, _) => "",
+                    (true, Better::Neither, _) => "*",
+                    (true, Better::Lower, false) | (true, Better::Higher, true) => "* better",
+                    (true, _, _) => "* worse",
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {verdict} |",
+                    rb.sched,
+                    d.label,
+                    show(va),
+                    show(vb),
+                    ratio(vb, va)
+                        .map(|r| format!("{r:.2}x"))
+                        .unwrap_or_else(|| "–".into())
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
+pub fn load(path: &Path) -> Result<CompareReport> {
+    let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&b).with_context(|| {
+        format!(
+            "{} is not a concord-lab compare results.json",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scenario: Scenario, sched: &str, repeat: usize, p99: f64, ok: bool) -> CompareRun {
+        let mut latency = Hist::default();
+        latency.record((p99 * 1000.0) as u64);
+        CompareRun {
+            scenario,
+            sched: sched.into(),
+            repeat,
+            ok,
+            error: (!ok).then(|| "boom".into()),
+            run_dir: PathBuf::from("/tmp/x"),
+            wall_secs: 1.0,
+            metrics: BTreeMap::from([
+                ("wake_p99_us".to_string(), p99),
+                ("wasted_pct".to_string(), 0.5),
+            ]),
+            latency: Some(latency),
+            bpf: vec![crate::meters::bpfcost::ProgCost {
+                name: format!("{sched}_enqueue"),
+                callback: "enqueue".into(),
+                run_cnt: 10,
+                run_time_ns: 1000 * (repeat as u64 + 1),
+                verified_insns: 77,
+            }],
+            wasted: None,
+        }
+    }
+
+    fn report(runs: Vec<CompareRun>) -> CompareReport {
+        let scheds = [
+            SchedSpec::parse("eevdf").unwrap(),
+            SchedSpec::parse("concord").unwrap(),
+        ];
+        let topo = TopologySpec::parse("1l4c").unwrap();
+        CompareReport::build(
+            "7.3.4",
+            3,
+            None,
+            &[(Scenario::Wakeup, topo, 10.0)],
+            &scheds,
+            runs,
+        )
+    }
+
+    #[test]
+    fn medians_ratios_and_failed_runs() {
+        let mut runs = Vec::new();
+        for (i, (e, c)) in [(100.0, 50.0), (300.0, 70.0), (200.0, 60.0)]
+            .iter()
+            .enumerate()
+        {
+            runs.push(run(Scenario::Wakeup, "eevdf", i, *e, true));
+            runs.push(run(Scenario::Wakeup, "concord", i, *c, true));
+        }
+        runs.push(run(Scenario::Wakeup, "concord", 3, 1e6, false));
+        let rep = report(runs);
+        assert!(!rep.all_ok());
+        let sc = &rep.scenarios[0];
+        let c = &sc.results[1];
+        assert_eq!((c.runs_ok, c.runs), (3, 4));
+        assert_eq!(
+            c.metrics["wake_p99_us"].median, 60.0,
+            "the failed run is not counted"
+        );
+        assert_eq!(c.bpf_ns_per_call["enqueue"].median, 200.0);
+        assert_eq!(c.merged_latency.as_ref().unwrap().count(), 3);
+        let md = rep.markdown();
+        assert!(
+            md.contains("| wake-up p99 (µs) | lower | 200 (100–300) | 60.0 (50.0–70.0) ·0.30x |"),
+            "{md}"
+        );
+        assert!(md.contains("Failed runs:"));
+        assert!(md.contains("| enqueue |"));
+        // JSON round trip, and a diff against itself changes nothing.
+        let back: CompareReport =
+            serde_json::from_slice(&serde_json::to_vec(&rep).unwrap()).unwrap();
+        let d = diff(&rep, &back);
+        assert!(
+            d.contains(
+                "| concord | wake-up p99 (µs) | 60.0 (50.0–70.0) | 60.0 (50.0–70.0) | 1.00x |  |"
+            ),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn diff_flags_changes_beyond_the_spread() {
+        let a = report(vec![run(Scenario::Wakeup, "concord", 0, 100.0, true)]);
+        let b = report(vec![run(Scenario::Wakeup, "concord", 0, 50.0, true)]);
+        let d = diff(&a, &b);
+        assert!(d.contains("| 0.50x | * better |"), "{d}");
+        let d = diff(&b, &a);
+        assert!(d.contains("| 2.00x | * worse |"), "{d}");
+    }
+
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(
+            slug("concord:--pinned-queue shared"),
+            "concord-pinned-queue-shared"
+        );
+        assert_eq!(slug("eevdf"), "eevdf");
+    }
+}
