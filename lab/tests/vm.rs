@@ -296,6 +296,95 @@ fn outage_scenario_writes_a_sane_report() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The comparison suite's smoke run: one scenario under EEVDF and concord; the report, the
+/// JSON and the SVGs are well-formed, the meters measured something, and `diff` reads the JSON.
+#[test]
+fn compare_smoke_writes_report_json_and_svgs() {
+    if !enabled() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("concord-compare-test-{}", std::process::id()));
+    let out_s = out.display().to_string();
+    let r = lab(&[
+        "compare",
+        "--scenarios",
+        "wakeup",
+        "--scheds",
+        "eevdf,concord",
+        "--repeats",
+        "1",
+        "--secs",
+        "4",
+        "--out",
+        &out_s,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("## wakeup: 1n1l4c1t"), "{}", r.stdout);
+    assert!(r.stdout.contains("| wake-up p99 (µs) | lower |"));
+    let json_path = out.join("results.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert_eq!(run["ok"], true, "{run}");
+        let m = &run["metrics"];
+        let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            f("wake_p50_us") > 0.0 && f("wake_p50_us") <= f("wake_p99_us"),
+            "{m}"
+        );
+        assert!(f("requests_per_sec") > 0.0);
+        assert!((0.0..=100.0).contains(&f("wasted_pct")), "{m}");
+        assert!((0.0..100.0).contains(&f("idle_pct")), "{m}");
+        let w = &run["wasted"];
+        assert!(
+            w["events"].as_u64().unwrap() > 1000,
+            "the trace was replayed: {w}"
+        );
+        let window = w["window_ns"].as_f64().unwrap() * w["nr_cpus"].as_f64().unwrap();
+        let known = w["busy_ns"].as_f64().unwrap() + w["idle_ns"].as_f64().unwrap();
+        assert!(known > 0.99 * window, "every CPU's occupant known: {w}");
+        assert_eq!(w["heat"]["cpus"].as_array().unwrap().len(), 4);
+    }
+    // BPF cost: concord's callbacks ran and were counted; EEVDF has none.
+    assert!(runs[0]["bpf"].as_array().unwrap().is_empty());
+    let bpf = runs[1]["bpf"].as_array().unwrap();
+    let enqueue = bpf
+        .iter()
+        .find(|p| p["callback"] == "enqueue")
+        .expect("concord_enqueue listed");
+    assert!(enqueue["run_cnt"].as_u64().unwrap() > 0, "{enqueue}");
+    assert!(enqueue["bytes_jited"].as_u64().unwrap() > 0, "{enqueue}");
+    assert!(runs[1]["metrics"]["bpf_ns_per_call"].as_f64().unwrap() > 0.0);
+    for svg in [
+        "wakeup-latency-cdf.svg",
+        "wakeup-heat-eevdf.svg",
+        "wakeup-heat-concord.svg",
+    ] {
+        let s = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(
+            s.starts_with("<svg") && s.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+    }
+    let d = lab(&[
+        "diff",
+        &json_path.display().to_string(),
+        &json_path.display().to_string(),
+    ]);
+    assert_eq!(d.code, 0);
+    assert!(d.stdout.contains("| concord | wake-up p99 (µs) |") && d.stdout.contains("| 1.00x |"));
+    let bad = lab(&[
+        "diff",
+        &json_path.display().to_string(),
+        "/nonexistent.json",
+    ]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("/nonexistent.json"));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// The reliability suite's CI subset on both kernel series: every check must pass on each
 /// (the checks themselves are in lab/src/reliability; their evidence is printed).
 #[test]

@@ -26,6 +26,8 @@ pub struct SchedResult {
     pub bpf_ns_per_call: BTreeMap<String, Spread>,
     pub bpf_calls: BTreeMap<String, Spread>,
     pub bpf_verified_insns: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub bpf_jited_bytes: BTreeMap<String, u64>,
     pub merged_latency: Option<Hist>,
 }
 
@@ -227,9 +229,8 @@ impl CompareReport {
                 callbacks.dedup();
                 let _ = write!(
                     s,
-                    "\nBPF ns per call (calls per run; verifier-processed instructions) |"
+                    "\nBPF ns per call (calls per run; verifier-processed instructions when reported / JIT-compiled bytes):\n\n| callback |"
                 );
-                let _ = write!(s, "\n\n| callback |");
                 for r in &with_bpf {
                     let _ = write!(s, " {} |", r.sched);
                 }
@@ -241,10 +242,11 @@ impl CompareReport {
                             (Some(ns), Some(calls)) => {
                                 let _ = write!(
                                     s,
-                                    " {} ({}; {}) |",
+                                    " {} ({}; {} / {} B) |",
                                     show(ns),
                                     fmt_value(calls.median),
-                                    r.bpf_verified_insns.get(cb).copied().unwrap_or(0)
+                                    r.bpf_verified_insns.get(cb).copied().unwrap_or(0),
+                                    r.bpf_jited_bytes.get(cb).copied().unwrap_or(0)
                                 );
                             }
                             _ => {
@@ -340,6 +342,7 @@ fn sched_result(label: &str, defs: &[MetricDef], runs: &[&CompareRun]) -> SchedR
     let mut ns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut calls: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut insns = BTreeMap::new();
+    let mut jited = BTreeMap::new();
     for r in &ok {
         for p in &r.bpf {
             if let Some(x) = p.ns_per_call() {
@@ -350,6 +353,7 @@ fn sched_result(label: &str, defs: &[MetricDef], runs: &[&CompareRun]) -> SchedR
                 .or_default()
                 .push(p.run_cnt as f64);
             insns.insert(p.callback.clone(), p.verified_insns);
+            jited.insert(p.callback.clone(), p.bytes_jited);
         }
     }
     let mut merged: Option<Hist> = None;
@@ -369,6 +373,7 @@ fn sched_result(label: &str, defs: &[MetricDef], runs: &[&CompareRun]) -> SchedR
             .map(|(k, v)| (k, Spread::of(&v)))
             .collect(),
         bpf_verified_insns: insns,
+        bpf_jited_bytes: jited,
         merged_latency: merged,
     }
 }
@@ -470,6 +475,8 @@ mod tests {
                 run_cnt: 10,
                 run_time_ns: 1000 * (repeat as u64 + 1),
                 verified_insns: 77,
+                bytes_xlated: 0,
+                bytes_jited: 900,
             }],
             wasted: None,
         }

@@ -1,6 +1,8 @@
 //! BPF cost of a scheduler: with `kernel.bpf_stats_enabled=1` the kernel counts, per BPF
 //! program, how often it ran and for how long (`run_cnt`, `run_time_ns`); the verifier's
-//! processed-instruction count (`verified_insns`) comes with every program. The guest saves
+//! processed-instruction count (`verified_insns`) comes with every program when the kernel and
+//! bpftool report it (bpftool 7.5 on the 7.x kernels here shows none: then the program's
+//! translated and JIT-compiled sizes stand for its size). The guest saves
 //! `bpftool prog show --json` when the load starts and when it ends; the difference, for the
 //! struct_ops programs (one per scheduler callback), is the scheduler's cost during the load.
 
@@ -16,6 +18,10 @@ pub struct ProgCost {
     pub run_cnt: u64,
     pub run_time_ns: u64,
     pub verified_insns: u64,
+    #[serde(default)]
+    pub bytes_xlated: u64,
+    #[serde(default)]
+    pub bytes_jited: u64,
 }
 
 impl ProgCost {
@@ -37,6 +43,10 @@ struct BpftoolProg {
     run_cnt: u64,
     #[serde(default)]
     verified_insns: u64,
+    #[serde(default)]
+    bytes_xlated: u64,
+    #[serde(default)]
+    bytes_jited: u64,
 }
 
 fn struct_ops(json: &str) -> Result<Vec<BpftoolProg>> {
@@ -63,6 +73,8 @@ pub fn between(before: &str, after: &str) -> Result<Vec<ProgCost>> {
                 run_cnt: p.run_cnt - b.map_or(0, |b| b.run_cnt.min(p.run_cnt)),
                 run_time_ns: p.run_time_ns - b.map_or(0, |b| b.run_time_ns.min(p.run_time_ns)),
                 verified_insns: p.verified_insns,
+                bytes_xlated: p.bytes_xlated,
+                bytes_jited: p.bytes_jited,
                 name: p.name,
             }
         })
@@ -87,7 +99,7 @@ mod tests {
         let before = r#"[{"id":3,"type":"struct_ops","name":"concord_enqueue","run_time_ns":1000,"run_cnt":10,"verified_insns":900},
                         {"id":4,"type":"tracing","name":"x","run_time_ns":5,"run_cnt":5}]"#;
         let after = r#"[{"id":3,"type":"struct_ops","name":"concord_enqueue","run_time_ns":31000,"run_cnt":110,"verified_insns":900},
-                       {"id":5,"type":"struct_ops","name":"concord_dispatch","run_time_ns":500,"run_cnt":2,"verified_insns":4000},
+                       {"id":5,"type":"struct_ops","name":"concord_dispatch","run_time_ns":500,"run_cnt":2,"verified_insns":4000,"bytes_jited":3516},
                        {"id":4,"type":"tracing","name":"x","run_time_ns":50,"run_cnt":50}]"#;
         let c = between(before, after).unwrap();
         assert_eq!(c.len(), 2);
@@ -96,6 +108,7 @@ mod tests {
         assert_eq!((c[1].run_cnt, c[1].run_time_ns), (100, 30_000));
         assert_eq!(c[1].ns_per_call(), Some(300.0));
         assert_eq!(c[0].verified_insns, 4000);
+        assert_eq!((c[0].bytes_jited, c[1].bytes_jited), (3516, 0));
         assert_eq!(total(&c), (102, Some(30_500.0 / 102.0)));
         assert_eq!(total(&[]), (0, None));
         assert!(between("not json", after).is_err());
