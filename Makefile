@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAB := target/release/concord-lab
 CARGO ?= cargo
 
-.PHONY: setup build demo test unit vm-tests lint reliability reliability-long
+.PHONY: setup build demo compare test unit vm-tests lint reliability reliability-long
 
 setup:
 	@./scripts/setup-host.sh
@@ -19,6 +19,13 @@ build: setup
 demo: build
 	$(LAB) kernel
 	$(LAB) bench outage
+
+# Every scenario under EEVDF, scx_concord, scx_lavd and scx_bpfland (peers built once, ~11
+# minutes; then ~40 minutes of runs). Writes report.md, results.json and SVGs under lab-results/.
+compare: build
+	$(LAB) kernel
+	$(LAB) peers
+	$(LAB) compare
 
 lint:
 	$(CARGO) fmt --all -- --check
