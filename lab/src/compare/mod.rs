@@ -90,6 +90,18 @@ impl Scenario {
         }
     }
 
+    /// QEMU's -icount shift for the scenario's runs. With 4 vCPUs on this 2-core host, default
+    /// multi-threaded TCG lets the host deschedule vCPUs mid-critical-section (lock-holder
+    /// preemption), which inflated every sched_ext scheduler's shared-queue costs and the
+    /// run-to-run spread; -icount (one host thread, guest time from instruction counts) gave
+    /// stable ratios. Outage runs 2 vCPUs, one per host core, as tuned: default TCG.
+    pub fn default_icount(self) -> Option<u32> {
+        match self {
+            Scenario::Outage => None,
+            _ => Some(2),
+        }
+    }
+
     pub fn default_secs(self) -> f64 {
         match self {
             Scenario::Outage => 20.0,
@@ -175,9 +187,13 @@ pub struct CompareArgs {
     /// Kernel series (7.3, 7.0, latest).
     #[arg(long, default_value = kernel::DEFAULT_SERIES)]
     pub kernel: String,
-    /// Run QEMU with -icount shift=N (virtual time from instruction counts, one host thread).
-    #[arg(long)]
+    /// Run every scenario under QEMU -icount shift=N (guest time from instruction counts, one
+    /// host thread for all vCPUs). Default: shift 2 for the 4-vCPU scenarios, none for outage.
+    #[arg(long, conflicts_with = "no_icount")]
     pub icount: Option<u32>,
+    /// Run every scenario under default multi-threaded TCG.
+    #[arg(long)]
+    pub no_icount: bool,
     /// Keep each run's raw ftrace text (large) in its run directory.
     #[arg(long)]
     pub keep_traces: bool,
@@ -205,9 +221,18 @@ pub struct CompareRun {
 const HEAT_BINS: usize = 120;
 const WASTED_THRESHOLD_NS: u64 = 1_000_000;
 
-/// Plan of a compare: (scenario, topology, secs) and schedulers, validated before any VM.
+/// One scenario as it will run.
+#[derive(Clone, Copy, Debug)]
+pub struct ScenarioPlan {
+    pub scenario: Scenario,
+    pub topology: TopologySpec,
+    pub secs: f64,
+    pub icount: Option<u32>,
+}
+
+/// Plan of a compare, validated before any VM.
 struct Plan {
-    scenarios: Vec<(Scenario, TopologySpec, f64)>,
+    scenarios: Vec<ScenarioPlan>,
     scheds: Vec<SchedSpec>,
 }
 
@@ -267,7 +292,17 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
         }
         seen.push(s);
         let topo = TopologySpec::parse(args.topology.as_deref().unwrap_or(s.default_topology()))?;
-        scenarios.push((s, topo, args.secs.unwrap_or(s.default_secs())));
+        let icount = match (args.no_icount, args.icount) {
+            (true, _) => None,
+            (false, Some(n)) => Some(n),
+            (false, None) => s.default_icount(),
+        };
+        scenarios.push(ScenarioPlan {
+            scenario: s,
+            topology: topo,
+            secs: args.secs.unwrap_or(s.default_secs()),
+            icount,
+        });
     }
     Ok(Plan { scenarios, scheds })
 }
@@ -283,33 +318,34 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let total = plan.scenarios.len() * plan.scheds.len() * args.repeats;
     progress(&format!(
-        "compare: {} scenario(s) x {} scheduler(s) x {} repeat(s) = {total} VM runs on {}{}, results in {}",
+        "compare: {} scenario(s) x {} scheduler(s) x {} repeat(s) = {total} VM runs on {}, results in {}",
         plan.scenarios.len(),
         plan.scheds.len(),
         args.repeats,
         kernel.release,
-        args.icount
-            .map(|n| format!(" (-icount shift={n})"))
-            .unwrap_or_default(),
         out_dir.display()
     ));
     let started = Instant::now();
     let mut runs: Vec<CompareRun> = Vec::new();
     for repeat in 0..args.repeats {
-        for &(scenario, topology, secs) in &plan.scenarios {
+        for sp in &plan.scenarios {
             for s in &plan.scheds {
                 if crate::util::interrupted() {
                     bail!("interrupted");
                 }
                 let n = runs.len() + 1;
                 progress(&format!(
-                    "run {n}/{total}: {} under {} on {topology} (repeat {}/{})",
-                    scenario.name(),
+                    "run {n}/{total}: {} under {} on {}{} (repeat {}/{})",
+                    sp.scenario.name(),
                     s.label(),
+                    sp.topology,
+                    sp.icount
+                        .map(|n| format!(", -icount shift={n}"))
+                        .unwrap_or_default(),
                     repeat + 1,
                     args.repeats
                 ));
-                let rec = one_run(&kernel, scenario, topology, secs, s, repeat, &args)?;
+                let rec = one_run(&kernel, sp, s, repeat, args.keep_traces)?;
                 let eta = started.elapsed().as_secs_f64() / n as f64 * (total - n) as f64;
                 progress(&format!(
                     "run {n}/{total}: {} ({:.0} s; ~{:.0} min left)",
@@ -324,7 +360,6 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     let rep = report::CompareReport::build(
         &kernel.release,
         args.repeats,
-        args.icount,
         &plan.scenarios,
         &plan.scheds,
         runs,
@@ -339,14 +374,13 @@ pub fn run(args: CompareArgs) -> Result<i32> {
 
 fn one_run(
     kernel: &kernel::Kernel,
-    scenario: Scenario,
-    topology: TopologySpec,
-    secs: f64,
+    sp: &ScenarioPlan,
     sched: &SchedSpec,
     repeat: usize,
-    args: &CompareArgs,
+    keep_traces: bool,
 ) -> Result<CompareRun> {
     let t0 = Instant::now();
+    let (scenario, topology, secs) = (sp.scenario, sp.topology, sp.secs);
     let params = guest::GuestParams {
         scenario,
         secs,
@@ -369,7 +403,7 @@ fn one_run(
         kernel_config: kernel.config.clone(),
         path_prepend: crate::guest_path_prepend()?,
     };
-    let slowdown = if args.icount.is_some() { 4.0 } else { 1.0 };
+    let slowdown = if sp.icount.is_some() { 4.0 } else { 1.0 };
     let out = vm::run(vm::VmConfig {
         kernel: kernel.clone(),
         topology,
@@ -378,7 +412,7 @@ fn one_run(
         timeout: Duration::from_secs_f64((secs + 30.0) * slowdown + 240.0),
         job,
         stream: false,
-        icount: args.icount,
+        icount: sp.icount,
     })?;
     let mut rec = CompareRun {
         scenario,
@@ -397,12 +431,7 @@ fn one_run(
         rec.error = Some(format!("exit code {}", out.exit_code));
     }
     if out.exit_code == 0 {
-        match collect(
-            &mut rec,
-            scenario,
-            topology.nr_cpus() as usize,
-            args.keep_traces,
-        ) {
+        match collect(&mut rec, scenario, topology.nr_cpus() as usize, keep_traces) {
             Ok(()) => rec.ok = true,
             Err(e) => rec.error = Some(format!("{e:#}")),
         }

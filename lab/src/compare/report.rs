@@ -6,13 +6,12 @@
 use anyhow::{Context, Result};
 use concord_common::hist::Hist;
 use concord_common::sched::SchedSpec;
-use concord_common::topology::TopologySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{Better, CompareRun, MetricDef, Scenario};
+use super::{Better, CompareRun, MetricDef, Scenario, ScenarioPlan};
 use crate::meters::heatmap;
 use crate::report::{cdf_svg, ratio, Spread};
 
@@ -36,6 +35,9 @@ pub struct ScenarioResult {
     pub scenario: Scenario,
     pub topology: String,
     pub secs: f64,
+    /// QEMU -icount shift the runs used (None: default multi-threaded TCG).
+    #[serde(default)]
+    pub icount: Option<u32>,
     pub baseline: String,
     pub metrics: Vec<MetricDef>,
     pub results: Vec<SchedResult>,
@@ -45,7 +47,6 @@ pub struct ScenarioResult {
 pub struct CompareReport {
     pub kernel: String,
     pub repeats: usize,
-    pub icount: Option<u32>,
     pub scenarios: Vec<ScenarioResult>,
     pub runs: Vec<CompareRun>,
 }
@@ -118,14 +119,14 @@ impl CompareReport {
     pub fn build(
         kernel: &str,
         repeats: usize,
-        icount: Option<u32>,
-        scenarios: &[(Scenario, TopologySpec, f64)],
+        scenarios: &[ScenarioPlan],
         scheds: &[SchedSpec],
         runs: Vec<CompareRun>,
     ) -> Self {
         let scenarios = scenarios
             .iter()
-            .map(|&(scenario, topo, secs)| {
+            .map(|sp| {
+                let (scenario, topo, secs) = (sp.scenario, sp.topology, sp.secs);
                 let defs = scenario.metrics();
                 let results = scheds
                     .iter()
@@ -142,6 +143,7 @@ impl CompareReport {
                     scenario,
                     topology: topo.to_string(),
                     secs,
+                    icount: sp.icount,
                     baseline: scheds.first().map(|s| s.label()).unwrap_or_default(),
                     metrics: defs,
                     results,
@@ -151,7 +153,6 @@ impl CompareReport {
         Self {
             kernel: kernel.into(),
             repeats,
-            icount,
             scenarios,
             runs,
         }
@@ -165,12 +166,9 @@ impl CompareReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "# compare on {}{}: {} repeat(s) per scheduler and scenario\n",
-            self.kernel,
-            self.icount
-                .map(|n| format!(" (QEMU -icount shift={n})"))
-                .unwrap_or_default(),
-            self.repeats
+            "# compare on {}: {} repeat(s) per scheduler and scenario
+",
+            self.kernel, self.repeats
         );
         let _ = writeln!(
             s,
@@ -179,10 +177,13 @@ impl CompareReport {
         for sc in &self.scenarios {
             let _ = writeln!(
                 s,
-                "## {}: {}, {} s per run, baseline {}\n",
+                "## {}: {}, {} s per run, {}, baseline {}\n",
                 sc.scenario.name(),
                 sc.topology,
                 sc.secs,
+                sc.icount
+                    .map(|n| format!("QEMU -icount shift={n}"))
+                    .unwrap_or_else(|| "multi-threaded TCG".into()),
                 sc.baseline
             );
             let _ = write!(s, "| figure | better |");
@@ -452,6 +453,7 @@ pub fn load(path: &Path) -> Result<CompareReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use concord_common::topology::TopologySpec;
 
     fn run(scenario: Scenario, sched: &str, repeat: usize, p99: f64, ok: bool) -> CompareRun {
         let mut latency = Hist::default();
@@ -491,8 +493,12 @@ mod tests {
         CompareReport::build(
             "7.3.4",
             3,
-            None,
-            &[(Scenario::Wakeup, topo, 10.0)],
+            &[ScenarioPlan {
+                scenario: Scenario::Wakeup,
+                topology: topo,
+                secs: 10.0,
+                icount: Some(2),
+            }],
             &scheds,
             runs,
         )
