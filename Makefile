@@ -21,7 +21,7 @@ demo: build
 	$(LAB) bench outage
 
 # Every scenario under EEVDF, scx_concord, scx_lavd and scx_bpfland (peers built once, ~11
-# minutes; then ~40 minutes of runs). Writes report.md, results.json and SVGs under lab-results/.
+# minutes; then ~45 minutes of runs). Writes report.md, results.json and SVGs under lab-results/.
 compare: build
 	$(LAB) kernel
 	$(LAB) peers
