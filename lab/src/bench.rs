@@ -147,8 +147,15 @@ fn validate(args: &OutageArgs) -> Result<(TopologySpec, Vec<SchedSpec>)> {
     if args.mix.reductions == 0 {
         bail!("--reductions must be at least 1");
     }
-    let scheds = args
-        .scheds
+    let scheds = parse_scheds(&args.scheds)?;
+    require_built(&["beam-sim", "noise"])?;
+    Ok((topo, scheds))
+}
+
+/// `--scheds`: each parsed, none twice, every binary present (scx_concord built, peers
+/// installed), so a bad list fails before any VM boots.
+pub fn parse_scheds(list: &[String]) -> Result<Vec<SchedSpec>> {
+    let scheds = list
         .iter()
         .map(|s| SchedSpec::parse(s))
         .collect::<Result<Vec<_>>>()?;
@@ -164,12 +171,52 @@ fn validate(args: &OutageArgs) -> Result<(TopologySpec, Vec<SchedSpec>)> {
     for s in &scheds {
         crate::sched_binary(s)?;
     }
-    for w in ["beam-sim", "noise"] {
+    Ok(scheds)
+}
+
+/// The workload programs a scenario runs must be built beside concord-lab.
+pub fn require_built(programs: &[&str]) -> Result<()> {
+    for w in programs {
         if !exe_dir()?.join(w).is_file() {
             bail!("{w} not built beside concord-lab: run `cargo build --release --workspace` (or `make build`)");
         }
     }
-    Ok((topo, scheds))
+    Ok(())
+}
+
+/// One guest command under `sched` in a fresh VM (not streamed), and the lab's error for the
+/// run if any: its message, or the exit code when there is none.
+pub fn run_guest_job(
+    kernel: &kernel::Kernel,
+    topology: TopologySpec,
+    sched: &SchedSpec,
+    cmd: Vec<String>,
+    timeout: Duration,
+    icount: Option<u32>,
+) -> Result<(vm::VmOutcome, Option<String>)> {
+    let job = Job {
+        cmd,
+        sched: sched.clone(),
+        sched_binary: crate::sched_binary(sched)?,
+        sched_attach_timeout_s: 120,
+        topology,
+        kernel_config: kernel.config.clone(),
+        path_prepend: crate::guest_path_prepend()?,
+    };
+    let out = vm::run(vm::VmConfig {
+        kernel: kernel.clone(),
+        topology,
+        mem_mib: 2048,
+        timeout,
+        job,
+        stream: false,
+        icount,
+    })?;
+    let mut error = out.message.clone();
+    if out.exit_code != 0 && error.is_none() {
+        error = Some(format!("exit code {}", out.exit_code));
+    }
+    Ok((out, error))
 }
 
 pub fn outage(args: OutageArgs) -> Result<i32> {
@@ -246,37 +293,18 @@ fn one_run(
     repeat: usize,
 ) -> Result<RunRecord> {
     let t0 = Instant::now();
-    let job = Job {
-        cmd: vec![
-            "concord-lab".into(),
-            "bench-run".into(),
-            "outage".into(),
-            serde_json::to_string(mix)?,
-        ],
-        sched: sched.clone(),
-        sched_binary: crate::sched_binary(sched)?,
-        sched_attach_timeout_s: 120,
-        topology,
-        kernel_config: kernel.config.clone(),
-        path_prepend: crate::guest_path_prepend()?,
-    };
-    let out = vm::run(vm::VmConfig {
-        kernel: kernel.clone(),
-        topology,
-        mem_mib: 2048,
-        // Boot, attach, drain (10 s) and slack: a run that hangs fails after this.
-        timeout: Duration::from_secs_f64(mix.secs + 120.0),
-        job,
-        stream: false,
-        icount: None,
-    })?;
+    let cmd = vec![
+        "concord-lab".into(),
+        "bench-run".into(),
+        "outage".into(),
+        serde_json::to_string(mix)?,
+    ];
+    // Boot, attach, drain (10 s) and slack: a run that hangs fails after this.
+    let timeout = Duration::from_secs_f64(mix.secs + 120.0);
+    let (out, mut error) = run_guest_job(kernel, topology, sched, cmd, timeout, None)?;
     let output: Option<RunOutput> = std::fs::read(out.run_dir.join(RUN_OUTPUT))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut error = out.message.clone();
-    if out.exit_code != 0 && error.is_none() {
-        error = Some(format!("exit code {}", out.exit_code));
-    }
     if output.is_none() && error.is_none() {
         error = Some(format!("no {RUN_OUTPUT} written"));
     }

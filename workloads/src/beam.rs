@@ -54,12 +54,7 @@ impl BeamConfig {
         if self.reductions_per_request == 0 || self.reductions_per_slice == 0 {
             bail!("--reductions and --slice-reductions must be at least 1");
         }
-        if !(self.secs > 0.0 && self.secs <= 86_400.0) {
-            bail!("--secs must be between 0 and 86400");
-        }
-        if !(self.warmup_secs >= 0.0 && self.warmup_secs < self.secs) {
-            bail!("--warmup-secs must be at least 0 and below --secs");
-        }
+        crate::check_secs(self.secs, Some(self.warmup_secs))?;
         if !(self.drain_secs >= 0.0 && self.drain_secs <= 600.0) {
             bail!("--drain-secs must be between 0 and 600");
         }

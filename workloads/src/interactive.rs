@@ -38,12 +38,7 @@ impl InteractiveConfig {
         if self.hogs + self.batch_threads > 4096 {
             bail!("more than 4096 threads");
         }
-        if !(self.secs > 0.0 && self.secs <= 86_400.0) {
-            bail!("--secs must be between 0 and 86400");
-        }
-        if !(self.warmup_secs >= 0.0 && self.warmup_secs < self.secs) {
-            bail!("--warmup-secs must be at least 0 and below --secs");
-        }
+        crate::check_secs(self.secs, Some(self.warmup_secs))?;
         Ok(())
     }
 }

@@ -11,6 +11,20 @@ pub mod sys;
 pub mod wakeup;
 pub mod work;
 
+/// The run length every workload takes: `--secs` in (0, 86400], and if it has one, a
+/// `--warmup-secs` in [0, secs).
+pub fn check_secs(secs: f64, warmup_secs: Option<f64>) -> anyhow::Result<()> {
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        anyhow::bail!("--secs must be between 0 and 86400");
+    }
+    if let Some(w) = warmup_secs {
+        if !(w >= 0.0 && w < secs) {
+            anyhow::bail!("--warmup-secs must be at least 0 and below --secs");
+        }
+    }
+    Ok(())
+}
+
 /// Write `value` as pretty JSON to `path`, or to stdout for `-`.
 pub fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
     use anyhow::Context;

@@ -39,9 +39,7 @@ impl NoiseConfig {
         if self.rings * self.ring_size + self.hogs > 4096 {
             bail!("more than 4096 threads");
         }
-        if !(self.secs > 0.0 && self.secs <= 86_400.0) {
-            bail!("--secs must be between 0 and 86400");
-        }
+        crate::check_secs(self.secs, None)?;
         Ok(())
     }
 }

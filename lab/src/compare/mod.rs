@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::bench::{OutageMix, RunOutput, RUN_OUTPUT};
 use crate::kernel;
 use crate::meters::{bpfcost, wasted};
-use crate::protocol::{exit, Job};
-use crate::util::{exe_dir, progress};
+use crate::protocol::exit;
+use crate::util::progress;
 use crate::vm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -255,28 +255,8 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             bail!("--icount: shift must be between 0 and 10");
         }
     }
-    let scheds = args
-        .scheds
-        .iter()
-        .map(|s| SchedSpec::parse(s))
-        .collect::<Result<Vec<_>>>()?;
-    if scheds.is_empty() {
-        bail!("--scheds names no scheduler");
-    }
-    let mut labels: Vec<String> = scheds.iter().map(|s| s.label()).collect();
-    labels.sort();
-    labels.dedup();
-    if labels.len() != scheds.len() {
-        bail!("--scheds names a scheduler twice");
-    }
-    for s in &scheds {
-        crate::sched_binary(s)?;
-    }
-    for w in ["beam-sim", "noise", "wakeup-bench", "interactive-bench"] {
-        if !exe_dir()?.join(w).is_file() {
-            bail!("{w} not built beside concord-lab: run `cargo build --release --workspace` (or `make build`)");
-        }
-    }
+    let scheds = crate::bench::parse_scheds(&args.scheds)?;
+    crate::bench::require_built(&["beam-sim", "noise", "wakeup-bench", "interactive-bench"])?;
     for (tool, pkg) in [
         ("hackbench", "rt-tests"),
         ("stress-ng", "stress-ng"),
@@ -392,36 +372,22 @@ fn one_run(
             ..crate::bench::default_mix()
         },
     };
-    let job = Job {
-        cmd: vec![
-            "concord-lab".into(),
-            "compare-run".into(),
-            serde_json::to_string(&params)?,
-        ],
-        sched: sched.clone(),
-        sched_binary: crate::sched_binary(sched)?,
-        sched_attach_timeout_s: 120,
-        topology,
-        kernel_config: kernel.config.clone(),
-        path_prepend: crate::guest_path_prepend()?,
-    };
+    let cmd = vec![
+        "concord-lab".into(),
+        "compare-run".into(),
+        serde_json::to_string(&params)?,
+    ];
     let slowdown = if sp.icount.is_some() { 4.0 } else { 1.0 };
-    let out = vm::run(vm::VmConfig {
-        kernel: kernel.clone(),
-        topology,
-        mem_mib: 2048,
-        // Boot, attach (lavd ~45 s), the load, the trace copy, and slack.
-        timeout: Duration::from_secs_f64((secs + 30.0) * slowdown + 240.0),
-        job,
-        stream: false,
-        icount: sp.icount,
-    })?;
+    // Boot, attach (lavd ~45 s), the load, the trace copy, and slack.
+    let timeout = Duration::from_secs_f64((secs + 30.0) * slowdown + 240.0);
+    let (out, error) =
+        crate::bench::run_guest_job(kernel, topology, sched, cmd, timeout, sp.icount)?;
     let mut rec = CompareRun {
         scenario,
         sched: sched.label(),
         repeat,
         ok: false,
-        error: out.message.clone(),
+        error,
         run_dir: out.run_dir.clone(),
         wall_secs: 0.0,
         metrics: BTreeMap::new(),
@@ -429,9 +395,6 @@ fn one_run(
         bpf: Vec::new(),
         wasted: None,
     };
-    if out.exit_code != 0 && rec.error.is_none() {
-        rec.error = Some(format!("exit code {}", out.exit_code));
-    }
     if out.exit_code == 0 {
         match collect(&mut rec, scenario, topology.nr_cpus() as usize, keep_traces) {
             Ok(()) => rec.ok = true,
@@ -482,7 +445,6 @@ fn collect(
         m.insert(k.to_string(), v);
     };
     let mx = &mut rec.metrics;
-    let secs;
     match scenario {
         Scenario::Wakeup => {
             let r: concord_workloads::wakeup::WakeupReport =
@@ -491,7 +453,6 @@ fn collect(
             put(mx, "wake_p99_us", r.p99_us);
             put(mx, "wake_p999_us", r.p999_us);
             put(mx, "requests_per_sec", r.requests_per_sec);
-            secs = r.secs;
             rec.latency = Some(r.latency);
         }
         Scenario::Interactive => {
@@ -504,7 +465,6 @@ fn collect(
             put(mx, "missed_periods", r.missed_periods as f64);
             put(mx, "hog_work_per_sec", r.hog_reductions_per_sec);
             put(mx, "batch_rounds_per_sec", r.batch_rounds_per_sec);
-            secs = r.secs;
             rec.latency = Some(r.completion);
         }
         Scenario::Throughput => {
@@ -517,7 +477,6 @@ fn collect(
                     .with_context(|| format!("stress-ng reported no {stressor} rate"))?;
                 put(mx, key, v);
             }
-            secs = 0.0;
         }
         Scenario::Outage => {
             let o: RunOutput = serde_json::from_str(&read(&dir, RUN_OUTPUT)?)?;
@@ -527,7 +486,6 @@ fn collect(
             put(mx, "requests_per_sec", o.beam.throughput_rps);
             put(mx, "ring_hops_per_sec", o.noise.hops_per_sec);
             put(mx, "hog_work_per_sec", o.noise.hog_reductions_per_sec);
-            secs = 0.0;
             rec.latency = Some(o.beam.latency);
         }
     }
@@ -556,8 +514,8 @@ fn collect(
             if let Some(ns) = ns {
                 mx.insert("bpf_ns_per_call".into(), ns);
             }
-            let over = if secs > 0.0 { secs.max(window) } else { window };
-            mx.insert("bpf_calls_per_sec".into(), calls as f64 / over.max(1e-9));
+            // The trace window spans the whole load (warm-up included), as the BPF snapshots do.
+            mx.insert("bpf_calls_per_sec".into(), calls as f64 / window.max(1e-9));
         }
     }
     Ok(())
