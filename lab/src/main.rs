@@ -114,6 +114,10 @@ struct VmArgs {
     /// Seconds to wait for the scheduler to attach (scx_lavd takes ~45 s under TCG).
     #[arg(long, default_value_t = 120)]
     sched_timeout: u64,
+    /// QEMU -icount shift=N: guest time from instruction counts, one host thread for all vCPUs
+    /// (slower, but host load no longer shows in guest timings).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10))]
+    icount: Option<u32>,
     /// The command to run in the guest, after `--`.
     #[arg(last = true, required = true)]
     cmd: Vec<String>,
@@ -215,7 +219,7 @@ fn vm(args: VmArgs) -> Result<i32> {
         timeout: Duration::from_secs(args.timeout),
         job,
         stream: true,
-        icount: None,
+        icount: args.icount,
     })?;
     if let Some(s) = out.boot_to_cmd_secs {
         progress(&format!("command started {s:.1} s after QEMU started"));

@@ -406,19 +406,9 @@ fn reliability_quick_suite_passes_on_both_kernels() {
     for r in rows.iter().filter(|r| r["pass"] != true) {
         eprintln!("FAILED: {r:#}");
     }
-    // Fairness is known to fail sometimes (issue 7 is open: on 1l2c about 2 of 6 runs on
-    // 2026-11-23 missed the wait bound with a nice-19 task in the mix, or p10/mean by 0.001).
-    // Its verdict and evidence are printed above and `concord-lab reliability` exits non-zero;
-    // this gate requires every other check to pass and fairness to have measured every phase.
-    const KNOWN_FLAKY: &[&str] = &["fairness"];
-    let failed: Vec<&serde_json::Value> = rows
-        .iter()
-        .filter(|r| r["pass"] != true)
-        .filter(|r| !KNOWN_FLAKY.contains(&r["check"].as_str().unwrap_or("")))
-        .collect();
+    let failed: Vec<&serde_json::Value> = rows.iter().filter(|r| r["pass"] != true).collect();
     assert!(failed.is_empty(), "failed checks: {failed:#?}");
-    let all_passed = rows.iter().all(|r| r["pass"] == true);
-    assert_eq!(r.code == 0, all_passed, "exit code follows the verdicts");
+    assert_eq!(r.code, 0, "every check passed, so the suite exits 0");
     for r in rows.iter().filter(|r| r["check"] == "fairness") {
         assert!(
             r["evidence"].as_array().unwrap().len() >= 4,

@@ -295,6 +295,9 @@ fn p10_over_mean(results: &[SpinResult]) -> f64 {
     p10 / mean.max(f64::MIN_POSITIVE)
 }
 
+/// A nice-19 spinner's share may be at most nice 0's mean over this.
+const NICE19_MAX_FRACTION_OF_NICE0: f64 = 4.0;
+
 /// Starvation and fairness (schtest-style), under the scheduler the runner started.
 fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     let cpus = online_cpus()?;
@@ -384,15 +387,24 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     }];
     specs.extend((0..2 * n).map(|_| SpinSpec { cpu: None, nice: 0 }));
     let r = spin_group(&specs, p.secs, None);
+    let nice0_mean = r[1..].iter().map(SpinResult::share).sum::<f64>() / (2 * n) as f64;
     v.note(format!(
-        "nice 19 among {} nice-0 spinners: share {:.4} (nice 0 mean {:.3}), longest wait {:.1} ms",
+        "nice 19 among {} nice-0 spinners: share {:.4} (nice 0 mean {nice0_mean:.3}), longest wait {:.1} ms",
         2 * n,
         r[0].share(),
-        r[1..].iter().map(SpinResult::share).sum::<f64>() / (2 * n) as f64,
         ms(r[0].max_gap_ns)
     ));
     if r[0].cpu_ns == 0 {
         v.fail("the nice-19 task never ran".into());
+    }
+    // Weight 15 against 1024: EEVDF gives it about 1/70 of a nice-0 share. A quarter is a
+    // generous line that a scheduler ignoring nice (equal turns: 1/1) cannot pass.
+    if r[0].share() > nice0_mean / NICE19_MAX_FRACTION_OF_NICE0 {
+        v.fail(format!(
+            "nice is not honoured: nice 19 got {:.3} of a CPU, more than 1/{} of nice 0's {nice0_mean:.3}",
+            r[0].share(),
+            NICE19_MAX_FRACTION_OF_NICE0
+        ));
     }
     if let Some(w) = r.iter().map(|x| x.max_gap_ns).max().filter(|&w| w > bound) {
         v.fail(format!(

@@ -81,6 +81,13 @@ pub struct ReliabilityArgs {
     /// Where the report goes (default: lab-results/reliability-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// QEMU -icount shift for the fairness runs (guest time from instruction counts: the host's
+    /// scheduling of vCPU threads no longer shows up as guest waits).
+    #[arg(long, default_value_t = 2, conflicts_with = "fairness_no_icount")]
+    pub fairness_icount: u32,
+    /// Run fairness under default multi-threaded TCG (waits then include host noise).
+    #[arg(long)]
+    pub fairness_no_icount: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -99,6 +106,8 @@ struct Run {
     sched: SchedSpec,
     cmd: Vec<String>,
     timeout: Duration,
+    /// QEMU -icount shift (None: multi-threaded TCG).
+    icount: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,7 +131,7 @@ fn rel_guest(p: &GuestParams) -> Result<Vec<String>> {
     ])
 }
 
-fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
+fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<Vec<Run>> {
     let t = |s: &str| TopologySpec::parse(s);
     let concord = |args: &str| SchedSpec::parse(&format!("concord:{args}"));
     let (smoke_secs, load_secs, resource_secs, smoke_repeats) = match mode {
@@ -197,6 +206,7 @@ fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
+                    icount: None,
                     timeout: Duration::from_secs(smoke_secs + 300),
                 });
             }
@@ -214,6 +224,7 @@ fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
                 topology: t(topo)?,
                 sched: concord("")?,
                 cmd: rel_guest(&params(&["fairness"], load_secs, false))?,
+                icount: fairness_icount,
                 timeout: Duration::from_secs(600),
             });
         }
@@ -223,6 +234,7 @@ fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
             topology: t("1l4c")?,
             sched: concord("")?,
             cmd: rel_guest(&params(&["affinity"], load_secs, false))?,
+            icount: None,
             timeout: Duration::from_secs(400),
         });
         runs.push(Run {
@@ -231,6 +243,7 @@ fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
             topology: t("1l4c")?,
             sched: concord("")?,
             cmd: rel_guest(&params(&["hotplug"], load_secs, false))?,
+            icount: None,
             timeout: Duration::from_secs(400),
         });
         // 5-7, 9. scx_concord started and stopped by the checks.
@@ -240,6 +253,7 @@ fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
             topology: t("1l2c")?,
             sched: SchedSpec::eevdf(),
             cmd: rel_guest(&params(&["exits", "bad-input", "access"], load_secs, true))?,
+            icount: None,
             timeout: Duration::from_secs(600),
         });
         runs.push(Run {
@@ -248,6 +262,7 @@ fn plan(mode: Mode, kernels: &[String]) -> Result<Vec<Run>> {
             topology: t("1l2c")?,
             sched: SchedSpec::eevdf(),
             cmd: rel_guest(&params(&["resources"], resource_secs, true))?,
+            icount: None,
             timeout: Duration::from_secs(resource_secs as u64 + 300),
         });
     }
@@ -309,7 +324,7 @@ fn one_run(run: &Run, kernel: &kernel::Kernel) -> Result<Vec<Row>> {
         timeout: run.timeout,
         job,
         stream: false,
-        icount: None,
+        icount: run.icount,
     })?;
     let secs = t0.elapsed().as_secs_f64();
     // What the runner saw applies to every check of the run.
@@ -420,7 +435,11 @@ pub fn run(args: ReliabilityArgs) -> Result<i32> {
     if args.kernels.is_empty() {
         bail!("--kernels names no kernel");
     }
-    let mut runs = plan(mode, &args.kernels)?;
+    if args.fairness_icount > 10 {
+        bail!("--fairness-icount: shift must be between 0 and 10");
+    }
+    let fairness_icount = (!args.fairness_no_icount).then_some(args.fairness_icount);
+    let mut runs = plan(mode, &args.kernels, fairness_icount)?;
     if !args.only.is_empty() {
         runs.retain(|r| {
             args.only
@@ -509,9 +528,9 @@ mod tests {
     #[test]
     fn plans_cover_every_queue_mode_and_kernel() {
         let k = vec!["7.3".to_string(), "7.0".to_string()];
-        let quick = plan(Mode::Quick, &k).unwrap();
-        let normal = plan(Mode::Normal, &k).unwrap();
-        let long = plan(Mode::Long, &k[..1]).unwrap();
+        let quick = plan(Mode::Quick, &k, Some(2)).unwrap();
+        let normal = plan(Mode::Normal, &k, None).unwrap();
+        let long = plan(Mode::Long, &k[..1], Some(2)).unwrap();
         let smokes = |p: &[Run]| p.iter().filter(|r| r.name.starts_with("smoke")).count();
         assert_eq!(smokes(&quick), 8, "4 queue modes on 2 kernels");
         assert_eq!(

@@ -454,6 +454,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         slice_ns: 0,
                         wait_bucket: 0,
                         freq_after: 0,
+                        freq_since: 0,
                         offset_ns: 0,
                         vtime_after: 0,
                         vclock_after: 0,
@@ -511,6 +512,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             ),
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),
+            policy::freq_since(a.wake_freq, a.wait_ns),
             policy::offset_with_lag(
                 a.deadline_delta_ns,
                 a.vtime,
@@ -527,6 +529,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             a.slice_ns,
             a.wait_bucket,
             a.freq_after,
+            a.freq_since,
             a.offset_ns,
             a.vtime_after,
             a.vclock_after,

@@ -24,6 +24,13 @@ pub fn freq_update(freq: u64, interval_ns: u64) -> u64 {
     (freq * 3 + sample) / 4
 }
 
+/// The event rate `since_ns` after the last event: at most one per `since_ns` (policy.h).
+pub fn freq_since(freq: u64, since_ns: u64) -> u64 {
+    NSEC_PER_SEC
+        .checked_div(since_ns)
+        .map_or(freq, |bound| freq.min(bound))
+}
+
 #[cfg(test)]
 pub fn runtime_update(avg: u64, ran_ns: u64) -> u64 {
     (avg * 3 + ran_ns) / 4
@@ -168,6 +175,26 @@ mod tests {
             greedy_delta(MS, 100, 1, lo, hi, 10 * MS, 10 * MS)
         );
         assert!(greedy_delta(hi, 1, 1, lo, hi, u64::MAX / 2000, 1) <= GREEDY_DELTA_MAX);
+    }
+
+    #[test]
+    fn a_task_that_stopped_waking_loses_its_rate() {
+        // Woke every 2 ms for a while (500/s), then spins: 100 ms later it wakes at most 10/s.
+        let mut f = 0;
+        for _ in 0..40 {
+            f = freq_update(f, 2 * MS);
+        }
+        assert!(f > 400, "{f}");
+        assert_eq!(freq_since(f, 100 * MS), 10);
+        assert!(lat_cri(freq_since(f, 100 * MS), 0) < lat_cri(f, 0));
+        // Just woken (or within its usual interval): the average stands.
+        assert_eq!(freq_since(f, 0), f);
+        assert_eq!(freq_since(f, MS), f);
+        // Never raises a rate, and a task that never woke stays at 0.
+        for since in [0, 1, MS, NSEC_PER_SEC, u64::MAX] {
+            assert!(freq_since(f, since) <= f);
+            assert_eq!(freq_since(0, since), 0);
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub kick_preempt: u64,
     #[stat(desc = "Slices ended by the tick for a waiting task")]
     pub tick_preempt: u64,
+    #[stat(desc = "Sub-tick slices of lighter-than-nice-0 tasks ended by the slice timer")]
+    pub slice_timer: u64,
     #[stat(desc = "Dispatches out of deadline order because a task reached the wait bound")]
     pub overdue: u64,
     #[stat(desc = "Enqueues of pinned tasks")]
@@ -134,6 +136,7 @@ impl Metrics {
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
+            slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
             overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
             enq_pinned: d(bpf_intf::stat_idx_STAT_ENQ_PINNED),
             enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
@@ -158,7 +161,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt={}/{} tick_preempt={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt={}/{} tick_preempt={} slice_timer={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -168,6 +171,7 @@ impl Metrics {
             self.kick_idle,
             self.kick_preempt,
             self.tick_preempt,
+            self.slice_timer,
             self.overdue
         )?;
         writeln!(

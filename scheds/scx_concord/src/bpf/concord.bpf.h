@@ -91,6 +91,7 @@ struct {
 
 struct cpu_ctx {
 	u64 running_delta;	/* deadline offset of the task running here (for preemption) */
+	u64 run_seq;		/* runs started here: a slice timer ends only the run it was set for */
 };
 
 struct {

@@ -64,6 +64,7 @@ enum stat_idx {
 	STAT_KICK_IDLE,			/* woke an idle CPU for a queued task */
 	STAT_KICK_PREEMPT,		/* preempted a CPU for an earlier-deadline pinned task */
 	STAT_TICK_PREEMPT,		/* tick shortened a slice for a waiting task */
+	STAT_SLICE_TIMER,		/* a light task's sub-tick slice ended by its timer */
 	STAT_OVERDUE,			/* dispatched out of deadline order: wait bound reached */
 	STAT_ENQ_PINNED,		/* enqueues of pinned tasks */
 	STAT_ENQ_SHARED,		/* enqueues of migratable tasks */
@@ -87,6 +88,7 @@ struct policy_probe_args {
 	u64 slice_ns;
 	u64 wait_bucket;
 	u64 freq_after;		/* freq_update(wake_freq, interval = wait_ns) */
+	u64 freq_since;		/* freq_since(wake_freq, since = wait_ns) */
 	u64 offset_ns;		/* offset_with_lag(deadline_delta_ns, vtime, vclock, ...) */
 	u64 vtime_after;	/* vtime_after_run(vtime, ran = wait_ns, weight, vclock, ...) */
 	u64 vclock_after;	/* clock_after_start(vclock, vtime, ...) */

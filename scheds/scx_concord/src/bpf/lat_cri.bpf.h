@@ -64,11 +64,16 @@ static inline void vclock_on_running(struct task_struct *p, struct task_ctx *tct
  * capped at half the wait bound, unless --deadline greedy (the lab's model of scx_lavd then) is
  * chosen.
  */
-static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx)
+static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
-	u64 delta;
+	u64 wake = tctx->wake_freq, waker = tctx->waker_freq, delta;
 
-	tctx->lat_cri = pol_lat_cri(tctx->wake_freq, tctx->waker_freq);
+	/* rates as of now: a task that has not woken (anyone) for a while is not critical */
+	if (tctx->last_wake_at && time_before(tctx->last_wake_at, now))
+		wake = pol_freq_since(wake, now - tctx->last_wake_at);
+	if (tctx->last_waker_at && time_before(tctx->last_waker_at, now))
+		waker = pol_freq_since(waker, now - tctx->last_waker_at);
+	tctx->lat_cri = pol_lat_cri(wake, waker);
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
 					slice_max_ns, tctx->svc_ns, avg_svc_ns);
@@ -85,6 +90,6 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx)
  */
 static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
-	return now + task_delta(p, tctx);
+	return now + task_delta(p, tctx, now);
 }
 #endif

@@ -45,6 +45,11 @@
  * it ran slice_min keeps its place in line (wait start and deadline): a kick never restarts
  * someone's wait.
  *
+ * Nice: a task's weight scales its offset (capped like any) and its slice. Slices end on ticks
+ * in sched_ext, so the short slice of a task lighter than nice 0 is ended by a timer pinned to
+ * its CPU (preempt.bpf.h); its offset at the cap and a sub-tick run each turn give nice 19 a
+ * few percent of a CPU among nice-0 spinners, and still a turn within the wait bound.
+ *
  * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
  * greedy penalty / latency criticality, no wait cap): with `--pinned-queue shared` it
  * reproduces the outage in the lab; it is not for production.
@@ -251,8 +256,10 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	 * A task that waited the urgent half of the bound is not a wake-up's victim (offset 0)
 	 * until its slice ends: kicked back into line again and again, it would never get a run.
 	 */
-	if (cctx)
-		cctx->running_delta = wait_is_urgent(tctx->enq_at, now) ? 0 : task_delta(p, tctx);
+	if (cctx) {
+		cctx->running_delta = wait_is_urgent(tctx->enq_at, now) ? 0 : task_delta(p, tctx, now);
+		arm_slice_timer(p, bpf_get_smp_processor_id(), ++cctx->run_seq);
+	}
 	record_wait(tctx, now);
 	vclock_on_running(p, tctx);
 	tctx->run_at = now;
@@ -299,6 +306,11 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
 	s32 err;
 
 	init_at = scx_bpf_now();
+	err = init_slice_timers();
+	if (err) {
+		scx_bpf_error("setting up slice timers: %d", err);
+		return err;
+	}
 	bpf_for(i, 0, nr_cpus) {
 		err = scx_bpf_create_dsq(pinned_dsq(i), -1);
 		if (err) {
@@ -337,6 +349,7 @@ int policy_probe(struct policy_probe_args *a)
 				slice_max_ns);
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
 	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);
+	a->freq_since = pol_freq_since(a->wake_freq, a->wait_ns);
 	a->offset_ns = pol_offset_with_lag(a->deadline_delta_ns, a->vtime, a->vclock, lag_max_ns(),
 					   delta_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());

@@ -50,6 +50,19 @@ static inline u64 pol_freq_update(u64 freq, u64 interval_ns)
 	return (freq * 3 + sample) / 4;
 }
 
+/*
+ * The event rate as of @since_ns after the last event: at most one per @since_ns. The average
+ * moves only on events, so without this a task that stopped waking (a thread that now spins,
+ * a batch job between bursts) kept the criticality of its last wake-ups for good: a nice-19
+ * spinner that had woken a few times at start got 1/8 of the capped offset and 0.33 of a CPU.
+ */
+static inline u64 pol_freq_since(u64 freq, u64 since_ns)
+{
+	u64 bound = since_ns ? NSEC_PER_SEC_P / since_ns : freq;
+
+	return freq < bound ? freq : bound;
+}
+
 /* Running average of runtime per run, weight 1/4 for the newest run. */
 static inline u64 pol_runtime_update(u64 avg, u64 ran_ns)
 {

@@ -54,4 +54,76 @@ static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
 	stat_inc(STAT_KICK_PREEMPT);
 	return victim;
 }
+
+/*
+ * Slice timers. sched_ext ends a slice only on a tick (4 ms at HZ=250), so a slice shorter
+ * than a tick is a tick. Weights below nice 0's act through shorter slices (pol_slice) while
+ * their deadline offsets stay under the wait bound's cap; cut to ticks, a nice-19 spinner got
+ * 0.14-0.32 of a CPU among nice-0 spinners (EEVDF: 0.01). So a light task's shortened slice
+ * is ended by a timer pinned to its CPU. Other tasks keep tick granularity: a timer per run
+ * would add a callback to every context switch for little gain.
+ */
+struct slice_timer {
+	struct bpf_timer timer;
+	u64 seq;	/* the run (cpu_ctx.run_seq) it was set for */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct slice_timer);
+} slice_timers SEC(".maps");
+
+static int slice_timer_fired(void *map, u32 *key, struct slice_timer *st)
+{
+	s32 cpu = *key;
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
+
+	/* The run it was set for may have ended already (tick, sleep): then nothing to do. */
+	if (cctx && cctx->run_seq == st->seq) {
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		stat_inc(STAT_SLICE_TIMER);
+	}
+	return 0;
+}
+
+static inline s32 init_slice_timers(void)
+{
+	struct slice_timer *st;
+	u32 i;
+	s32 err;
+
+	bpf_for(i, 0, nr_cpus) {
+		if (i >= MAX_CPUS)
+			break;
+		st = bpf_map_lookup_elem(&slice_timers, &i);
+		if (!st)
+			return -ENOENT;
+		err = bpf_timer_init(&st->timer, &slice_timers, CLOCK_MONOTONIC);
+		if (err)
+			return err;
+		err = bpf_timer_set_callback(&st->timer, slice_timer_fired);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* @p starts run @seq on @cpu: end it after its slice if it is light and the slice short. */
+static inline void arm_slice_timer(struct task_struct *p, s32 cpu, u64 seq)
+{
+	struct slice_timer *st;
+	u32 key = cpu;
+	u64 slice = p->scx.slice;
+
+	if (p->scx.weight >= WEIGHT_DEFAULT || slice >= slice_max_ns || cpu < 0)
+		return;
+	st = bpf_map_lookup_elem(&slice_timers, &key);
+	if (!st)
+		return;
+	st->seq = seq;
+	/* at least slice_min: a shorter run would count as a kick (keep_place) */
+	bpf_timer_start(&st->timer, slice > slice_min_ns ? slice : slice_min_ns, BPF_F_TIMER_CPU_PIN);
+}
 #endif
