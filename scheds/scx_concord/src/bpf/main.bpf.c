@@ -252,12 +252,22 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	if (!tctx)
 		return;
 	/*
-	 * Preemption compares queued deadlines with now + this: the running task as if requeued.
-	 * A task that waited the urgent half of the bound is not a wake-up's victim (offset 0)
-	 * until its slice ends: kicked back into line again and again, it would never get a run.
+	 * Preemption compares queued deadlines with now + this: the running task as if requeued,
+	 * i.e. the offset it was given when it was placed (recomputing it here cost a third of
+	 * this callback). A task that waited the urgent half of the bound is not a wake-up's
+	 * victim (offset 0) until its slice ends: kicked back into line again and again, it would
+	 * never get a run.
 	 */
 	if (cctx) {
-		cctx->running_delta = wait_is_urgent(tctx->enq_at, now) ? 0 : task_delta(p, tctx, now);
+		u64 offset;
+
+		if (wait_is_urgent(tctx->enq_at, now))
+			offset = 0;
+		else if (tctx->wait_from && time_before(tctx->wait_from, tctx->deadline))
+			offset = tctx->deadline - tctx->wait_from;
+		else
+			offset = task_delta(p, tctx, now);
+		cctx->running_delta = offset;
 		arm_slice_timer(p, bpf_get_smp_processor_id(), ++cctx->run_seq);
 	}
 	record_wait(tctx, now);
