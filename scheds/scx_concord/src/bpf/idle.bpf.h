@@ -45,6 +45,24 @@ static inline bool kick_if_idle(s32 cpu)
 	return was_idle;
 }
 
+/*
+ * A task in @cpu's LLC queue is overdue: wake every idle CPU of the LLC (SCX_KICK_IDLE leaves
+ * busy ones alone). The net behind the per-enqueue kicks: the reliability suite caught a CPU
+ * sitting idle for seconds with its LLC queue full (stress-ng affinity churn), the kicks of the
+ * enqueues having gone elsewhere or been lost; only ticks of busy CPUs still run then.
+ */
+static inline void kick_idle_llc(s32 cpu)
+{
+	u32 llc = llc_of_cpu(cpu), i;
+
+	bpf_for(i, 0, nr_cpus) {
+		if (i >= MAX_CPUS)
+			break;
+		if ((s32)i != cpu && (queue_mode == QUEUE_GLOBAL || cpu_llc[i] == llc))
+			scx_bpf_kick_cpu(i, SCX_KICK_IDLE);
+	}
+}
+
 /* After queueing a migratable @p: wake an idle CPU that may run it. True if one was idle. */
 static inline bool kick_idle_for(struct task_struct *p)
 {

@@ -29,7 +29,7 @@
  * that broke pinned Erlang schedulers, kept to reproduce the outage in the lab.
  *
  * Bounded waits: a queued task that has waited half of --max-wait-ms is urgent: it is
- * dispatched before deadline order (a pinned one first: no other CPU can take it), and ops.tick
+ * dispatched before deadline order (the older of two urgent heads first), and ops.tick
  * ends the running task's slice when its CPU's pinned queue holds an earlier deadline or an
  * urgent task, or its LLC queue an urgent one. With a shared queue the net only sees the head:
  * a pinned task deep in an LLC queue is invisible to it, one more reason pinned tasks get
@@ -207,11 +207,19 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 
 void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 {
-	struct queue_head h = {};
+	struct queue_head h = {}, shr = {};
 	struct task_ctx *tctx = task_ctx(p);
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
 	u64 now = scx_bpf_now();
+
+	/*
+	 * The LLC queue's head waited the whole bound: urgent tasks go first everywhere, so this
+	 * only happens when CPUs of the LLC sleep through it (see kick_idle_llc()).
+	 */
+	peek_head(shared_dsq(cpu), &shr);
+	if (shr.present && shr.enq_at && now - shr.enq_at > max_wait_ns)
+		kick_idle_llc(cpu);
 
 	/* Let every task run at least the minimum slice before a tick takes the CPU. */
 	if (!tctx || !tctx->run_at || now - tctx->run_at < slice_min_ns)
@@ -227,8 +235,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 			return;
 		}
 	}
-	peek_head(shared_dsq(cpu), &h);
-	if (head_overdue(&h, now)) {
+	if (head_overdue(&shr, now)) {
 		p->scx.slice = 0;
 		stat_inc(STAT_TICK_PREEMPT);
 	}

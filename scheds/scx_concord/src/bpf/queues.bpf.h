@@ -3,7 +3,7 @@
  * Queues: a deadline-ordered queue per CPU for pinned tasks, one per LLC (or one global) for
  * the rest. A CPU dispatches the earliest deadline among its own pinned queue and its LLC
  * queue, unless a task at the head of either is urgent (waited half the bound): then the
- * urgent one goes first, the pinned one if both are.
+ * urgent one goes first, the older one if both are.
  */
 #ifndef __CONCORD_QUEUES_H
 #define __CONCORD_QUEUES_H
@@ -111,9 +111,9 @@ static inline bool head_overdue(const struct queue_head *h, u64 now)
 }
 
 /*
- * Order the pinned queue's head @a and the shared queue's head @b: an urgent pinned task first
- * (no other CPU can take it, while the shared task can go to any CPU of the LLC), then an urgent
- * shared task, else the earlier deadline, except that a pinned head with a smaller offset (more
+ * Order the pinned queue's head @a and the shared queue's head @b: an urgent task first, the
+ * one that has waited longer if both are (a pinned one on a tie: no other CPU can take it),
+ * else the earlier deadline, except that a pinned head with a smaller offset (more
  * latency critical) also goes first when it would preempt the shared head's task as soon as
  * that started (preempt_for's rule: its deadline is earlier than now + that task's offset).
  * Without the exception a CPU would run, say, a hog whose old deadline had come due, and the
@@ -121,6 +121,10 @@ static inline bool head_overdue(const struct queue_head *h, u64 now)
  * ticks) although only this CPU can run it. Equal offsets get no exception: with it, any pinned
  * task that had waited at all beat an equal shared one, and pinned spinners got 0.6 of a CPU
  * against 0.33 for unpinned ones (reliability suite, fairness check).
+ * Two urgent heads go oldest first. Urgent pinned-first relied on another CPU of the LLC taking
+ * the shared task: with 22 urgent pinned stress-ng workers on CPU 0 and CPU 1 idle without
+ * dispatching, the LLC queue waited 3.7 s and the watchdog ejected us (reliability suite,
+ * resources check, 7.3). Oldest first bounds every wait on every CPU by itself.
  * Returns true if @a should go before @b.
  */
 static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
@@ -132,6 +136,10 @@ static inline bool head_first(const struct queue_head *a, const struct queue_hea
 		return false;
 	if (!b->present)
 		return true;
+	if (ao && bo) {
+		*overdue = true;
+		return !time_before(b->enq_at, a->enq_at);
+	}
 	if (ao || bo) {
 		*overdue = true;
 		return ao;
