@@ -42,10 +42,16 @@ static inline u64 urgent_wait_ns(void)
 	return max_wait_ns / 2;
 }
 
+/* Whether a wait that began at @enq_at (0: not waiting) has lasted more than @limit by @now. */
+static inline bool waited_over(u64 enq_at, u64 now, u64 limit)
+{
+	return enq_at && now - enq_at > limit;
+}
+
 /* Whether a wait that began at @enq_at (0: not waiting) is urgent by @now. */
 static inline bool wait_is_urgent(u64 enq_at, u64 now)
 {
-	return enq_at && now - enq_at > urgent_wait_ns();
+	return waited_over(enq_at, now, urgent_wait_ns());
 }
 
 /* How far a task's vtime may run ahead of or behind its domain's clock (policy.h). */

@@ -218,7 +218,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	 * only happens when CPUs of the LLC sleep through it (see kick_idle_llc()).
 	 */
 	peek_head(shared_dsq(cpu), &shr);
-	if (shr.present && shr.enq_at && now - shr.enq_at > max_wait_ns)
+	if (shr.present && waited_over(shr.enq_at, now, max_wait_ns))
 		kick_idle_llc(cpu);
 
 	/* Let every task run at least the minimum slice before a tick takes the CPU. */
