@@ -178,24 +178,25 @@ fn bpf_and_rust_policy_agree_in_the_kernel() {
     assert!(r.stdout.contains("BPF and Rust agree"), "{}", r.stdout);
 }
 
-/// A CPU-bound task pinned to CPU 0 sharing it with unpinned hogs waits at most --max-wait-ms.
-/// TCG adds host-side stalls (a vCPU thread descheduled by the host looks like a long wait in
-/// the guest), so: the bound must hold in at least 2 of 3 runs, and no run may come near the
-/// runaway waits of the outage (twice the bound is the hard ceiling for every queue).
+/// A CPU-bound task pinned to CPU 0 sharing it with unpinned hogs waits at most --max-wait-ms
+/// plus one slice (the urgent head waits for the running slice to end), in every run. The VM
+/// runs under -icount: with multi-threaded TCG a vCPU thread descheduled by the busy host looks
+/// like a long wait in the guest (fairness runs showed 70-165 ms gaps that way).
 #[test]
 fn pinned_hog_wait_is_bounded() {
     if !enabled() {
         return;
     }
-    const BOUND_US: f64 = 40_000.0;
-    let mut within = 0;
+    const BOUND_US: f64 = 40_000.0 + 5_000.0;
     for _ in 0..3 {
         let r = lab(&[
             "vm",
             "--cpus",
             "2",
+            "--icount",
+            "2",
             "--sched",
-            "concord:--stats 3 --max-wait-ms 40",
+            "concord:--stats 3 --max-wait-ms 40 --slice-max-us 5000",
             "--",
             "sh",
             "-c",
@@ -220,17 +221,10 @@ fn pinned_hog_wait_is_bounded() {
         eprintln!("max wait: pinned {pinned} us, llc {llc} us");
         assert!(pinned > 0.0, "the pinned task did wait in its queue");
         assert!(
-            pinned <= 2.0 * BOUND_US && llc <= 2.0 * BOUND_US,
-            "runaway wait: pinned {pinned} us, llc {llc} us"
+            pinned <= BOUND_US && llc <= BOUND_US,
+            "wait over the bound: pinned {pinned} us, llc {llc} us (bound {BOUND_US} us)"
         );
-        if pinned <= BOUND_US {
-            within += 1;
-        }
     }
-    assert!(
-        within >= 2,
-        "the pinned bound held in only {within} of 3 runs"
-    );
 }
 
 /// The outage scenario end to end, short: two schedulers, one run each. Checks that the report,

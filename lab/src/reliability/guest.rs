@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use concord_workloads::sys::{now_ns, pin_current_thread, set_current_thread_cpus, SchedStat};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -807,8 +808,18 @@ fn access(v: &mut Verdict) -> Result<()> {
     }
 
     let sched = Concord::spawn(&[], "access-root.log", None)?;
-    if wait_for(Duration::from_secs(60), concord_attached).is_none() {
-        v.fail(format!("did not attach: {}", sched.output()));
+    // The stats server starts after the attach and replaces any socket an earlier instance left
+    // behind (remove, then bind): stat the socket only once it accepts connections, or the
+    // check races that replacement (a CI run read the old socket, then found no file at all).
+    if wait_for(Duration::from_secs(60), || {
+        concord_attached() && UnixStream::connect(STATS_SOCKET).is_ok()
+    })
+    .is_none()
+    {
+        v.fail(format!(
+            "did not attach and serve stats: {}",
+            sched.output()
+        ));
         return Ok(());
     }
     // The socket and the directories leading to it: owned by root, nobody else may write
