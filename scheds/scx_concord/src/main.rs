@@ -455,6 +455,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         wait_bucket: 0,
                         freq_after: 0,
                         freq_since: 0,
+                        credit_ns: 0,
                         offset_ns: 0,
                         vtime_after: 0,
                         vclock_after: 0,
@@ -513,6 +514,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),
             policy::freq_since(a.wake_freq, a.wait_ns),
+            policy::service_credit(a.vtime, a.vclock, smax),
             policy::offset_with_lag(
                 a.deadline_delta_ns,
                 a.vtime,
@@ -530,6 +532,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             a.wait_bucket,
             a.freq_after,
             a.freq_since,
+            a.credit_ns,
             a.offset_ns,
             a.vtime_after,
             a.vclock_after,

@@ -97,6 +97,11 @@ pub fn offset_with_lag(delta: u64, vtime: u64, vclock: u64, lag_max: u64, cap: u
     out.min(cap)
 }
 
+/// Credit taken off a task's deadline: its vtime's distance behind the clock, at most `lag_max`.
+pub fn service_credit(vtime: u64, vclock: u64, lag_max: u64) -> u64 {
+    vclock.saturating_sub(vtime).min(lag_max)
+}
+
 /// A task's vtime after a run: at most `lag_max` behind the clock, and at most `lag_max`
 /// ahead (`lag_max * 100 / weight` for weights below nice 0's; see policy.h).
 pub fn vtime_after_run(vtime: u64, ran_ns: u64, weight: u64, vclock: u64, lag_max: u64) -> u64 {
@@ -194,6 +199,29 @@ mod tests {
         for since in [0, 1, MS, NSEC_PER_SEC, u64::MAX] {
             assert!(freq_since(f, since) <= f);
             assert_eq!(freq_since(0, since), 0);
+        }
+    }
+
+    #[test]
+    fn service_credit_is_bounded_and_only_for_tasks_behind() {
+        let (clock, lag) = (1 << 40, 5 * MS);
+        assert_eq!(service_credit(clock, clock, lag), 0);
+        assert_eq!(
+            service_credit(clock + lag, clock, lag),
+            0,
+            "ahead: no credit"
+        );
+        assert_eq!(service_credit(clock - MS, clock, lag), MS);
+        assert_eq!(
+            service_credit(0, clock, lag),
+            lag,
+            "never more than lag_max"
+        );
+        let mut prev = 0;
+        for behind in [0, 1, MS, 4 * MS, 5 * MS, 9 * MS] {
+            let c = service_credit(clock - behind, clock, lag);
+            assert!(c >= prev && c <= lag);
+            prev = c;
         }
     }
 

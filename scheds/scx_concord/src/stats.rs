@@ -53,8 +53,10 @@ pub struct Metrics {
     pub keep_running: u64,
     #[stat(desc = "Idle CPUs kicked for a queued task")]
     pub kick_idle: u64,
-    #[stat(desc = "CPUs preempted for an earlier-deadline pinned task")]
+    #[stat(desc = "CPUs preempted for a woken task with an earlier deadline")]
     pub kick_preempt: u64,
+    #[stat(desc = "Wake-ups that preempted no CPU because their sync waker's CPU takes them")]
+    pub sync_wake: u64,
     #[stat(desc = "Slices ended by the tick for a waiting task")]
     pub tick_preempt: u64,
     #[stat(desc = "Sub-tick slices of lighter-than-nice-0 tasks ended by the slice timer")]
@@ -135,6 +137,7 @@ impl Metrics {
             keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
+            sync_wake: d(bpf_intf::stat_idx_STAT_SYNC_WAKE),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
             slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
             overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
@@ -161,7 +164,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt={}/{} tick_preempt={} slice_timer={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt={}/{} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -170,6 +173,7 @@ impl Metrics {
             self.keep_running,
             self.kick_idle,
             self.kick_preempt,
+            self.sync_wake,
             self.tick_preempt,
             self.slice_timer,
             self.overdue

@@ -15,9 +15,11 @@
 
 static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *idle)
 {
+	s32 cpu, waker;
+
 	*idle = false;
 	if (task_is_pinned(p)) {
-		s32 cpu = pinned_cpu(p);
+		cpu = pinned_cpu(p);
 
 		*idle = scx_bpf_test_and_clear_cpu_idle(cpu);
 		return cpu;
@@ -26,7 +28,21 @@ static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wa
 		*idle = true;
 		return prev_cpu;
 	}
-	return scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, idle);
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, idle);
+	if (*idle || !(wake_flags & SCX_WAKE_SYNC))
+		return cpu;
+	/*
+	 * No idle CPU, and the waker says it is about to sleep (pipes, UNIX sockets): its CPU will
+	 * be the first one free, so wait on its run queue (same queue domain only: no migration
+	 * policy here). Dispatching a task to the CPU whose run queue it is on is a local move;
+	 * from any other CPU it is a remote migration under two run queue locks, which was most
+	 * of the 27 us each dispatch cost in a pipe ping-pong (4 CPUs under TCG).
+	 */
+	waker = bpf_get_smp_processor_id();
+	if (waker != cpu && bpf_cpumask_test_cpu(waker, p->cpus_ptr) &&
+	    (queue_mode == QUEUE_GLOBAL || llc_of_cpu(waker) == llc_of_cpu(cpu)))
+		return waker;
+	return cpu;
 }
 
 /*

@@ -13,11 +13,14 @@
  * already is: scx_lavd's greedy penalty did, and a BEAM scheduler thread that was starved ran
  * long when it finally ran, was pushed back further, starved longer (seed 000). Here the offset
  * is at most half of --max-wait-ms whatever the task's history, so a task queued at t is only
- * overtaken by tasks queued before t + max_wait/2: deadline order itself bounds waits.
+ * overtaken by tasks queued before t + max_wait/2 + one slice (the wake-up credit below):
+ * deadline order itself bounds waits.
  * Fairness among equals comes from a bounded service-lag term: a task that got more CPU time
  * (scaled by its nice weight) than the most-served task of its LLC had when it started gets
  * its offset scaled up (at most 7/4), one that got less scaled down (at least 1/4), always
- * within the cap. The lag is kept within a slice of the LLC's clock, so it remembers recent
+ * within the cap; a woken task that is behind also has its deadline moved earlier by its lag
+ * (at most one slice, like EEVDF's placement of a sleeper), so it does not queue behind hogs
+ * whose deadlines came due while it slept. The lag is kept within a slice of the LLC's clock, so it remembers recent
  * service only and cannot grow into a penalty.
  *
  * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
@@ -43,7 +46,9 @@
  * deadline is earlier than now + that offset (the running task as if it were queued now). A more critical pinned
  * head likewise wins dispatch over an LLC task it would preempt at once. A task kicked before
  * it ran slice_min keeps its place in line (wait start and deadline): a kick never restarts
- * someone's wait.
+ * someone's wait. A sync wake-up (pipes, UNIX sockets: the waker is about to sleep) preempts
+ * nobody and waits on the waker's run queue when no CPU is idle: the waker's CPU is the next
+ * one free, and taking a task from one's own run queue is the cheap, local move.
  *
  * Nice: a task's weight scales its offset (capped like any) and its slice. Slices end on ticks
  * in sched_ext, so the short slice of a task lighter than nice 0 is ended by a timer pinned to
@@ -116,10 +121,13 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 	s32 cpu;
 
 	cpu = pick_cpu_on_wakeup(p, prev_cpu, wake_flags, &idle);
-	if (idle && (tctx = task_ctx(p))) {
+	tctx = task_ctx(p);
+	if (tctx && !idle)
+		tctx->sync_waker_cpu = wake_flags & SCX_WAKE_SYNC ? bpf_get_smp_processor_id() + 1 : 0;
+	if (idle && tctx) {
 		u64 now = scx_bpf_now();
 
-		p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, task_deadline(p, tctx, now), now);
+		p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, task_deadline(p, tctx, now, true), now);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_max_ns, 0);
 		stat_inc(STAT_DIRECT_IDLE);
 	}
@@ -130,13 +138,15 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	u64 now = scx_bpf_now(), deadline;
-	s32 cpu;
+	s32 cpu, waker;
 
 	if (!tctx) {
 		scx_bpf_error("task %d has no context", p->pid);
 		return;
 	}
-	deadline = task_deadline(p, tctx, now);
+	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
+	waker = tctx->sync_waker_cpu - 1;
+	tctx->sync_waker_cpu = 0;
 
 	if (task_is_pinned(p)) {
 		cpu = pinned_cpu(p);
@@ -146,14 +156,17 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
 		else
 			queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
-		if (!kick_if_idle(cpu) && (enq_flags & SCX_ENQ_WAKEUP))
+		if (!kick_if_idle(cpu) && (enq_flags & SCX_ENQ_WAKEUP) &&
+		    !sync_waker_frees(waker, cpu, true))
 			preempt_for(p, deadline, now);
 		return;
 	}
 
 	stat_inc(STAT_ENQ_SHARED);
-	queue_task(p, tctx, scx_bpf_task_cpu(p), QK_SHARED, deadline, enq_flags, now);
-	if (!kick_idle_for(p) && (enq_flags & SCX_ENQ_WAKEUP))
+	cpu = scx_bpf_task_cpu(p);
+	queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
+	if (!kick_idle_for(p) && (enq_flags & SCX_ENQ_WAKEUP) &&
+	    !sync_waker_frees(waker, cpu, false))
 		preempt_for(p, deadline, now);
 }
 
@@ -367,6 +380,7 @@ int policy_probe(struct policy_probe_args *a)
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
 	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);
 	a->freq_since = pol_freq_since(a->wake_freq, a->wait_ns);
+	a->credit_ns = pol_service_credit(a->vtime, a->vclock, lag_max_ns());
 	a->offset_ns = pol_offset_with_lag(a->deadline_delta_ns, a->vtime, a->vclock, lag_max_ns(),
 					   delta_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());

@@ -11,6 +11,8 @@
  *     already is (no greedy penalty, no feedback loop);
  *   - the service-lag correction scales the offset by 1/4 to 7/4 and the result stays at most
  *     cap: fairness among equals, never a way past the wait bound or ahead of critical tasks;
+ *   - the wake-up credit is at most lag_max (one slice), zero for a task level with or ahead of
+ *     its domain's clock, non-decreasing in how far behind it is;
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters.
  */
 #ifndef __CONCORD_POLICY_H
@@ -126,6 +128,20 @@ static inline u64 pol_offset_with_lag(u64 delta, u64 vtime, u64 vclock, u64 lag_
 		delta = ahead ? delta + adj : delta - adj;
 	}
 	return delta > cap ? cap : delta;
+}
+
+/*
+ * Service credit: how far a task's vtime is behind its domain's clock (at most lag_max, one
+ * slice), taken off its deadline. A task that slept while others ran is placed like EEVDF
+ * places a sleeper with its lag: not behind CPU hogs whose deadlines came due while it slept
+ * (a pipe ping-pong beside hogs got 0.39x EEVDF's round trips). Bounded by service, never by
+ * how late a task is: no feedback loop, and a queued task is overtaken by at most lag_max more.
+ */
+static inline u64 pol_service_credit(u64 vtime, u64 vclock, u64 lag_max)
+{
+	u64 behind = vclock > vtime ? vclock - vtime : 0;
+
+	return behind < lag_max ? behind : lag_max;
 }
 
 /*
