@@ -31,6 +31,22 @@ pub struct GuestParams {
     pub secs: f64,
     pub nr_cpus: usize,
     pub outage: OutageMix,
+    /// Guest time runs on instruction counts (QEMU -icount): work sizes are scaled to it.
+    pub icount: bool,
+}
+
+/// Interactive's work per period and per batch chunk (reductions), the same under every
+/// scheduler: fixed instruction counts, not a calibration, because under -icount all vCPUs share
+/// one instruction clock and a calibration in the guest measured 300 to 1150 ns per reduction
+/// depending on background work and the scheduler. Sized for ~160 µs and ~3.2 ms on a fully
+/// busy guest: 15 ns per reduction under multi-threaded TCG, ~1.2 µs under -icount shift=2
+/// (4 busy vCPUs each get a quarter of the instruction clock's 300 ns per reduction).
+pub fn interactive_work(icount: bool) -> (u64, u64) {
+    if icount {
+        (140, 2800)
+    } else {
+        (10_000, 200_000)
+    }
 }
 
 /// What the guest's meters report besides their files.
@@ -168,8 +184,11 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             )?;
         }
         Scenario::Interactive => {
+            let (burst, chunk) = interactive_work(p.icount);
             run_checked(
                 Command::new("interactive-bench")
+                    .args(["--burst-reductions", &burst.to_string()])
+                    .args(["--batch-chunk-reductions", &chunk.to_string()])
                     .args(["--hogs", &n.to_string()])
                     .args(["--batch-threads", &n.to_string()])
                     .args(["--secs", &secs, "--warmup-secs", "1"])
