@@ -514,7 +514,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),
             policy::freq_since(a.wake_freq, a.wait_ns),
-            policy::service_credit(a.vtime, a.vclock, smax),
+            policy::service_credit(a.vtime, a.vclock, smax, a.avg_runtime_ns, smin),
             policy::offset_with_lag(
                 a.deadline_delta_ns,
                 a.vtime,

@@ -97,9 +97,22 @@ pub fn offset_with_lag(delta: u64, vtime: u64, vclock: u64, lag_max: u64, cap: u
     out.min(cap)
 }
 
-/// Credit taken off a task's deadline: its vtime's distance behind the clock, at most `lag_max`.
-pub fn service_credit(vtime: u64, vclock: u64, lag_max: u64) -> u64 {
-    vclock.saturating_sub(vtime).min(lag_max)
+/// Credit taken off a woken task's deadline: its vtime's distance behind the clock, at most
+/// `lag_max`, and at most `lag_max * short_run / avg_runtime` for runs longer than `short_run`
+/// (overtaking costs the overtaken the overtaker's run; see policy.h).
+pub fn service_credit(
+    vtime: u64,
+    vclock: u64,
+    lag_max: u64,
+    avg_runtime: u64,
+    short_run: u64,
+) -> u64 {
+    let bound = if avg_runtime > short_run {
+        lag_max * short_run / avg_runtime
+    } else {
+        lag_max
+    };
+    vclock.saturating_sub(vtime).min(bound)
 }
 
 /// A task's vtime after a run: at most `lag_max` behind the clock, and at most `lag_max`
@@ -204,25 +217,34 @@ mod tests {
 
     #[test]
     fn service_credit_is_bounded_and_only_for_tasks_behind() {
-        let (clock, lag) = (1 << 40, 5 * MS);
-        assert_eq!(service_credit(clock, clock, lag), 0);
-        assert_eq!(
-            service_credit(clock + lag, clock, lag),
-            0,
-            "ahead: no credit"
-        );
-        assert_eq!(service_credit(clock - MS, clock, lag), MS);
-        assert_eq!(
-            service_credit(0, clock, lag),
-            lag,
-            "never more than lag_max"
-        );
+        let (clock, lag, short) = (1 << 40, 5 * MS, MS / 2);
+        let credit = |vtime, runtime| service_credit(vtime, clock, lag, runtime, short);
+        assert_eq!(credit(clock, 0), 0);
+        assert_eq!(credit(clock + lag, 0), 0, "ahead: no credit");
+        assert_eq!(credit(clock - MS, 40_000), MS);
+        assert_eq!(credit(0, 40_000), lag, "never more than lag_max");
         let mut prev = 0;
         for behind in [0, 1, MS, 4 * MS, 5 * MS, 9 * MS] {
-            let c = service_credit(clock - behind, clock, lag);
+            let c = credit(clock - behind, short);
             assert!(c >= prev && c <= lag);
             prev = c;
         }
+    }
+
+    #[test]
+    fn service_credit_shrinks_for_long_runs() {
+        let (clock, lag, short) = (1 << 40, 5 * MS, MS / 2);
+        let credit = |runtime| service_credit(0, clock, lag, runtime, short);
+        // A 40 us burst may overtake a full slice of queue, an 800 us chunk 5/8 of that.
+        assert_eq!(credit(40_000), lag);
+        assert_eq!(credit(800_000), lag * 5 / 8);
+        let mut prev = u64::MAX;
+        for runtime in [0, short, MS, 4 * MS, lag, 1 << 40] {
+            let c = credit(runtime);
+            assert!(c <= prev, "non-increasing in runtime");
+            prev = c;
+        }
+        assert_eq!(credit(lag), lag / 10, "a full-slice run: a tenth");
     }
 
     #[test]

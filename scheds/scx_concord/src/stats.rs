@@ -55,6 +55,8 @@ pub struct Metrics {
     pub kick_idle: u64,
     #[stat(desc = "CPUs preempted for a woken task with an earlier deadline")]
     pub kick_preempt: u64,
+    #[stat(desc = "CPUs preempted for the more critical head a dispatch left")]
+    pub kick_chain: u64,
     #[stat(desc = "Wake-ups that preempted no CPU because their sync waker's CPU takes them")]
     pub sync_wake: u64,
     #[stat(desc = "Slices ended by the tick for a waiting task")]
@@ -137,6 +139,7 @@ impl Metrics {
             keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
+            kick_chain: d(bpf_intf::stat_idx_STAT_KICK_CHAIN),
             sync_wake: d(bpf_intf::stat_idx_STAT_SYNC_WAKE),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
             slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
@@ -164,7 +167,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt={}/{} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt/chain={}/{}/{} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -173,6 +176,7 @@ impl Metrics {
             self.keep_running,
             self.kick_idle,
             self.kick_preempt,
+            self.kick_chain,
             self.sync_wake,
             self.tick_preempt,
             self.slice_timer,

@@ -76,7 +76,7 @@ struct task_ctx {
 	u32 enq_kind;		/* queue_kind it waits in */
 	u32 keep_place;		/* preempted before it ran slice_min: next queueing keeps its place */
 	s32 sync_waker_cpu;	/* woken by a sync wake-up from this CPU + 1 (0: not), for enqueue */
-	u32 __pad0;
+	u32 may_preempt;	/* queued by a wake-up that had the right to preempt */
 	u64 wait_from;		/* enq_at of its last queueing (kept across a keep_place requeue) */
 	u64 deadline;		/* deadline of its last queueing */
 	u64 vtime;		/* weighted CPU time, within lag_max of its domain's vclock */

@@ -63,6 +63,7 @@ enum stat_idx {
 	STAT_KEEP_RUNNING,		/* nothing queued: the previous task kept the CPU */
 	STAT_KICK_IDLE,			/* woke an idle CPU for a queued task */
 	STAT_KICK_PREEMPT,		/* preempted a CPU for a woken task with an earlier deadline */
+	STAT_KICK_CHAIN,		/* preempted a CPU for the head left after a dispatch */
 	STAT_SYNC_WAKE,			/* no preemption: a sync waker's CPU will take the task */
 	STAT_TICK_PREEMPT,		/* tick shortened a slice for a waiting task */
 	STAT_SLICE_TIMER,		/* a light task's sub-tick slice ended by its timer */
@@ -90,7 +91,7 @@ struct policy_probe_args {
 	u64 wait_bucket;
 	u64 freq_after;		/* freq_update(wake_freq, interval = wait_ns) */
 	u64 freq_since;		/* freq_since(wake_freq, since = wait_ns) */
-	u64 credit_ns;		/* service_credit(vtime, vclock, ...) */
+	u64 credit_ns;		/* service_credit(vtime, vclock, ..., avg_runtime_ns, ...) */
 	u64 offset_ns;		/* offset_with_lag(deadline_delta_ns, vtime, vclock, ...) */
 	u64 vtime_after;	/* vtime_after_run(vtime, ran = wait_ns, weight, vclock, ...) */
 	u64 vclock_after;	/* clock_after_start(vclock, vtime, ...) */

@@ -88,7 +88,7 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 n
  * virtual clock: a task queued at t is overtaken only by tasks queued before t + max_wait/2,
  * so deadline order alone already bounds waits; the overdue path is the net.
  * A woken task that is behind its domain's clock in service also gets that lag (at most one
- * slice) taken off, as EEVDF places a sleeper with its lag: otherwise every wake-up of a task
+ * slice, less for long runs) taken off, as EEVDF places a sleeper with its lag: otherwise every wake-up of a task
  * that mostly sleeps queued behind CPU hogs whose deadlines had come due while it slept (a
  * pipe ping-pong beside hogs: 0.39x EEVDF's round trips). Only on wake-ups: a task whose slice
  * ended has just been served.
@@ -100,6 +100,6 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 	if (deadline_mode == DEADLINE_GREEDY || !woken)
 		return now + delta;
 	return now + delta - pol_service_credit(tctx->vtime, vclock[domain_of_cpu(task_home_cpu(p))],
-						 lag_max_ns());
+						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
 }
 #endif

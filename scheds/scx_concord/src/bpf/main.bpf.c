@@ -43,7 +43,11 @@
  * slice ended goes back in line; kicking from there churned CPU-bound equals whose offsets
  * differ by their service lag, cutting runs short before they reached user space): the one,
  * among those it may run on, whose running task has the largest offset, if the woken task's
- * deadline is earlier than now + that offset (the running task as if it were queued now). A more critical pinned
+ * deadline is earlier than now + that offset (the running task as if it were queued now). The
+ * kicked CPU takes the queue's head, which may be an earlier-queued task: then each dispatch
+ * from a shared queue applies the rule again to the head left behind, if that head is a
+ * wake-up that had the right to preempt (no idle CPU, no sync waker) and is more critical
+ * than the victim (a smaller offset): the woken task gets the next CPU, not the next tick. A more critical pinned
  * head likewise wins dispatch over an LLC task it would preempt at once. A task kicked before
  * it ran slice_min keeps its place in line (wait start and deadline): a kick never restarts
  * someone's wait. A sync wake-up (pipes, UNIX sockets: the waker is about to sleep) preempts
@@ -145,6 +149,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
+	tctx->may_preempt = 0;
 	waker = tctx->sync_waker_cpu - 1;
 	tctx->sync_waker_cpu = 0;
 
@@ -166,8 +171,10 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	cpu = scx_bpf_task_cpu(p);
 	queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
 	if (!kick_idle_for(p) && (enq_flags & SCX_ENQ_WAKEUP) &&
-	    !sync_waker_frees(waker, cpu, false))
+	    !sync_waker_frees(waker, cpu, false)) {
+		tctx->may_preempt = 1;
 		preempt_for(p, deadline, now);
+	}
 }
 
 void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
@@ -197,15 +204,20 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		stat_inc(first == &pin ? STAT_DISPATCH_PINNED : STAT_DISPATCH_LLC);
 		if (overdue)
 			stat_inc(STAT_OVERDUE);
+		if (first == &shr)
+			preempt_for_next(cpu, now);
 		return;
 	}
 	/* The head may have been taken by another CPU (or, in a shared queue, not be ours). */
 	if (second->present && scx_bpf_dsq_move_to_local(second->dsq, 0)) {
 		stat_inc(second == &pin ? STAT_DISPATCH_PINNED : STAT_DISPATCH_LLC);
+		if (second == &shr)
+			preempt_for_next(cpu, now);
 		return;
 	}
 	if (!first->present && first == &shr && scx_bpf_dsq_move_to_local(shr.dsq, 0)) {
 		stat_inc(STAT_DISPATCH_LLC);
+		preempt_for_next(cpu, now);
 		return;
 	}
 	if (steal_from_other_llcs(cpu))
@@ -380,7 +392,8 @@ int policy_probe(struct policy_probe_args *a)
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
 	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);
 	a->freq_since = pol_freq_since(a->wake_freq, a->wait_ns);
-	a->credit_ns = pol_service_credit(a->vtime, a->vclock, lag_max_ns());
+	a->credit_ns = pol_service_credit(a->vtime, a->vclock, lag_max_ns(), a->avg_runtime_ns,
+					   slice_min_ns);
 	a->offset_ns = pol_offset_with_lag(a->deadline_delta_ns, a->vtime, a->vclock, lag_max_ns(),
 					   delta_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());

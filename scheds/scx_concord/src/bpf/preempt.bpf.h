@@ -41,10 +41,12 @@ static inline bool sync_waker_frees(s32 waker, s32 cpu, bool pinned)
 
 /*
  * After queueing @p (no idle CPU took it): preempt the CPU, among those @p may run on in the
- * queue's domain (its LLC, or all CPUs with the global queue), whose running task has the
- * largest offset, if @p's deadline is earlier than now + that offset. Returns the CPU or -1.
+ * queue's domain (its LLC, or all CPUs with the global queue) other than @skip, whose running
+ * task has the largest offset, if @p's deadline is earlier than now + that offset and that
+ * offset is larger than @min_offset. Returns the CPU or -1.
  */
-static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
+static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, s32 skip,
+				  u64 min_offset)
 {
 	/* A pinned task's queue is its CPU's, whichever CPU it last ran on. */
 	s32 start = task_home_cpu(p), victim = -1;
@@ -53,6 +55,8 @@ static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
 	u64 largest = deadline > now ? deadline - now : 0;
 	u32 i;
 
+	if (largest < min_offset)
+		largest = min_offset;
 	bpf_for(i, 0, PREEMPT_SCAN_MAX) {
 		s32 cpu;
 
@@ -61,7 +65,7 @@ static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
 		cpu = (start + i) % nr_cpus;
 		if (cpu < 0 || cpu >= MAX_CPUS)
 			break;
-		if (queue_mode != QUEUE_GLOBAL && cpu_llc[cpu] != llc)
+		if (cpu == skip || (queue_mode != QUEUE_GLOBAL && cpu_llc[cpu] != llc))
 			continue;
 		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
@@ -77,8 +81,44 @@ static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
 	/* Claim it: a second wake-up in the same instant should pick another CPU. */
 	vctx->running_delta = deadline > now ? deadline - now : 0;
 	scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
-	stat_inc(STAT_KICK_PREEMPT);
 	return victim;
+}
+
+static inline s32 preempt_for(struct task_struct *p, u64 deadline, u64 now)
+{
+	s32 victim = preempt_cpu_for(p, deadline, now, -1, 0);
+
+	if (victim >= 0)
+		stat_inc(STAT_KICK_PREEMPT);
+	return victim;
+}
+
+/*
+ * @cpu just took a task from its shared queue: if the new head is a wake-up that had the right
+ * to preempt (enqueue called preempt_for: no idle CPU, no sync waker about to free one) and
+ * would preempt a task running elsewhere in the domain that is less critical (a larger offset:
+ * tick's rule), preempt that CPU now. Not for requeued tasks, like preempt_for: CPU-bound
+ * equals whose offsets differ by their service lag would kick each other; not for sync
+ * wake-ups, whose waker's CPU takes them (pipe ping-pong). A wake-up's kick lands on one CPU, which
+ * takes the queue's head; when that head was an earlier-queued task, the woken one waited for
+ * the next tick although the other CPUs ran less urgent work (interactive, 2 CPUs per LLC: the
+ * periodic task lost 4 ms this way in about half of its slow wake-ups).
+ */
+static inline void preempt_for_next(s32 cpu, u64 now)
+{
+	struct task_struct *p;
+	struct task_ctx *tctx;
+	u64 deadline, offset;
+
+	bpf_rcu_read_lock();
+	p = __COMPAT_scx_bpf_dsq_peek(shared_dsq(cpu));
+	if (p && (tctx = task_ctx(p)) && tctx->may_preempt && tctx->enq_at) {
+		deadline = p->scx.dsq_vtime;
+		offset = time_before(tctx->enq_at, deadline) ? deadline - tctx->enq_at : 0;
+		if (preempt_cpu_for(p, deadline, now, cpu, offset) >= 0)
+			stat_inc(STAT_KICK_CHAIN);
+	}
+	bpf_rcu_read_unlock();
 }
 
 /*
