@@ -149,7 +149,7 @@ static inline u64 pol_service_credit(u64 vtime, u64 vclock, u64 lag_max, u64 avg
 	u64 behind = vclock > vtime ? vclock - vtime : 0;
 	u64 bound = lag_max;
 
-	if (avg_runtime > short_run && avg_runtime)
+	if (avg_runtime > short_run)
 		bound = lag_max * short_run / avg_runtime;
 	return behind < bound ? behind : bound;
 }

@@ -114,7 +114,7 @@ static inline void preempt_for_next(s32 cpu, u64 now)
 	p = __COMPAT_scx_bpf_dsq_peek(shared_dsq(cpu));
 	if (p && (tctx = task_ctx(p)) && tctx->may_preempt && tctx->enq_at) {
 		deadline = p->scx.dsq_vtime;
-		offset = time_before(tctx->enq_at, deadline) ? deadline - tctx->enq_at : 0;
+		offset = queued_offset(tctx->enq_at, deadline);
 		if (preempt_cpu_for(p, deadline, now, cpu, offset) >= 0)
 			stat_inc(STAT_KICK_CHAIN);
 	}

@@ -86,6 +86,12 @@ struct queue_head {
 	bool present;
 };
 
+/* How urgent a task was when queued at @enq_at with @deadline (0 if credit put it before). */
+static inline u64 queued_offset(u64 enq_at, u64 deadline)
+{
+	return enq_at && time_before(enq_at, deadline) ? deadline - enq_at : 0;
+}
+
 static inline void peek_head(u64 dsq, struct queue_head *h)
 {
 	struct task_struct *p;
@@ -100,7 +106,7 @@ static inline void peek_head(u64 dsq, struct queue_head *h)
 		h->deadline = p->scx.dsq_vtime;
 		tctx = task_ctx(p);
 		h->enq_at = tctx ? tctx->enq_at : 0;
-		h->offset = h->enq_at && time_before(h->enq_at, h->deadline) ? h->deadline - h->enq_at : 0;
+		h->offset = queued_offset(h->enq_at, h->deadline);
 	}
 	bpf_rcu_read_unlock();
 }
