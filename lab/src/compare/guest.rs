@@ -64,7 +64,13 @@ fn tracefs(file: &str, value: &str) -> Result<()> {
     std::fs::write(&p, value).with_context(|| format!("writing {value:?} to {}", p.display()))
 }
 
-const EVENTS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+/// sched_waking: waits start when a wake-up begins (see meters::wasted on why).
+const EVENTS: [&str; 4] = [
+    "sched_switch",
+    "sched_waking",
+    "sched_wakeup",
+    "sched_wakeup_new",
+];
 
 fn start_trace(nr_cpus: usize) -> Result<()> {
     tracefs("tracing_on", "0")?;

@@ -39,7 +39,9 @@ impl Default for Snapshot {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
 #[stat(top)]
 pub struct Metrics {
-    #[stat(desc = "Woken tasks sent straight to an idle CPU")]
+    #[stat(
+        desc = "Tasks sent straight to an idle CPU (at wake-up, or at enqueue with nobody queued)"
+    )]
     pub direct_idle: u64,
     #[stat(desc = "Dispatches from a CPU's own pinned queue")]
     pub dispatch_pinned: u64,

@@ -79,18 +79,27 @@ static inline void kick_idle_llc(s32 cpu)
 	}
 }
 
-/* After queueing a migratable @p: wake an idle CPU that may run it. True if one was idle. */
-static inline bool kick_idle_for(struct task_struct *p)
+/* An idle CPU that may run migratable @p, claimed (idle bit cleared): @prev first; -1 if none. */
+static inline s32 claim_idle_cpu(struct task_struct *p, s32 prev)
 {
-	s32 cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (bpf_cpumask_test_cpu(prev, p->cpus_ptr) && scx_bpf_test_and_clear_cpu_idle(prev))
+		return prev;
+	return scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+}
 
-	if (cpu >= 0) {
-		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+/*
+ * After queueing a migratable task: wake @idle, the CPU claim_idle_cpu() found for it, which
+ * takes the queue's head. True if there was one. With none marked idle, the task's own CPU
+ * @own may be about to go idle all the same: kick it idle-only.
+ */
+static inline bool kick_idle_for(s32 idle, s32 own)
+{
+	if (idle >= 0) {
+		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 		stat_inc(STAT_KICK_IDLE);
 		return true;
 	}
-	/* No CPU marked idle: its own CPU may be about to go idle all the same. */
-	scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_IDLE);
+	scx_bpf_kick_cpu(own, SCX_KICK_IDLE);
 	return false;
 }
 #endif

@@ -55,7 +55,7 @@ enum queue_kind {
 };
 
 enum stat_idx {
-	STAT_DIRECT_IDLE	= 0,	/* woken task sent straight to an idle CPU */
+	STAT_DIRECT_IDLE	= 0,	/* task sent straight to an idle CPU (wake-up or enqueue) */
 	STAT_DISPATCH_PINNED,		/* dispatched from the CPU's pinned queue */
 	STAT_DISPATCH_LLC,		/* dispatched from the CPU's own LLC (or global) queue */
 	STAT_STEAL_XLLC,		/* pulled from another LLC's queue, same node */

@@ -51,10 +51,10 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	}
 }
 
-/* A task starts running: its domain's clock follows the vtimes started there (policy.h). */
-static inline void vclock_on_running(struct task_struct *p, struct task_ctx *tctx)
+/* A task starts running on @cpu: its domain's clock follows the vtimes started there (policy.h). */
+static inline void vclock_on_running(struct task_ctx *tctx, s32 cpu)
 {
-	u32 d = domain_of_cpu(scx_bpf_task_cpu(p));
+	u32 d = domain_of_cpu(cpu);
 
 	vclock[d] = pol_clock_after_start(vclock[d], tctx->vtime, lag_max_ns());
 }

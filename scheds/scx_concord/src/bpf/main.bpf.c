@@ -64,9 +64,10 @@
  * reproduces the outage in the lab; it is not for production.
  *
  * Work conservation: wake-ups go to an idle CPU when there is one anywhere the task may run
- * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a queued task kicks an
- * idle CPU that may run it; a CPU with nothing local pulls from other LLCs' queues (same node
- * first) before it goes idle. CPU hotplug makes the kernel restart us with the new topology.
+ * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a task enqueued while
+ * a CPU it may run on is idle goes straight to that CPU when its queue is empty, and a queued
+ * task kicks an idle CPU that may run it; a CPU with nothing local pulls from other LLCs'
+ * queues (same node first) before it goes idle. CPU hotplug makes the kernel restart us with the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
  * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h, preempt.bpf.h and stats.bpf.h.
@@ -118,6 +119,20 @@ static __always_inline void queue_task(struct task_struct *p, struct task_ctx *t
 				 deadline, enq_flags);
 }
 
+/*
+ * Run a migratable @p on @cpu, an idle CPU claimed for it, at once: straight into that CPU's
+ * local run queue. Queueing it and kicking the CPU cost the woken CPU a dispatch first (two
+ * peeks, the queue lock, and the move of @p from its CPU's run queue inside BPF).
+ */
+static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
+					    u64 deadline, u64 enq_flags, u64 now)
+{
+	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
+	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice_max_ns, enq_flags);
+	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	stat_inc(STAT_DIRECT_IDLE);
+}
+
 s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	struct task_ctx *tctx;
@@ -142,7 +157,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
 	u64 now = scx_bpf_now(), deadline;
-	s32 cpu, waker;
+	s32 cpu, waker, idle;
 
 	if (!tctx) {
 		scx_bpf_error("task %d has no context", p->pid);
@@ -169,8 +184,14 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 
 	stat_inc(STAT_ENQ_SHARED);
 	cpu = scx_bpf_task_cpu(p);
+	idle = claim_idle_cpu(p, cpu);
+	/* An idle CPU may run it and nobody waits whom it would overtake: run it there now. */
+	if (idle >= 0 && !nr_queued(shared_dsq(cpu))) {
+		run_on_idle_cpu(p, tctx, idle, deadline, enq_flags, now);
+		return;
+	}
 	queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
-	if (!kick_idle_for(p) && (enq_flags & SCX_ENQ_WAKEUP) &&
+	if (!kick_idle_for(idle, cpu) && (enq_flags & SCX_ENQ_WAKEUP) &&
 	    !sync_waker_frees(waker, cpu, false)) {
 		tctx->may_preempt = 1;
 		preempt_for(p, deadline, now);
@@ -278,7 +299,8 @@ void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
-	struct cpu_ctx *cctx = cpu_ctx_of(bpf_get_smp_processor_id());
+	s32 cpu = bpf_get_smp_processor_id();
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
 	u64 now = scx_bpf_now();
 
 	if (!tctx)
@@ -300,10 +322,10 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		else
 			offset = task_delta(p, tctx, now);
 		cctx->running_delta = offset;
-		arm_slice_timer(p, bpf_get_smp_processor_id(), ++cctx->run_seq);
+		arm_slice_timer(p, cpu, ++cctx->run_seq);
 	}
 	record_wait(tctx, now);
-	vclock_on_running(p, tctx);
+	vclock_on_running(tctx, cpu);
 	tctx->run_at = now;
 }
 
