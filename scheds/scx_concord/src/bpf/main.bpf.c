@@ -198,6 +198,20 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 }
 
+/*
+ * Move the head of @h's queue to @cpu's run queue and count it; after a dispatch from the
+ * @shared queue, preempt for the head left behind if it has that right (preempt_for_next).
+ */
+static __always_inline bool take_head(s32 cpu, const struct queue_head *h, bool shared, u64 now)
+{
+	if (!scx_bpf_dsq_move_to_local(h->dsq, 0))
+		return false;
+	stat_inc(shared ? STAT_DISPATCH_LLC : STAT_DISPATCH_PINNED);
+	if (shared)
+		preempt_for_next(cpu, now);
+	return true;
+}
+
 void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct queue_head pin = {}, shr = {};
@@ -221,26 +235,16 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		first = &shr;
 		second = &pin;
 	}
-	if (first->present && scx_bpf_dsq_move_to_local(first->dsq, 0)) {
-		stat_inc(first == &pin ? STAT_DISPATCH_PINNED : STAT_DISPATCH_LLC);
+	if (first->present && take_head(cpu, first, first == &shr, now)) {
 		if (overdue)
 			stat_inc(STAT_OVERDUE);
-		if (first == &shr)
-			preempt_for_next(cpu, now);
 		return;
 	}
 	/* The head may have been taken by another CPU (or, in a shared queue, not be ours). */
-	if (second->present && scx_bpf_dsq_move_to_local(second->dsq, 0)) {
-		stat_inc(second == &pin ? STAT_DISPATCH_PINNED : STAT_DISPATCH_LLC);
-		if (second == &shr)
-			preempt_for_next(cpu, now);
+	if (second->present && take_head(cpu, second, second == &shr, now))
 		return;
-	}
-	if (!first->present && first == &shr && scx_bpf_dsq_move_to_local(shr.dsq, 0)) {
-		stat_inc(STAT_DISPATCH_LLC);
-		preempt_for_next(cpu, now);
+	if (!first->present && first == &shr && take_head(cpu, &shr, true, now))
 		return;
-	}
 	if (steal_from_other_llcs(cpu))
 		return;
 
