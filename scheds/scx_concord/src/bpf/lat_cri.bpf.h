@@ -88,10 +88,10 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 n
  * virtual clock: a task queued at t is overtaken only by tasks queued before t + max_wait/2,
  * so deadline order alone already bounds waits; the overdue path is the net.
  * A woken task that is behind its domain's clock in service also gets that lag (at most one
- * slice, less for long runs) taken off, as EEVDF places a sleeper with its lag: otherwise every wake-up of a task
- * that mostly sleeps queued behind CPU hogs whose deadlines had come due while it slept (a
- * pipe ping-pong beside hogs: 0.39x EEVDF's round trips). Only on wake-ups: a task whose slice
- * ended has just been served.
+ * slice, less for long runs) taken off, as EEVDF places a sleeper with its lag: otherwise
+ * every wake-up of a task that mostly sleeps queued behind CPU hogs whose deadlines had come
+ * due while it slept (a pipe ping-pong beside hogs: 0.39x EEVDF's round trips). Only on
+ * wake-ups: a task whose slice ended has just been served.
  */
 static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now, bool woken)
 {

@@ -47,10 +47,10 @@
  * kicked CPU takes the queue's head, which may be an earlier-queued task: then each dispatch
  * from a shared queue applies the rule again to the head left behind, if that head is a
  * wake-up that had the right to preempt (no idle CPU, no sync waker) and is more critical
- * than the victim (a smaller offset): the woken task gets the next CPU, not the next tick. A more critical pinned
- * head likewise wins dispatch over an LLC task it would preempt at once. A task kicked before
- * it ran slice_min keeps its place in line (wait start and deadline): a kick never restarts
- * someone's wait. A sync wake-up (pipes, UNIX sockets: the waker is about to sleep) preempts
+ * than the victim (a smaller offset): the woken task gets the next CPU, not the next tick. A
+ * more critical pinned head likewise wins dispatch over an LLC task it would preempt at once.
+ * A task kicked before it ran slice_min keeps its place in line (wait start and deadline): a
+ * kick never restarts someone's wait. A sync wake-up (pipes, UNIX sockets: the waker is about to sleep) preempts
  * nobody and waits on the waker's run queue when no CPU is idle: the waker's CPU is the next
  * one free, and taking a task from one's own run queue is the cheap, local move.
  *
@@ -67,7 +67,8 @@
  * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a task enqueued while
  * a CPU it may run on is idle goes straight to that CPU when its queue is empty, and a queued
  * task kicks an idle CPU that may run it; a CPU with nothing local pulls from other LLCs'
- * queues (same node first) before it goes idle. CPU hotplug makes the kernel restart us with the new topology.
+ * queues (same node first) before it goes idle. CPU hotplug makes the kernel restart us with
+ * the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
  * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h, preempt.bpf.h and stats.bpf.h.
@@ -120,16 +121,15 @@ static __always_inline void queue_task(struct task_struct *p, struct task_ctx *t
 }
 
 /*
- * Run a migratable @p on @cpu, an idle CPU claimed for it, at once: straight into that CPU's
- * local run queue. Queueing it and kicking the CPU cost the woken CPU a dispatch first (two
- * peeks, the queue lock, and the move of @p from its CPU's run queue inside BPF).
+ * Put @p straight into @local_dsq, the local run queue of an idle CPU claimed for it, with a
+ * full slice; its wait counts as direct. From ops.enqueue this spares the idle CPU a dispatch
+ * (two peeks, the queue lock, and the move of @p inside BPF) before it runs anything.
  */
-static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
-					    u64 deadline, u64 enq_flags, u64 now)
+static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_ctx *tctx,
+					    u64 local_dsq, u64 deadline, u64 enq_flags, u64 now)
 {
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
-	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice_max_ns, enq_flags);
-	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	scx_bpf_dsq_insert(p, local_dsq, slice_max_ns, enq_flags);
 	stat_inc(STAT_DIRECT_IDLE);
 }
 
@@ -146,9 +146,7 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 	if (idle && tctx) {
 		u64 now = scx_bpf_now();
 
-		p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, task_deadline(p, tctx, now, true), now);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_max_ns, 0);
-		stat_inc(STAT_DIRECT_IDLE);
+		run_on_idle_cpu(p, tctx, SCX_DSQ_LOCAL, task_deadline(p, tctx, now, true), 0, now);
 	}
 	return cpu;
 }
@@ -187,7 +185,8 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	idle = claim_idle_cpu(p, cpu);
 	/* An idle CPU may run it and nobody waits whom it would overtake: run it there now. */
 	if (idle >= 0 && !nr_queued(shared_dsq(cpu))) {
-		run_on_idle_cpu(p, tctx, idle, deadline, enq_flags, now);
+		run_on_idle_cpu(p, tctx, SCX_DSQ_LOCAL_ON | idle, deadline, enq_flags, now);
+		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 		return;
 	}
 	queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
