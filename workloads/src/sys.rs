@@ -98,6 +98,15 @@ impl SchedStat {
         Self::parse(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
     }
 
+    /// Re-reads an open `/proc/.../schedstat` (seq_file restarts at offset 0): one syscall, for
+    /// loops that sample it often.
+    pub fn of_file(f: &std::fs::File) -> Option<Self> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 128];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        Self::parse(std::str::from_utf8(&buf[..n]).ok()?)
+    }
+
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
             run_ns: self.run_ns.saturating_sub(earlier.run_ns),
@@ -157,6 +166,16 @@ mod tests {
             SchedStat::of_current_thread().is_some(),
             "this kernel keeps schedstat"
         );
+        let f = std::fs::File::open("/proc/thread-self/schedstat").unwrap();
+        let first = SchedStat::of_file(&f).expect("re-readable");
+        let mut x = 0u64;
+        for i in 0..2_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        std::thread::yield_now();
+        let again = SchedStat::of_file(&f).expect("re-readable a second time");
+        assert!(again.run_ns >= first.run_ns && again.timeslices >= first.timeslices);
     }
 
     #[test]

@@ -215,11 +215,50 @@ struct SpinSpec {
     nice: i32,
 }
 
+/// A spinner's gaps longer than this are probed: its schedstat is re-read right after each,
+/// so that the kernel's counts since the previous probe belong to this gap alone.
+const GAP_PROBE_NS: u64 = 100_000;
+
+/// One gap between two clock reads and what the kernel counted inside it (schedstat at the
+/// gap's end against the previous probe): how often the thread was switched in, how long it
+/// waited runnable (run_delay: sched_info, kept by the core kernel under any scheduler) and
+/// how long it was on a CPU without reaching its next clock read. One switch-in is a single
+/// wait; none is the VM not executing a vCPU while the thread was on it; more is a chain:
+/// the thread was given a CPU in between and executed nothing there (under TCG its vCPU was
+/// not being run; guest time moved on).
+#[derive(Debug, Clone, Copy, Default)]
+struct Gap {
+    ns: u64,
+    switch_ins: u64,
+    waited_ns: u64,
+    on_cpu_ns: u64,
+}
+
+impl Gap {
+    fn is_single_wait(&self) -> bool {
+        self.switch_ins == 1
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{:.1} ms ({} switch-ins, {:.1} ms waiting, {:.1} ms on a CPU inside it)",
+            ms(self.ns),
+            self.switch_ins,
+            ms(self.waited_ns),
+            ms(self.on_cpu_ns)
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct SpinResult {
     cpu_ns: u64,
+    /// Times it was switched in.
+    turns: u64,
     wall_ns: u64,
     max_gap_ns: u64,
+    /// The longest gap, and the longest that was a single wait.
+    longest: Gap,
+    longest_wait: Gap,
 }
 
 impl SpinResult {
@@ -251,14 +290,42 @@ fn spin_group(specs: &[SpinSpec], secs: f64, progress: Option<&[AtomicU64]>) -> 
                             )
                         };
                     }
+                    let stat_file = std::fs::File::open("/proc/thread-self/schedstat").ok();
+                    let read_stat = || {
+                        stat_file
+                            .as_ref()
+                            .and_then(SchedStat::of_file)
+                            .unwrap_or_default()
+                    };
                     barrier.wait();
-                    let before = SchedStat::of_current_thread().unwrap_or_default();
+                    let before = read_stat();
                     let start = now_ns();
                     let end = start + (secs * 1e9) as u64;
                     let (mut last, mut max_gap, mut loops) = (start, 0u64, 0u64);
+                    let (mut probe_at, mut probe) = (start, before);
+                    let (mut longest, mut longest_wait) = (Gap::default(), Gap::default());
                     loop {
                         let t = now_ns();
-                        max_gap = max_gap.max(t - last);
+                        let gap_ns = t - last;
+                        max_gap = max_gap.max(gap_ns);
+                        if gap_ns > GAP_PROBE_NS {
+                            let now = read_stat();
+                            let d = now.since(&probe);
+                            // on-CPU time since the probe, less the run this loop saw
+                            let gap = Gap {
+                                ns: gap_ns,
+                                switch_ins: d.timeslices,
+                                waited_ns: d.wait_ns,
+                                on_cpu_ns: d.run_ns.saturating_sub(last - probe_at),
+                            };
+                            if gap.ns > longest.ns {
+                                longest = gap;
+                            }
+                            if gap.is_single_wait() && gap.ns > longest_wait.ns {
+                                longest_wait = gap;
+                            }
+                            (probe_at, probe) = (t, now);
+                        }
                         last = t;
                         loops += 1;
                         if loops % 256 == 0 {
@@ -270,11 +337,14 @@ fn spin_group(specs: &[SpinSpec], secs: f64, progress: Option<&[AtomicU64]>) -> 
                             break;
                         }
                     }
-                    let after = SchedStat::of_current_thread().unwrap_or_default();
+                    let ran = read_stat().since(&before);
                     SpinResult {
-                        cpu_ns: after.since(&before).run_ns,
+                        cpu_ns: ran.run_ns,
+                        turns: ran.timeslices,
                         wall_ns: last - start,
                         max_gap_ns: max_gap,
+                        longest,
+                        longest_wait,
                     }
                 })
             })
@@ -296,6 +366,128 @@ fn p10_over_mean(results: &[SpinResult]) -> f64 {
     p10 / mean.max(f64::MIN_POSITIVE)
 }
 
+/// scx_concord's own view of the waits in a load phase, from its stats: the longest time a task
+/// sat in a queue before it ran, per queue kind. A spinner's longest gap also holds what the
+/// VM adds (a vCPU that TCG is not running) and any run too short to reach the clock read;
+/// set beside it, the scheduler's figure tells a queueing wait from those.
+struct QueueWaits(scx_stats::prelude::StatsClient);
+
+impl QueueWaits {
+    /// None when another scheduler runs (EEVDF, a peer).
+    fn open() -> Result<Option<Self>> {
+        if !ops_matches(&sched_ops(), CONCORD_OPS_NAME) {
+            return Ok(None);
+        }
+        let client = scx_stats::prelude::StatsClient::new()
+            .connect(Some(5000))
+            .context("connecting to scx_concord's stats socket")?;
+        let mut w = Self(client);
+        w.read()?; // opens the reader: the next request reports from here on
+        Ok(Some(w))
+    }
+
+    fn read(&mut self) -> Result<serde_json::Value> {
+        self.0
+            .request::<serde_json::Value>("stats", vec![])
+            .context("reading scx_concord's stats")
+    }
+
+    /// Since the last read: the longest LLC-queue and pinned-queue waits (bucket upper bounds),
+    /// and the exact longest wait of either kind since the scheduler attached, in ns.
+    fn phase(&mut self) -> Result<PhaseWaits> {
+        let s = self.read()?;
+        let us = |k: &str| {
+            s.get(k)
+                .and_then(serde_json::Value::as_f64)
+                .with_context(|| format!("scx_concord's stats have no {k}"))
+        };
+        let ns = |v: f64| (v * 1e3) as u64;
+        // What the scheduler did in the phase, beside the waits: a reader's first clue.
+        let counters = [
+            "dispatch_llc",
+            "dispatch_pinned",
+            "steal_xllc",
+            "keep_running",
+            "direct_idle",
+            "slice_timer",
+            "overdue",
+        ]
+        .iter()
+        .map(|k| {
+            format!(
+                "{k} {}",
+                s.get(*k).and_then(serde_json::Value::as_u64).unwrap_or(0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+        // Who waited longest of all since attach: the queue kind with the longer exact wait.
+        let kind = if us("shared_wait_max_since_start_us")? >= us("pinned_wait_max_since_start_us")?
+        {
+            "shared"
+        } else {
+            "pinned"
+        };
+        let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let pid = num(&format!("{kind}_wait_max_pid"));
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| "exited".into());
+        let longest_waiter = format!(
+            "{kind} queue: pid {pid} ({comm}), then ran on CPU {}{}",
+            num(&format!("{kind}_wait_max_cpu")),
+            if kind == "shared" {
+                format!(", allowed on {} CPUs", num("shared_wait_max_nr_cpus"))
+            } else {
+                String::new()
+            }
+        );
+        Ok(PhaseWaits {
+            longest_waiter,
+            counters,
+            shared_ns: ns(us("shared_wait_max_us")?),
+            pinned_ns: ns(us("pinned_wait_max_us")?),
+            exact_since_start_ns: ns(
+                us("shared_wait_max_since_start_us")?.max(us("pinned_wait_max_since_start_us")?)
+            ),
+        })
+    }
+}
+
+struct PhaseWaits {
+    longest_waiter: String,
+    counters: String,
+    shared_ns: u64,
+    pinned_ns: u64,
+    exact_since_start_ns: u64,
+}
+
+impl PhaseWaits {
+    fn describe(&self) -> String {
+        format!(
+            "scx_concord's longest queue wait: LLC queue <= {:.1} ms, pinned queue <= {:.1} ms \
+             (histogram bucket bounds); exact longest since attach {:.1} ms ({}); {}",
+            ms(self.shared_ns),
+            ms(self.pinned_ns),
+            ms(self.exact_since_start_ns),
+            self.longest_waiter,
+            self.counters
+        )
+    }
+}
+
+/// Runs one load phase; with scx_concord, also its own longest waits since the previous read
+/// (the phase, and the teardown and start-up of threads before it).
+fn measured_phase(
+    waits: &mut Option<QueueWaits>,
+    specs: &[SpinSpec],
+    secs: f64,
+) -> Result<(Vec<SpinResult>, Option<PhaseWaits>)> {
+    let r = spin_group(specs, secs, None);
+    let phase = waits.as_mut().map(QueueWaits::phase).transpose()?;
+    Ok((r, phase))
+}
+
 /// A nice-19 spinner's share may be at most nice 0's mean over this.
 const NICE19_MAX_FRACTION_OF_NICE0: f64 = 4.0;
 
@@ -312,11 +504,16 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             nice: 0,
         })
         .collect();
-    let noise = spin_group(&calib, 3.0, None)
-        .iter()
-        .map(|r| r.max_gap_ns)
-        .max()
-        .unwrap_or(0);
+    let mut waits = QueueWaits::open()?;
+    if let Some(w) = waits.as_mut() {
+        let before = w.phase()?;
+        v.note(format!(
+            "before the check: scx_concord's exact longest queue wait since attach {:.1} ms",
+            ms(before.exact_since_start_ns)
+        ));
+    }
+    let (calibration, calibration_waits) = measured_phase(&mut waits, &calib, 3.0)?;
+    let noise = calibration.iter().map(|r| r.max_gap_ns).max().unwrap_or(0);
     let bound = (p.max_wait_ms + p.slice_max_ms) * 1_000_000 + noise;
     v.note(format!(
         "wait bound = --max-wait-ms {} + one {} ms slice + {:.1} ms host noise (longest gap of lone pinned spinners) = {:.1} ms",
@@ -325,13 +522,13 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         ms(noise),
         ms(bound)
     ));
+    judge_waits(v, "calibration", &[], &calibration_waits, bound);
 
     // 1. One pinned spinner per CPU plus as many unpinned: every thread's fair share is 1/2.
     let mut specs: Vec<SpinSpec> = calib.clone();
     specs.extend((0..n).map(|_| SpinSpec { cpu: None, nice: 0 }));
-    let r = spin_group(&specs, p.secs, None);
+    let (r, waits_seen) = measured_phase(&mut waits, &specs, p.secs)?;
     let even = p10_over_mean(&r);
-    let worst = r.iter().map(|x| x.max_gap_ns).max().unwrap_or(0);
     v.note(format!(
         "{n} pinned + {n} unpinned spinners, {:.0} s: CPU share p10/mean {even:.2} (shares {}), longest wait {:.1} ms",
         p.secs,
@@ -339,18 +536,12 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             .map(|x| format!("{:.2}", x.share()))
             .collect::<Vec<_>>()
             .join(" "),
-        ms(worst)
+        ms(longest_wait(&r).ns)
     ));
     if even < 0.8 {
         v.fail(format!("uneven CPU shares: p10/mean {even:.2} < 0.8"));
     }
-    if worst > bound {
-        v.fail(format!(
-            "a spinner waited {:.1} ms > bound {:.1} ms",
-            ms(worst),
-            ms(bound)
-        ));
-    }
+    judge_waits(v, "even mix", &r, &waits_seen, bound);
 
     // 2. A task pinned to CPU 0, flooded with unpinned work (3 per CPU).
     let mut specs = vec![SpinSpec {
@@ -358,15 +549,15 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         nice: 0,
     }];
     specs.extend((0..3 * n).map(|_| SpinSpec { cpu: None, nice: 0 }));
-    let r = spin_group(&specs, p.secs, None);
+    let (r, waits_seen) = measured_phase(&mut waits, &specs, p.secs)?;
     let fair = n as f64 / specs.len() as f64;
     v.note(format!(
         "pinned to CPU {} among {} unpinned spinners: share {:.3} (fair {fair:.3}), longest wait {:.1} ms; unpinned longest wait {:.1} ms",
         cpus[0],
         3 * n,
         r[0].share(),
-        ms(r[0].max_gap_ns),
-        ms(r[1..].iter().map(|x| x.max_gap_ns).max().unwrap_or(0))
+        ms(r[0].longest_wait.ns),
+        ms(longest_wait(&r[1..]).ns)
     ));
     if r[0].share() < 0.5 * fair {
         v.fail(format!(
@@ -374,12 +565,7 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             r[0].share()
         ));
     }
-    if let Some(w) = r.iter().map(|x| x.max_gap_ns).max().filter(|&w| w > bound) {
-        v.fail(format!(
-            "flooded CPU: a spinner waited {:.1} ms > bound",
-            ms(w)
-        ));
-    }
+    judge_waits(v, "flooded CPU", &r, &waits_seen, bound);
 
     // 3. A nice-19 task among 2 nice-0 spinners per CPU: it gets little, but it runs.
     let mut specs = vec![SpinSpec {
@@ -387,13 +573,17 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         nice: 19,
     }];
     specs.extend((0..2 * n).map(|_| SpinSpec { cpu: None, nice: 0 }));
-    let r = spin_group(&specs, p.secs, None);
+    let (r, waits_seen) = measured_phase(&mut waits, &specs, p.secs)?;
     let nice0_mean = r[1..].iter().map(SpinResult::share).sum::<f64>() / (2 * n) as f64;
     v.note(format!(
-        "nice 19 among {} nice-0 spinners: share {:.4} (nice 0 mean {nice0_mean:.3}), longest wait {:.1} ms",
+        "nice 19 among {} nice-0 spinners: share {:.4} (nice 0 mean {nice0_mean:.3}) in {} turns of {:.2} ms on average (nice 0: {:.2} ms), longest wait {:.1} ms",
         2 * n,
         r[0].share(),
-        ms(r[0].max_gap_ns)
+        r[0].turns,
+        ms(r[0].cpu_ns / r[0].turns.max(1)),
+        ms(r[1..].iter().map(|x| x.cpu_ns).sum::<u64>()
+            / r[1..].iter().map(|x| x.turns).sum::<u64>().max(1)),
+        ms(r[0].longest_wait.ns)
     ));
     if r[0].cpu_ns == 0 {
         v.fail("the nice-19 task never ran".into());
@@ -407,13 +597,74 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             NICE19_MAX_FRACTION_OF_NICE0
         ));
     }
-    if let Some(w) = r.iter().map(|x| x.max_gap_ns).max().filter(|&w| w > bound) {
+    judge_waits(v, "niced mix", &r, &waits_seen, bound);
+    // Every task, not only the spinners, from attach to here (phases and between them).
+    if let Some(w) = waits_seen.filter(|w| w.exact_since_start_ns > bound) {
         v.fail(format!(
-            "niced mix: a spinner waited {:.1} ms > bound",
-            ms(w)
+            "some task waited {:.1} ms in scx_concord's queues since attach > bound {:.1} ms ({})",
+            ms(w.exact_since_start_ns),
+            ms(bound),
+            w.longest_waiter
         ));
     }
     Ok(())
+}
+
+/// The longest single wait (a gap that ended the thread's only switch-in) among @r.
+fn longest_wait(r: &[SpinResult]) -> Gap {
+    r.iter()
+        .map(|x| x.longest_wait)
+        .max_by_key(|g| g.ns)
+        .unwrap_or_default()
+}
+
+/// A phase's waits against @bound: every single wait a spinner saw (one switch-in ended it,
+/// by the kernel's count) and, under scx_concord, its own exact longest queue wait, which
+/// covers every task and every wait, also those inside a chain. The longest gap of all is
+/// printed with what the kernel counted in it.
+fn judge_waits(
+    v: &mut Verdict,
+    what: &str,
+    r: &[SpinResult],
+    phase: &Option<PhaseWaits>,
+    bound: u64,
+) {
+    let wait = longest_wait(r);
+    let gap = r
+        .iter()
+        .map(|x| x.longest)
+        .max_by_key(|g| g.ns)
+        .unwrap_or_default();
+    if !r.is_empty() {
+        v.note(format!(
+            "    longest single wait {}; longest gap {}{}",
+            wait.describe(),
+            gap.describe(),
+            if gap.is_single_wait() || gap.switch_ins == 0 {
+                ""
+            } else {
+                ": waits around a turn on a CPU that the thread did not get to use"
+            }
+        ));
+    }
+    if wait.ns > bound {
+        v.fail(format!(
+            "{what}: a spinner waited {:.1} ms > bound {:.1} ms",
+            ms(wait.ns),
+            ms(bound)
+        ));
+    }
+    if let Some(w) = phase {
+        v.note(format!("    {}", w.describe()));
+        let longest = w.shared_ns.max(w.pinned_ns);
+        if longest > bound {
+            v.fail(format!(
+                "{what}: scx_concord's longest queue wait up to {:.1} ms > bound {:.1} ms",
+                ms(longest),
+                ms(bound)
+            ));
+        }
+    }
 }
 
 /// Tasks never run outside their allowed CPUs, while masks change under load.
@@ -954,8 +1205,11 @@ mod tests {
     fn evenness_of_shares() {
         let r = |share: f64| SpinResult {
             cpu_ns: (share * 1e9) as u64,
+            turns: 1,
             wall_ns: 1_000_000_000,
             max_gap_ns: 0,
+            longest: Gap::default(),
+            longest_wait: Gap::default(),
         };
         let even: Vec<_> = (0..10).map(|_| r(0.5)).collect();
         assert!((p10_over_mean(&even) - 1.0).abs() < 1e-9);
@@ -964,5 +1218,81 @@ mod tests {
         starved[3] = r(0.05);
         assert!(p10_over_mean(&starved) < 0.2);
         assert!(error_line("usage\nerror: bad\nmore").contains("bad"));
+    }
+
+    fn spinner(longest: Gap, longest_wait: Gap) -> SpinResult {
+        SpinResult {
+            cpu_ns: 1,
+            turns: 1,
+            wall_ns: 1,
+            max_gap_ns: longest.ns,
+            longest,
+            longest_wait,
+        }
+    }
+
+    fn gap(ms: u64, switch_ins: u64) -> Gap {
+        Gap {
+            ns: ms * 1_000_000,
+            switch_ins,
+            waited_ns: ms * 1_000_000,
+            on_cpu_ns: 0,
+        }
+    }
+
+    #[test]
+    fn waits_are_judged_one_at_a_time() {
+        let bound = 50_000_000;
+        let concord = |exact_ms: u64| {
+            Some(PhaseWaits {
+                longest_waiter: String::new(),
+                counters: String::new(),
+                shared_ns: exact_ms * 1_000_000,
+                pinned_ns: 0,
+                exact_since_start_ns: exact_ms * 1_000_000,
+            })
+        };
+        // A 75 ms gap that held a turn the thread did not use (two switch-ins), each wait
+        // within the bound by the scheduler's exact count: passes, and says why.
+        let mut v = Verdict::new("fairness");
+        judge_waits(
+            &mut v,
+            "mix",
+            &[spinner(gap(75, 2), gap(30, 1))],
+            &concord(29),
+            bound,
+        );
+        assert!(v.pass(), "{:?}", v.failures);
+        assert!(v.evidence.iter().any(|e| e.contains("did not get to use")));
+        // A single wait over the bound fails whatever the scheduler says.
+        let mut v = Verdict::new("fairness");
+        judge_waits(
+            &mut v,
+            "mix",
+            &[spinner(gap(60, 1), gap(60, 1))],
+            &concord(29),
+            bound,
+        );
+        assert!(!v.pass());
+        // So does the scheduler's own longest queue wait over the bound, chain or not.
+        let mut v = Verdict::new("fairness");
+        judge_waits(
+            &mut v,
+            "mix",
+            &[spinner(gap(75, 2), gap(30, 1))],
+            &concord(51),
+            bound,
+        );
+        assert!(!v.pass());
+        // Without scx_concord's figure only the single waits are judged.
+        let mut v = Verdict::new("fairness");
+        judge_waits(
+            &mut v,
+            "mix",
+            &[spinner(gap(40, 1), gap(40, 1))],
+            &None,
+            bound,
+        );
+        assert!(v.pass());
     }
 }

@@ -374,6 +374,7 @@ impl<'a> Scheduler<'a> {
         // once attached.
         let bss = skel.maps.bss_data.as_mut().unwrap();
         bss.wait_max_ns = [0; stats::NR_KINDS];
+        bss.wait_max_pid = [0; stats::NR_KINDS];
         bss.wait_hist = [[0; stats::NR_BUCKETS]; stats::NR_KINDS];
         // The stats socket (and the directories created for it) is root's alone: only root
         // may watch the scheduler. The umask is process-wide, so it is set around the bind only.
@@ -397,6 +398,9 @@ impl<'a> Scheduler<'a> {
             stats: bss.stats,
             hist: bss.wait_hist,
             max_ns: bss.wait_max_ns,
+            max_pid: bss.wait_max_pid,
+            max_cpu: bss.wait_max_cpu,
+            max_nr_cpus: bss.wait_max_nr_cpus,
         }
     }
 

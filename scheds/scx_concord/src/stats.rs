@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub stats: [u64; NR_STATS],
     pub hist: [[u64; NR_BUCKETS]; NR_KINDS],
     pub max_ns: [u64; NR_KINDS],
+    /// Who waited max_ns: pid, the CPU it then ran on, how many CPUs it may use.
+    pub max_pid: [u64; NR_KINDS],
+    pub max_cpu: [u64; NR_KINDS],
+    pub max_nr_cpus: [u64; NR_KINDS],
 }
 
 impl Default for Snapshot {
@@ -31,6 +35,9 @@ impl Default for Snapshot {
             stats: [0; NR_STATS],
             hist: [[0; NR_BUCKETS]; NR_KINDS],
             max_ns: [0; NR_KINDS],
+            max_pid: [0; NR_KINDS],
+            max_cpu: [0; NR_KINDS],
+            max_nr_cpus: [0; NR_KINDS],
         }
     }
 }
@@ -97,6 +104,16 @@ pub struct Metrics {
         desc = "Exact longest wait in LLC/global queues since the scheduler finished attaching (us)"
     )]
     pub shared_wait_max_since_start_us: f64,
+    #[stat(desc = "Pid of the task that waited pinned_wait_max_since_start_us")]
+    pub pinned_wait_max_pid: u64,
+    #[stat(desc = "CPU that task then ran on")]
+    pub pinned_wait_max_cpu: u64,
+    #[stat(desc = "Pid of the task that waited shared_wait_max_since_start_us")]
+    pub shared_wait_max_pid: u64,
+    #[stat(desc = "CPU that task then ran on")]
+    pub shared_wait_max_cpu: u64,
+    #[stat(desc = "How many CPUs that task was allowed to run on")]
+    pub shared_wait_max_nr_cpus: u64,
 }
 
 /// (count, p99 upper bound in us, max upper bound in us) of a histogram.
@@ -163,6 +180,11 @@ impl Metrics {
             shared_wait_max_since_start_us: cur.max_ns[bpf_intf::queue_kind_QK_SHARED as usize]
                 as f64
                 / 1000.0,
+            pinned_wait_max_pid: cur.max_pid[bpf_intf::queue_kind_QK_PINNED as usize],
+            pinned_wait_max_cpu: cur.max_cpu[bpf_intf::queue_kind_QK_PINNED as usize],
+            shared_wait_max_pid: cur.max_pid[bpf_intf::queue_kind_QK_SHARED as usize],
+            shared_wait_max_cpu: cur.max_cpu[bpf_intf::queue_kind_QK_SHARED as usize],
+            shared_wait_max_nr_cpus: cur.max_nr_cpus[bpf_intf::queue_kind_QK_SHARED as usize],
         }
     }
 

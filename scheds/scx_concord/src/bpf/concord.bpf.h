@@ -70,6 +70,10 @@ u64 avg_svc_ns;
 u64 stats[NR_CONCORD_STATS];
 u64 wait_hist[NR_QUEUE_KINDS][NR_WAIT_BUCKETS];
 u64 wait_max_ns[NR_QUEUE_KINDS];
+/* Who waited wait_max_ns (best effort under races): pid, the CPU it then ran on, its CPU count. */
+u64 wait_max_pid[NR_QUEUE_KINDS];
+u64 wait_max_cpu[NR_QUEUE_KINDS];
+u64 wait_max_nr_cpus[NR_QUEUE_KINDS];
 
 struct task_ctx {
 	u64 enq_at;		/* when its current wait began (0: not waiting) */

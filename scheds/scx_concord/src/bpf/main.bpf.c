@@ -327,7 +327,7 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		cctx->running_delta = offset;
 		arm_slice_timer(p, cpu, ++cctx->run_seq);
 	}
-	record_wait(tctx, now);
+	record_wait(p, tctx, now, cpu);
 	vclock_on_running(tctx, cpu);
 	tctx->run_at = now;
 }

@@ -4,9 +4,31 @@
 #define __CONCORD_STATS_H
 #include "concord.bpf.h"
 
-static inline void record_wait(struct task_ctx *tctx, u64 now)
+/* Keep @wait as the longest of its kind if it is, with who waited it (for the reader's clue). */
+static inline void note_longest(const struct task_struct *p, u32 kind, u64 wait, s32 cpu)
 {
-	u64 wait, b, old;
+	u64 old = wait_max_ns[kind];
+	bool won = false;
+
+	/* a lost race here can only under-report by one concurrent sample; retried once */
+	if (wait > old) {
+		won = __sync_val_compare_and_swap(&wait_max_ns[kind], old, wait) == old;
+		if (!won) {
+			old = wait_max_ns[kind];
+			won = wait > old &&
+			      __sync_val_compare_and_swap(&wait_max_ns[kind], old, wait) == old;
+		}
+	}
+	if (won) {
+		wait_max_pid[kind] = p->pid;
+		wait_max_cpu[kind] = cpu;
+		wait_max_nr_cpus[kind] = p->nr_cpus_allowed;
+	}
+}
+
+static inline void record_wait(const struct task_struct *p, struct task_ctx *tctx, u64 now, s32 cpu)
+{
+	u64 wait, b;
 	u32 kind = tctx->enq_kind;
 
 	if (!tctx->enq_at || kind >= NR_QUEUE_KINDS)
@@ -16,12 +38,6 @@ static inline void record_wait(struct task_ctx *tctx, u64 now)
 	b = pol_wait_bucket(wait);
 	if (b < NR_WAIT_BUCKETS)
 		__sync_fetch_and_add(&wait_hist[kind][b], 1);
-	old = wait_max_ns[kind];
-	/* a lost race here can only under-report by one concurrent sample; retried once */
-	if (wait > old && __sync_val_compare_and_swap(&wait_max_ns[kind], old, wait) != old) {
-		old = wait_max_ns[kind];
-		if (wait > old)
-			__sync_val_compare_and_swap(&wait_max_ns[kind], old, wait);
-	}
+	note_longest(p, kind, wait, cpu);
 }
 #endif
