@@ -1252,47 +1252,21 @@ mod tests {
                 exact_since_start_ns: exact_ms * 1_000_000,
             })
         };
+        let judged = |longest: Gap, wait: Gap, phase: Option<PhaseWaits>| {
+            let mut v = Verdict::new("fairness");
+            judge_waits(&mut v, "mix", &[spinner(longest, wait)], &phase, bound);
+            v
+        };
         // A 75 ms gap that held a turn the thread did not use (two switch-ins), each wait
         // within the bound by the scheduler's exact count: passes, and says why.
-        let mut v = Verdict::new("fairness");
-        judge_waits(
-            &mut v,
-            "mix",
-            &[spinner(gap(75, 2), gap(30, 1))],
-            &concord(29),
-            bound,
-        );
+        let v = judged(gap(75, 2), gap(30, 1), concord(29));
         assert!(v.pass(), "{:?}", v.failures);
         assert!(v.evidence.iter().any(|e| e.contains("did not get to use")));
         // A single wait over the bound fails whatever the scheduler says.
-        let mut v = Verdict::new("fairness");
-        judge_waits(
-            &mut v,
-            "mix",
-            &[spinner(gap(60, 1), gap(60, 1))],
-            &concord(29),
-            bound,
-        );
-        assert!(!v.pass());
+        assert!(!judged(gap(60, 1), gap(60, 1), concord(29)).pass());
         // So does the scheduler's own longest queue wait over the bound, chain or not.
-        let mut v = Verdict::new("fairness");
-        judge_waits(
-            &mut v,
-            "mix",
-            &[spinner(gap(75, 2), gap(30, 1))],
-            &concord(51),
-            bound,
-        );
-        assert!(!v.pass());
+        assert!(!judged(gap(75, 2), gap(30, 1), concord(51)).pass());
         // Without scx_concord's figure only the single waits are judged.
-        let mut v = Verdict::new("fairness");
-        judge_waits(
-            &mut v,
-            "mix",
-            &[spinner(gap(40, 1), gap(40, 1))],
-            &None,
-            bound,
-        );
-        assert!(v.pass());
+        assert!(judged(gap(40, 1), gap(40, 1), None).pass());
     }
 }
