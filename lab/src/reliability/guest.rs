@@ -254,6 +254,8 @@ struct SpinResult {
     cpu_ns: u64,
     /// Times it was switched in.
     turns: u64,
+    /// The CPU it ran on at the end (which LLC it ended up in).
+    last_cpu: i32,
     wall_ns: u64,
     max_gap_ns: u64,
     /// The longest gap, and the longest that was a single wait.
@@ -338,9 +340,12 @@ fn spin_group(specs: &[SpinSpec], secs: f64, progress: Option<&[AtomicU64]>) -> 
                         }
                     }
                     let ran = read_stat().since(&before);
+                    // SAFETY: sched_getcpu has no preconditions.
+                    let last_cpu = unsafe { libc::sched_getcpu() };
                     SpinResult {
                         cpu_ns: ran.run_ns,
                         turns: ran.timeslices,
+                        last_cpu,
                         wall_ns: last - start,
                         max_gap_ns: max_gap,
                         longest,
@@ -584,6 +589,17 @@ fn fairness(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         ms(r[1..].iter().map(|x| x.cpu_ns).sum::<u64>()
             / r[1..].iter().map(|x| x.turns).sum::<u64>().max(1)),
         ms(r[0].longest_wait.ns)
+    ));
+    // With several LLCs, how the spinners ended up spread over them (share@CPU).
+    v.note(format!(
+        "    shares at the end's CPU: nice 19 {:.3}@{}; nice 0 {}",
+        r[0].share(),
+        r[0].last_cpu,
+        r[1..]
+            .iter()
+            .map(|x| format!("{:.2}@{}", x.share(), x.last_cpu))
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     if r[0].cpu_ns == 0 {
         v.fail("the nice-19 task never ran".into());
@@ -1206,6 +1222,7 @@ mod tests {
         let r = |share: f64| SpinResult {
             cpu_ns: (share * 1e9) as u64,
             turns: 1,
+            last_cpu: 0,
             wall_ns: 1_000_000_000,
             max_gap_ns: 0,
             longest: Gap::default(),
@@ -1224,6 +1241,7 @@ mod tests {
         SpinResult {
             cpu_ns: 1,
             turns: 1,
+            last_cpu: 0,
             wall_ns: 1,
             max_gap_ns: longest.ns,
             longest,
