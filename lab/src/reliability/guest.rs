@@ -412,6 +412,7 @@ impl QueueWaits {
             "dispatch_llc",
             "dispatch_pinned",
             "steal_xllc",
+            "balance_pull",
             "keep_running",
             "direct_idle",
             "slice_timer",

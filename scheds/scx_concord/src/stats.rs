@@ -58,6 +58,10 @@ pub struct Metrics {
     pub steal_xllc: u64,
     #[stat(desc = "Tasks pulled from an LLC queue on another NUMA node")]
     pub steal_xnode: u64,
+    #[stat(
+        desc = "Tasks a busy CPU pulled from an LLC queue with more waiting per CPU than its own"
+    )]
+    pub balance_pull: u64,
     #[stat(desc = "Times the previous task kept its CPU because nothing else could run there")]
     pub keep_running: u64,
     #[stat(desc = "Idle CPUs kicked for a queued task")]
@@ -155,6 +159,7 @@ impl Metrics {
             dispatch_llc: d(bpf_intf::stat_idx_STAT_DISPATCH_LLC),
             steal_xllc: d(bpf_intf::stat_idx_STAT_STEAL_XLLC),
             steal_xnode: d(bpf_intf::stat_idx_STAT_STEAL_XNODE),
+            balance_pull: d(bpf_intf::stat_idx_STAT_BALANCE_PULL),
             keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
@@ -191,12 +196,13 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode={}/{}/{}/{}/{} keep={} kick idle/preempt/chain={}/{}/{} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/chain={}/{}/{} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
             self.steal_xllc,
             self.steal_xnode,
+            self.balance_pull,
             self.keep_running,
             self.kick_idle,
             self.kick_preempt,

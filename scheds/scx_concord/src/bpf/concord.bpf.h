@@ -104,6 +104,7 @@ struct {
 struct cpu_ctx {
 	u64 running_delta;	/* deadline offset of the task running here (for preemption) */
 	u64 run_seq;		/* runs started here: a slice timer ends only the run it was set for */
+	u32 pull_llc;		/* busier LLC (+1) the next dispatch here pulls from; 0: none */
 };
 
 struct {

@@ -70,6 +70,7 @@ enum stat_idx {
 	STAT_OVERDUE,			/* dispatched out of deadline order: wait bound reached */
 	STAT_ENQ_PINNED,		/* enqueues of pinned tasks */
 	STAT_ENQ_SHARED,		/* enqueues of migratable tasks */
+	STAT_BALANCE_PULL,		/* pulled from an LLC queue busier than ours */
 	NR_CONCORD_STATS,
 };
 

@@ -67,17 +67,20 @@
  * (previous CPU first, then the kernel's SMT/LLC/NUMA-ordered search); a task enqueued while
  * a CPU it may run on is idle goes straight to that CPU when its queue is empty, and a queued
  * task kicks an idle CPU that may run it; a CPU with nothing local pulls from other LLCs'
- * queues (same node first) before it goes idle. CPU hotplug makes the kernel restart us with
- * the new topology.
+ * queues (same node first) before it goes idle, and a busy CPU whose LLC queue has at least
+ * one task per CPU fewer waiting than another LLC's (two across nodes) pulls that queue's head
+ * at its next dispatch (balance.bpf.h): idle pulls alone left a 3 / 6 split of nine spinners
+ * on 2 LLCs x 2 for good. CPU hotplug makes the kernel restart us with the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
- * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h, preempt.bpf.h and stats.bpf.h.
+ * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h, preempt.bpf.h, balance.bpf.h and stats.bpf.h.
  */
 #include "concord.bpf.h"
 #include "lat_cri.bpf.h"
 #include "queues.bpf.h"
 #include "idle.bpf.h"
 #include "preempt.bpf.h"
+#include "balance.bpf.h"
 #include "stats.bpf.h"
 
 char _license[] SEC("license") = "GPL";
@@ -234,6 +237,9 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		first = &shr;
 		second = &pin;
 	}
+	/* A busier LLC's head before ours, unless ours waited the urgent half of the bound. */
+	if (!overdue && !pin.present && pull_for_balance(cpu, cpu_ctx_of(cpu)))
+		return;
 	if (first->present && take_head(cpu, first, first == &shr, now)) {
 		if (overdue)
 			stat_inc(STAT_OVERDUE);
@@ -269,6 +275,8 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	peek_head(shared_dsq(cpu), &shr);
 	if (shr.present && waited_over(shr.enq_at, now, max_wait_ns))
 		kick_idle_llc(cpu);
+	if (cctx)
+		note_busier_llc(cpu, cctx);
 
 	/* Let every task run at least the minimum slice before a tick takes the CPU. */
 	if (!tctx || !tctx->run_at || now - tctx->run_at < slice_min_ns)
