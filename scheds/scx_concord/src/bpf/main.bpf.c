@@ -237,7 +237,10 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		first = &shr;
 		second = &pin;
 	}
-	/* A busier LLC's head before ours, unless ours waited the urgent half of the bound. */
+	/*
+	 * A busier LLC's head before ours, unless ours waited the urgent half of the bound or a
+	 * pinned task waits here (no other CPU can take it).
+	 */
 	if (!overdue && !pin.present && pull_for_balance(cpu, cpu_ctx_of(cpu)))
 		return;
 	if (first->present && take_head(cpu, first, first == &shr, now)) {
