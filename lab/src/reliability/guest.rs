@@ -383,12 +383,12 @@ impl QueueWaits {
         if !ops_matches(&sched_ops(), CONCORD_OPS_NAME) {
             return Ok(None);
         }
+        // The first request (the caller's first phase()) opens the reader: later ones report
+        // from the one before.
         let client = scx_stats::prelude::StatsClient::new()
             .connect(Some(5000))
             .context("connecting to scx_concord's stats socket")?;
-        let mut w = Self(client);
-        w.read()?; // opens the reader: the next request reports from here on
-        Ok(Some(w))
+        Ok(Some(Self(client)))
     }
 
     fn read(&mut self) -> Result<serde_json::Value> {
@@ -407,6 +407,7 @@ impl QueueWaits {
                 .with_context(|| format!("scx_concord's stats have no {k}"))
         };
         let ns = |v: f64| (v * 1e3) as u64;
+        let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
         // What the scheduler did in the phase, beside the waits: a reader's first clue.
         let counters = [
             "dispatch_llc",
@@ -419,22 +420,17 @@ impl QueueWaits {
             "overdue",
         ]
         .iter()
-        .map(|k| {
-            format!(
-                "{k} {}",
-                s.get(*k).and_then(serde_json::Value::as_u64).unwrap_or(0)
-            )
-        })
+        .map(|k| format!("{k} {}", num(k)))
         .collect::<Vec<_>>()
         .join(", ");
         // Who waited longest of all since attach: the queue kind with the longer exact wait.
-        let kind = if us("shared_wait_max_since_start_us")? >= us("pinned_wait_max_since_start_us")?
-        {
+        let shared_max = us("shared_wait_max_since_start_us")?;
+        let pinned_max = us("pinned_wait_max_since_start_us")?;
+        let kind = if shared_max >= pinned_max {
             "shared"
         } else {
             "pinned"
         };
-        let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
         let pid = num(&format!("{kind}_wait_max_pid"));
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .map(|c| c.trim().to_string())
@@ -453,9 +449,7 @@ impl QueueWaits {
             counters,
             shared_ns: ns(us("shared_wait_max_us")?),
             pinned_ns: ns(us("pinned_wait_max_us")?),
-            exact_since_start_ns: ns(
-                us("shared_wait_max_since_start_us")?.max(us("pinned_wait_max_since_start_us")?)
-            ),
+            exact_since_start_ns: ns(shared_max.max(pinned_max)),
         })
     }
 }

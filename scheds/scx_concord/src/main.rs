@@ -375,6 +375,8 @@ impl<'a> Scheduler<'a> {
         let bss = skel.maps.bss_data.as_mut().unwrap();
         bss.wait_max_ns = [0; stats::NR_KINDS];
         bss.wait_max_pid = [0; stats::NR_KINDS];
+        bss.wait_max_cpu = [0; stats::NR_KINDS];
+        bss.wait_max_nr_cpus = [0; stats::NR_KINDS];
         bss.wait_hist = [[0; stats::NR_BUCKETS]; stats::NR_KINDS];
         // The stats socket (and the directories created for it) is root's alone: only root
         // may watch the scheduler. The umask is process-wide, so it is set around the bind only.
