@@ -1,6 +1,8 @@
 //! Which scheduler a lab run uses: `eevdf` (no sched_ext scheduler), our `concord`, or a peer
 //! installed from crates.io (`lavd`, `bpfland`), each optionally with arguments after a colon:
-//! `concord:--pinned-queue shared --queue global`.
+//! `concord:--pinned-queue shared --queue global`. `concord@PATH` runs another build of
+//! scx_concord (an executable at PATH on the host), so two commits can be measured side by side
+//! in one interleaved run.
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -68,6 +70,9 @@ pub const CONCORD_OPS_NAME: &str = "concord";
 pub struct SchedSpec {
     pub kind: SchedKind,
     pub args: Vec<String>,
+    /// Another build of scx_concord to run instead of this workspace's (`concord@PATH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<std::path::PathBuf>,
 }
 
 impl SchedSpec {
@@ -75,6 +80,7 @@ impl SchedSpec {
         Self {
             kind: SchedKind::Eevdf,
             args: vec![],
+            bin: None,
         }
     }
 
@@ -82,6 +88,13 @@ impl SchedSpec {
         let (name, args) = match s.split_once(':') {
             Some((n, a)) => (n.trim(), Some(a)),
             None => (s.trim(), None),
+        };
+        let (name, bin) = match name.split_once('@') {
+            Some((n, path)) if !path.trim().is_empty() => {
+                (n.trim(), Some(std::path::PathBuf::from(path.trim())))
+            }
+            Some((n, _)) => bail!("'{n}@' needs the path of a scx_concord executable after '@'"),
+            None => (name, None),
         };
         let Some(kind) = SchedKind::ALL.iter().copied().find(|k| k.name() == name) else {
             let names: Vec<_> = SchedKind::ALL.iter().map(|k| k.name()).collect();
@@ -96,16 +109,23 @@ impl SchedSpec {
         if kind == SchedKind::Eevdf && !args.is_empty() {
             bail!("eevdf is the kernel's own scheduler and takes no arguments");
         }
-        Ok(Self { kind, args })
+        if bin.is_some() && kind != SchedKind::Concord {
+            bail!("only concord takes another build with '@PATH' (peers come from `concord-lab peers`)");
+        }
+        Ok(Self { kind, args, bin })
     }
 
-    /// How it is written on a command line and in reports: `concord:--queue global`.
+    /// How it is written on a command line and in reports: `concord:--queue global`,
+    /// `concord@/tmp/old/scx_concord`.
     pub fn label(&self) -> String {
-        if self.args.is_empty() {
-            self.kind.name().to_string()
-        } else {
-            format!("{}:{}", self.kind.name(), self.args.join(" "))
+        let mut l = self.kind.name().to_string();
+        if let Some(b) = &self.bin {
+            l = format!("{l}@{}", b.display());
         }
+        if !self.args.is_empty() {
+            l = format!("{l}:{}", self.args.join(" "));
+        }
+        l
     }
 }
 
@@ -134,5 +154,20 @@ mod tests {
             .to_string()
             .contains("choose one of"));
         assert!(SchedSpec::parse("eevdf:--x").is_err());
+        assert!(SchedSpec::parse("lavd@/tmp/x").is_err());
+        assert!(SchedSpec::parse("concord@").is_err());
+    }
+
+    #[test]
+    fn another_concord_build_by_path() {
+        let s = SchedSpec::parse("concord@/tmp/old/scx_concord:--queue global").unwrap();
+        assert_eq!(s.kind, SchedKind::Concord);
+        assert_eq!(
+            s.bin.as_deref(),
+            Some(std::path::Path::new("/tmp/old/scx_concord"))
+        );
+        assert_eq!(s.args, ["--queue", "global"]);
+        assert_eq!(s.label(), "concord@/tmp/old/scx_concord:--queue global");
+        assert_eq!(SchedSpec::parse(&s.label()).unwrap(), s);
     }
 }

@@ -108,7 +108,7 @@ struct VmArgs {
     #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// Scheduler: eevdf (none), concord, lavd or bpfland, with arguments after a colon:
-    /// `concord:--pinned-queue shared`.
+    /// `concord:--pinned-queue shared`; `concord@PATH` runs another scx_concord build.
     #[arg(long, default_value = "eevdf")]
     sched: String,
     /// Seconds to wait for the scheduler to attach (scx_lavd takes ~45 s under TCG).
@@ -144,9 +144,18 @@ pub(crate) fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
     let Some(bin) = spec.kind.binary() else {
         return Ok(None);
     };
-    let path = match spec.kind {
-        SchedKind::Concord => exe_dir()?.join(bin),
-        _ => peers::bin_dir()?.join(bin),
+    let path = match (&spec.bin, spec.kind) {
+        (Some(other), _) => {
+            // Another build, e.g. of an earlier commit; the guest sees the host's files as they are.
+            let p = std::fs::canonicalize(other)
+                .with_context(|| format!("{}: no such scx_concord build", other.display()))?;
+            if !p.is_file() {
+                bail!("{} is not an executable file", p.display());
+            }
+            return Ok(Some(p));
+        }
+        (None, SchedKind::Concord) => exe_dir()?.join(bin),
+        (None, _) => peers::bin_dir()?.join(bin),
     };
     if !path.is_file() {
         match spec.kind {
