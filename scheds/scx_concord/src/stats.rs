@@ -68,6 +68,12 @@ pub struct Metrics {
     pub kick_idle: u64,
     #[stat(desc = "CPUs preempted for a woken task with an earlier deadline")]
     pub kick_preempt: u64,
+    #[stat(desc = "Of the preemptions for woken tasks, those of the waking CPU itself (no IPI)")]
+    pub kick_local: u64,
+    #[stat(
+        desc = "Short woken tasks run at once on the waking CPU they preempted, ahead of its queues"
+    )]
+    pub run_here: u64,
     #[stat(desc = "CPUs preempted for the more critical head a dispatch left")]
     pub kick_chain: u64,
     #[stat(desc = "Wake-ups that preempted no CPU because their sync waker's CPU takes them")]
@@ -163,6 +169,8 @@ impl Metrics {
             keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
+            kick_local: d(bpf_intf::stat_idx_STAT_KICK_LOCAL),
+            run_here: d(bpf_intf::stat_idx_STAT_RUN_HERE),
             kick_chain: d(bpf_intf::stat_idx_STAT_KICK_CHAIN),
             sync_wake: d(bpf_intf::stat_idx_STAT_SYNC_WAKE),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
@@ -196,7 +204,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/chain={}/{}/{} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -206,7 +214,9 @@ impl Metrics {
             self.keep_running,
             self.kick_idle,
             self.kick_preempt,
+            self.kick_local,
             self.kick_chain,
+            self.run_here,
             self.sync_wake,
             self.tick_preempt,
             self.slice_timer,

@@ -71,6 +71,8 @@ enum stat_idx {
 	STAT_ENQ_PINNED,		/* enqueues of pinned tasks */
 	STAT_ENQ_SHARED,		/* enqueues of migratable tasks */
 	STAT_BALANCE_PULL,		/* pulled from an LLC queue busier than ours */
+	STAT_KICK_LOCAL,		/* of the preemptions, of the waking CPU itself (no IPI) */
+	STAT_RUN_HERE,			/* short wake-ups run at once on the CPU they preempted */
 	NR_CONCORD_STATS,
 };
 
