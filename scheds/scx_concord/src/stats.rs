@@ -74,6 +74,10 @@ pub struct Metrics {
         desc = "Short woken tasks run at once on the waking CPU they preempted, ahead of its queues"
     )]
     pub run_here: u64,
+    #[stat(
+        desc = "Sync wake-ups put straight on the waker's CPU, whose next task they were anyway"
+    )]
+    pub sync_handoff: u64,
     #[stat(desc = "CPUs preempted for the more critical head a dispatch left")]
     pub kick_chain: u64,
     #[stat(desc = "Wake-ups that preempted no CPU because their sync waker's CPU takes them")]
@@ -171,6 +175,7 @@ impl Metrics {
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
             kick_local: d(bpf_intf::stat_idx_STAT_KICK_LOCAL),
             run_here: d(bpf_intf::stat_idx_STAT_RUN_HERE),
+            sync_handoff: d(bpf_intf::stat_idx_STAT_SYNC_HANDOFF),
             kick_chain: d(bpf_intf::stat_idx_STAT_KICK_CHAIN),
             sync_wake: d(bpf_intf::stat_idx_STAT_SYNC_WAKE),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
@@ -204,7 +209,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -217,6 +222,7 @@ impl Metrics {
             self.kick_local,
             self.kick_chain,
             self.run_here,
+            self.sync_handoff,
             self.sync_wake,
             self.tick_preempt,
             self.slice_timer,

@@ -73,6 +73,7 @@ enum stat_idx {
 	STAT_BALANCE_PULL,		/* pulled from an LLC queue busier than ours */
 	STAT_KICK_LOCAL,		/* of the preemptions, of the waking CPU itself (no IPI) */
 	STAT_RUN_HERE,			/* short wake-ups run at once on the CPU they preempted */
+	STAT_SYNC_HANDOFF,		/* sync wake-ups put on the waker's CPU, next in line there */
 	NR_CONCORD_STATS,
 };
 

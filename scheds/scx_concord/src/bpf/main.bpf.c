@@ -57,6 +57,8 @@
  * kick never restarts someone's wait. A sync wake-up (pipes, UNIX sockets: the waker is about to sleep) preempts
  * nobody and waits on the waker's run queue when no CPU is idle: the waker's CPU is the next
  * one free, and taking a task from one's own run queue is the cheap, local move.
+ * A short one that is that CPU's next task by deadline anyway goes straight into its local run
+ * queue (hand_off_here()): the same order, minus a queue insert and a dispatch.
  *
  * Nice: a task's weight scales its offset (capped like any) and its slice. Slices end on ticks
  * in sched_ext, so the short slice of a task lighter than nice 0 is ended by a timer pinned to
@@ -171,6 +173,37 @@ static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx 
 	return true;
 }
 
+/*
+ * A sync wake-up (pipes, UNIX sockets: the waker is about to sleep) placed on the waker's own
+ * CPU, of a task whose runs are short, that would be that CPU's next task anyway (its deadline
+ * is not later than the heads of the CPU's queues, and neither head is urgent): put it in the
+ * CPU's local run queue, without preemption, where it runs as soon as the waker sleeps. The
+ * order is deadline order as before; what goes is the queue's lock and rbtree insert and the
+ * dispatch that would move it back here (a pipe ping-pong is all such wake-ups). Returns
+ * whether it did.
+ */
+static __always_inline bool hand_off_here(struct task_struct *p, struct task_ctx *tctx, s32 waker,
+					  s32 cpu, u64 deadline, u64 enq_flags, u64 now)
+{
+	struct queue_head pin = {}, shr = {};
+
+	if (waker != cpu || cpu != bpf_get_smp_processor_id() || deadline_mode != DEADLINE_CAPPED ||
+	    tctx->avg_runtime > slice_min_ns)
+		return false;
+	peek_head(shared_dsq(cpu), &shr);
+	if (shr.present && (head_overdue(&shr, now) || time_before(shr.deadline, deadline)))
+		return false;
+	if (pinned_mode == PINNED_PER_CPU) {
+		peek_head(pinned_dsq(cpu), &pin);
+		if (pin.present && (head_overdue(&pin, now) || time_before(pin.deadline, deadline)))
+			return false;
+	}
+	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
+	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_min_ns, enq_flags);
+	stat_inc(STAT_SYNC_HANDOFF);
+	return true;
+}
+
 s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	struct task_ctx *tctx;
@@ -215,6 +248,9 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			if ((enq_flags & SCX_ENQ_WAKEUP) && waker != cpu &&
 			    run_here_now(p, tctx, deadline, enq_flags, now))
 				return;
+			if ((enq_flags & SCX_ENQ_WAKEUP) &&
+			    hand_off_here(p, tctx, waker, cpu, deadline, enq_flags, now))
+				return;
 			queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
 		}
 		if (!kick_if_idle(cpu) && (enq_flags & SCX_ENQ_WAKEUP) &&
@@ -232,6 +268,9 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 		return;
 	}
+	if (idle < 0 && (enq_flags & SCX_ENQ_WAKEUP) &&
+	    hand_off_here(p, tctx, waker, cpu, deadline, enq_flags, now))
+		return;
 	if (idle < 0 && (enq_flags & SCX_ENQ_WAKEUP) && !sync_waker_frees(waker, cpu, false)) {
 		if (run_here_now(p, tctx, deadline, enq_flags, now))
 			return;
