@@ -154,13 +154,13 @@ static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_c
  * one short run, and its slice is slice_min: tasks that waited the urgent half of the bound
  * still go first at the next dispatch, and ticks end slices for them. Returns whether it did.
  */
-static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx *tctx, u64 deadline,
-					 u64 enq_flags, u64 now)
+static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx *tctx, s32 home,
+					 u64 deadline, u64 enq_flags, u64 now)
 {
 	struct cpu_ctx *cctx;
 
 	if (deadline_mode != DEADLINE_CAPPED || tctx->avg_runtime > slice_min_ns ||
-	    !(cctx = local_victim(p, deadline, now)))
+	    !(cctx = local_victim(home, deadline, now)))
 		return false;
 	/*
 	 * SCX_ENQ_PREEMPT ends the running task's slice; no kick: its irq_work would run once @p
@@ -246,7 +246,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		} else {
 			/* (a sync waker on its CPU frees it: sync_waker_frees()) */
 			if ((enq_flags & SCX_ENQ_WAKEUP) && waker != cpu &&
-			    run_here_now(p, tctx, deadline, enq_flags, now))
+			    run_here_now(p, tctx, cpu, deadline, enq_flags, now))
 				return;
 			if ((enq_flags & SCX_ENQ_WAKEUP) &&
 			    hand_off_here(p, tctx, waker, cpu, deadline, enq_flags, now))
@@ -272,7 +272,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	    hand_off_here(p, tctx, waker, cpu, deadline, enq_flags, now))
 		return;
 	if (idle < 0 && (enq_flags & SCX_ENQ_WAKEUP) && !sync_waker_frees(waker, cpu, false)) {
-		if (run_here_now(p, tctx, deadline, enq_flags, now))
+		if (run_here_now(p, tctx, cpu, deadline, enq_flags, now))
 			return;
 		queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);

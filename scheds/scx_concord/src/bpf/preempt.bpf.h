@@ -40,16 +40,17 @@ static inline bool sync_waker_frees(s32 waker, s32 cpu, bool pinned)
 }
 
 /*
- * The cpu_ctx of the waking CPU if @p is placed on it (its queue CPU: a timer or device
- * interrupt waking a task that slept there) and the task running there may be preempted for
- * @p (its offset is larger than @p's: preempt_for's rule); NULL otherwise.
+ * The cpu_ctx of the waking CPU if it is @home, the CPU whose queues @p waits in
+ * (task_home_cpu(): a timer or device interrupt waking a task that slept there), and the task
+ * running there may be preempted for @p (its offset is larger than @p's: preempt_for's rule);
+ * NULL otherwise.
  */
-static inline struct cpu_ctx *local_victim(struct task_struct *p, u64 deadline, u64 now)
+static inline struct cpu_ctx *local_victim(s32 home, u64 deadline, u64 now)
 {
 	s32 local = bpf_get_smp_processor_id();
 	struct cpu_ctx *cctx;
 
-	if (local != task_home_cpu(p) || !(cctx = cpu_ctx_of(local)))
+	if (local != home || !(cctx = cpu_ctx_of(local)))
 		return NULL;
 	return cctx->running_delta > (deadline > now ? deadline - now : 0) ? cctx : NULL;
 }
@@ -78,7 +79,7 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 				  u64 min_offset)
 {
 	/* A pinned task's queue is its CPU's, whichever CPU it last ran on. */
-	s32 start = task_home_cpu(p), victim = -1, local = bpf_get_smp_processor_id();
+	s32 start = task_home_cpu(p), victim = -1;
 	u32 llc = start >= 0 && start < MAX_CPUS ? cpu_llc[start] : 0;
 	struct cpu_ctx *cctx, *vctx = NULL;
 	u64 largest = deadline > now ? deadline - now : 0;
@@ -86,9 +87,9 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 
 	if (largest < min_offset)
 		largest = min_offset;
-	if (local == start && local != skip && (cctx = local_victim(p, deadline, now))) {
+	if (start != skip && (cctx = local_victim(start, deadline, now))) {
 		stat_inc(STAT_KICK_LOCAL);
-		return kick_victim(local, cctx, deadline, now);
+		return kick_victim(start, cctx, deadline, now);
 	}
 	bpf_for(i, 0, PREEMPT_SCAN_MAX) {
 		s32 cpu;
