@@ -15,8 +15,25 @@ PREFS=/etc/apt/preferences.d/concord-lab
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 [ -r "$KEYRING" ] || die "missing $KEYRING: apt-get install debian-archive-keyring"
 
+# The machine's own Debian mirror (never a fixed archive host): the URI that serves its bookworm suite,
+# from deb822 sources or a one-line sources.list.
+mirror_uri() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm([ \n]|$)/ && !/security/ {
+                 if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { u=substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", u); print u; exit } }' "$f"
+    done | head -1
+    if [ -r /etc/apt/sources.list ]; then
+        awk '$1=="deb" && $3 ~ /^bookworm$/ { print $2; exit }' /etc/apt/sources.list
+    fi
+}
+MIRROR=$(mirror_uri | head -1)
+[ -n "$MIRROR" ] || die "no Debian bookworm mirror in /etc/apt/sources.list{,.d/*.sources}: configure apt first"
+grep -q '^12\.' /etc/debian_version || die "this script supports Debian 12 (bookworm) only (found $(cat /etc/debian_version))"
+
 want_sources="Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $MIRROR
 Suites: bookworm-backports trixie trixie-backports
 Components: main
 Signed-By: $KEYRING"
@@ -44,7 +61,7 @@ fi
 
 # Packages from bookworm (default release) and from bookworm-backports (newer QEMU, bpftool).
 BASE_PKGS=(busybox-static cpio kmod xz-utils clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make
-           libseccomp-dev libcap-ng-dev stress-ng rt-tests linux-perf sysbench python3 file)
+           libseccomp-dev libcap-ng-dev stress-ng rt-tests linux-perf sysbench python3 file erlang-base)
 BPO_PKGS=(qemu-system-x86 bpftool)
 
 missing=()
