@@ -1,10 +1,12 @@
 //! Workload programs run inside the lab VM, and the pieces they are made of:
 //! - `beam`: beam-sim, a BEAM-like runtime with pinned scheduler threads (seed 000's workload);
+//! - `erlang`: beam-real, a real Erlang/OTP VM under open-loop load;
 //! - `noise`: competing load (token rings that look latency-critical, CPU hogs);
 //! - `wakeup`: wakeup-bench, message/worker wake-up latency (schbench's shape);
 //! - `interactive`: interactive-bench, a periodic task next to CPU hogs and a batch job;
 //! - `work`: the unit of CPU work; `sys`: clock, affinity, futex and schedstat helpers.
 pub mod beam;
+pub mod erlang;
 pub mod interactive;
 pub mod noise;
 pub mod sys;

@@ -1,0 +1,363 @@
+//! beam-real: a real Erlang/OTP VM (Debian's `erlang-base`) under open-loop load. The Erlang side
+//! (`erlang/beam_load.escript`, embedded here) generates requests and measures them; this side
+//! sets the emulator flags (`+S`, `+sbt`, `+sbwt`), derives the request rate from an offered load
+//! and a calibration, reads the scheduler threads' schedstat before and after, and writes one
+//! report in the shape of the other workloads'.
+//!
+//! Offered load is the BEAM's request work as a share of all the CPUs its schedulers are bound
+//! to: `rate = load x schedulers / service time`, with the service time of one request measured
+//! by a calibration on the machine before any other load starts (so it is the same figure
+//! whichever kernel scheduler then runs).
+
+use anyhow::{bail, Context, Result};
+use concord_common::hist::Hist;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::sys::SchedStat;
+
+/// The Erlang program, written to a temporary file for `escript` at run time.
+pub const ESCRIPT: &str = include_str!("../erlang/beam_load.escript");
+
+/// ERTS busy-wait setting of idle schedulers (`+sbwt`): the spin loop calls sched_yield.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BusyWait {
+    None,
+    VeryShort,
+    Short,
+    Medium,
+    Long,
+    VeryLong,
+}
+
+impl BusyWait {
+    pub fn flag(self) -> &'static str {
+        match self {
+            BusyWait::None => "none",
+            BusyWait::VeryShort => "very_short",
+            BusyWait::Short => "short",
+            BusyWait::Medium => "medium",
+            BusyWait::Long => "long",
+            BusyWait::VeryLong => "very_long",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErlangConfig {
+    pub schedulers: usize,
+    /// `+sbt db` (bound one per CPU) or unbound (`+sbt u`).
+    pub bound: bool,
+    pub busy_wait: BusyWait,
+    pub reductions: u64,
+    pub generators: usize,
+    pub secs: f64,
+    pub warmup_secs: f64,
+    pub drain_secs: f64,
+}
+
+impl ErlangConfig {
+    pub fn erl_flags(&self) -> String {
+        format!(
+            "+S {n}:{n} +sbt {} +sbwt {} +sbwtdcpu none +sbwtdio none",
+            if self.bound { "db" } else { "u" },
+            self.busy_wait.flag(),
+            n = self.schedulers
+        )
+    }
+
+    pub fn check(&self) -> Result<()> {
+        crate::check_secs(self.secs, Some(self.warmup_secs))?;
+        if self.schedulers == 0 || self.schedulers > 1024 {
+            bail!("--schedulers must be between 1 and 1024");
+        }
+        if self.reductions == 0 || self.generators == 0 {
+            bail!("--reductions and --generators must be at least 1");
+        }
+        if !(0.0..=600.0).contains(&self.drain_secs) {
+            bail!("--drain-secs must be between 0 and 600");
+        }
+        Ok(())
+    }
+}
+
+/// One ERTS thread's run-queue delay over the run (core scheduler's schedstat: any class).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ThreadReport {
+    pub tid: u32,
+    pub name: String,
+    pub cpus: String,
+    pub run_ms: f64,
+    pub wait_ms: f64,
+    pub timeslices: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErlangReport {
+    pub config: ErlangConfig,
+    pub otp_release: String,
+    /// The schedulers' CPU bindings as the VM reports them (`scheduler_bindings`).
+    pub bindings: Vec<serde_json::Value>,
+    /// One request's work alone on the machine, µs (the calibration).
+    pub service_us: f64,
+    /// Offered load (share of the bound CPUs) the rate was derived from.
+    pub load: f64,
+    pub rate: f64,
+    pub issued: u64,
+    pub measured: u64,
+    pub unfinished: u64,
+    pub throughput_rps: f64,
+    pub latency: Hist,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// The scheduler threads (`N_scheduler`), bound one per CPU with `+sbt db`.
+    pub schedulers: Vec<ThreadReport>,
+}
+
+#[derive(Deserialize)]
+struct RawRun {
+    bindings: Vec<serde_json::Value>,
+    issued: u64,
+    measured: u64,
+    unfinished: u64,
+    measured_secs: f64,
+    latencies_us: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct RawCalibration {
+    service_us: f64,
+}
+
+fn escript_file(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join("beam_load.escript");
+    std::fs::write(&p, ESCRIPT).with_context(|| format!("writing {}", p.display()))?;
+    Ok(p)
+}
+
+fn escript(cfg: &ErlangConfig, script: &Path) -> Command {
+    let mut c = Command::new("escript");
+    c.arg(script)
+        .env("ERL_FLAGS", cfg.erl_flags())
+        .stdin(Stdio::null());
+    c
+}
+
+fn check_escript_status(st: std::process::ExitStatus, what: &str) -> Result<()> {
+    if !st.success() {
+        bail!("escript {what} failed ({st}); is erlang-base installed (scripts/setup-host.sh)?");
+    }
+    Ok(())
+}
+
+/// The OTP release of the `erl` on PATH.
+pub fn otp_release() -> Result<String> {
+    let out = Command::new("erl")
+        .args([
+            "-noshell",
+            "-eval",
+            "io:format(\"~s\", [erlang:system_info(otp_release)]), halt().",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("running erl: install erlang-base (scripts/setup-host.sh)")?;
+    if !out.status.success() {
+        bail!(
+            "erl failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Time one request's work alone (median of 31), µs.
+pub fn calibrate(cfg: &ErlangConfig, tmp: &Path) -> Result<f64> {
+    let script = escript_file(tmp)?;
+    let out = tmp.join("calibration.json");
+    let st = escript(cfg, &script)
+        .args(["calibrate", &cfg.reductions.to_string()])
+        .arg(&out)
+        .status()
+        .context("starting escript")?;
+    check_escript_status(st, "calibrate")?;
+    let c: RawCalibration = serde_json::from_slice(&std::fs::read(&out)?)
+        .context("reading the calibration's output")?;
+    Ok(c.service_us.max(1.0))
+}
+
+/// The request rate that offers `load` of the schedulers' CPUs.
+pub fn rate_for(load: f64, schedulers: usize, service_us: f64) -> f64 {
+    load * schedulers as f64 * 1e6 / service_us.max(1e-3)
+}
+
+fn threads_of(pid: u32) -> Vec<(u32, String)> {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(u32, String)> = rd
+        .flatten()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            Some((tid, name.trim().to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn is_scheduler_thread(name: &str) -> bool {
+    name.strip_suffix("_scheduler")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn allowed_list(pid: u32, tid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn schedstat(pid: u32, tid: u32) -> Option<SchedStat> {
+    SchedStat::parse(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?)
+}
+
+/// Run the load at `load` of the schedulers' CPUs (rate from `service_us`).
+pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result<ErlangReport> {
+    cfg.check()?;
+    if !(load > 0.0 && load <= 4.0) {
+        bail!("--load must be in (0, 4] (a share of the schedulers' CPUs)");
+    }
+    let otp = otp_release()?;
+    let script = escript_file(tmp)?;
+    let out = tmp.join("run.json");
+    let rate = rate_for(load, cfg.schedulers, service_us);
+    let mut child = escript(cfg, &script)
+        .args([
+            "run",
+            &format!("{rate:.3}"),
+            &cfg.secs.to_string(),
+            &cfg.warmup_secs.to_string(),
+            &cfg.drain_secs.to_string(),
+            &cfg.reductions.to_string(),
+            &cfg.generators.to_string(),
+        ])
+        .arg(&out)
+        .spawn()
+        .context("starting escript")?;
+    let pid = child.id();
+    // escript execs the emulator in place: the scheduler threads appear under this pid.
+    let t0 = std::time::Instant::now();
+    let mut first: Vec<(u32, String, SchedStat)> = Vec::new();
+    while t0.elapsed().as_secs_f64() < 30.0 {
+        first = threads_of(pid)
+            .into_iter()
+            .filter(|(_, n)| is_scheduler_thread(n))
+            .filter_map(|(t, n)| schedstat(pid, t).map(|s| (t, n, s)))
+            .collect();
+        if first.len() >= cfg.schedulers || child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Sample until the end: the last reading before the VM exits is the run's account.
+    let mut last: Vec<(SchedStat, String)> = first
+        .iter()
+        .map(|(t, _, s)| (*s, allowed_list(pid, *t)))
+        .collect();
+    let st = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        for (i, (t, _, _)) in first.iter().enumerate() {
+            if let Some(s) = schedstat(pid, *t) {
+                last[i] = (s, allowed_list(pid, *t));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    check_escript_status(st, "run")?;
+    let raw: RawRun =
+        serde_json::from_slice(&std::fs::read(&out)?).context("reading beam_load's output")?;
+    let mut latency = Hist::default();
+    for &l in &raw.latencies_us {
+        latency.record(l * 1000);
+    }
+    let pct = |p: f64| latency.percentile(p) as f64 / 1e3;
+    let finished = raw.measured.saturating_sub(raw.unfinished);
+    let schedulers = first
+        .iter()
+        .zip(&last)
+        .map(|((tid, name, s0), (s1, cpus))| {
+            let d = s1.since(s0);
+            ThreadReport {
+                tid: *tid,
+                name: name.clone(),
+                cpus: cpus.clone(),
+                run_ms: d.run_ns as f64 / 1e6,
+                wait_ms: d.wait_ns as f64 / 1e6,
+                timeslices: d.timeslices,
+            }
+        })
+        .collect();
+    Ok(ErlangReport {
+        config: cfg.clone(),
+        otp_release: otp,
+        bindings: raw.bindings,
+        service_us,
+        load,
+        rate,
+        issued: raw.issued,
+        measured: raw.measured,
+        unfinished: raw.unfinished,
+        throughput_rps: finished as f64 / raw.measured_secs.max(1e-9),
+        p50_us: pct(50.0),
+        p99_us: pct(99.0),
+        p999_us: pct(99.9),
+        max_us: latency.max() as f64 / 1e3,
+        latency,
+        schedulers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_rate() {
+        let cfg = ErlangConfig {
+            schedulers: 2,
+            bound: true,
+            busy_wait: BusyWait::Short,
+            reductions: 1000,
+            generators: 2,
+            secs: 5.0,
+            warmup_secs: 1.0,
+            drain_secs: 5.0,
+        };
+        assert_eq!(
+            cfg.erl_flags(),
+            "+S 2:2 +sbt db +sbwt short +sbwtdcpu none +sbwtdio none"
+        );
+        assert!(cfg.check().is_ok());
+        // half of 2 CPUs with 500 µs requests: 2000 requests/s
+        assert!((rate_for(0.5, 2, 500.0) - 2000.0).abs() < 1e-9);
+        assert!(is_scheduler_thread("12_scheduler"));
+        assert!(!is_scheduler_thread("1_dirty_cpu_sch"));
+        assert!(!is_scheduler_thread("_scheduler"));
+        let bad = ErlangConfig {
+            warmup_secs: 9.0,
+            ..cfg
+        };
+        assert!(bad.check().is_err());
+    }
+}
