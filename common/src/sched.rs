@@ -53,6 +53,15 @@ impl SchedKind {
         }
     }
 
+    /// The release of a peer the lab installs and runs when no `@VERSION` is given: pinned, so
+    /// results name what they measured.
+    pub fn default_version(self) -> Option<&'static str> {
+        match self {
+            SchedKind::Lavd | SchedKind::Bpfland => Some("1.1.4"),
+            _ => None,
+        }
+    }
+
     /// Peers come from crates.io with `cargo install`; concord is built in this workspace.
     pub fn crate_name(self) -> Option<&'static str> {
         match self {
@@ -73,6 +82,10 @@ pub struct SchedSpec {
     /// Another build of scx_concord to run instead of this workspace's (`concord@PATH`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin: Option<std::path::PathBuf>,
+    /// A peer's release other than its default (`lavd@1.0.17`: scx_lavd before per-CPU queues
+    /// for pinned tasks, the design of seed 000's outage; it loads on 7.0.x only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl SchedSpec {
@@ -81,7 +94,13 @@ impl SchedSpec {
             kind: SchedKind::Eevdf,
             args: vec![],
             bin: None,
+            version: None,
         }
+    }
+
+    /// The peer release this spec runs (its own or the kind's default); None for ours and EEVDF.
+    pub fn peer_version(&self) -> Option<&str> {
+        self.version.as_deref().or(self.kind.default_version())
     }
 
     pub fn parse(s: &str) -> Result<Self> {
@@ -89,11 +108,11 @@ impl SchedSpec {
             Some((n, a)) => (n.trim(), Some(a)),
             None => (s.trim(), None),
         };
-        let (name, bin) = match name.split_once('@') {
-            Some((n, path)) if !path.trim().is_empty() => {
-                (n.trim(), Some(std::path::PathBuf::from(path.trim())))
-            }
-            Some((n, _)) => bail!("'{n}@' needs the path of a scx_concord executable after '@'"),
+        let (name, at) = match name.split_once('@') {
+            Some((n, rest)) if !rest.trim().is_empty() => (n.trim(), Some(rest.trim())),
+            Some((n, _)) => bail!(
+                "'{n}@' needs a scx_concord executable's path (concord) or a release (peers) after '@'"
+            ),
             None => (name, None),
         };
         let Some(kind) = SchedKind::ALL.iter().copied().find(|k| k.name() == name) else {
@@ -109,10 +128,29 @@ impl SchedSpec {
         if kind == SchedKind::Eevdf && !args.is_empty() {
             bail!("eevdf is the kernel's own scheduler and takes no arguments");
         }
-        if bin.is_some() && kind != SchedKind::Concord {
-            bail!("only concord takes another build with '@PATH' (peers come from `concord-lab peers`)");
+        let (mut bin, mut version) = (None, None);
+        match (kind, at) {
+            (_, None) => {}
+            (SchedKind::Concord, Some(p)) => bin = Some(std::path::PathBuf::from(p)),
+            (SchedKind::Eevdf, Some(_)) => bail!("eevdf is the kernel's own scheduler: no '@'"),
+            (_, Some(v)) => {
+                let parts: Vec<&str> = v.split('.').collect();
+                if parts.len() != 3
+                    || parts
+                        .iter()
+                        .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    bail!("'{name}@{v}': a peer takes a release like 1.0.17 after '@'");
+                }
+                version = Some(v.to_string());
+            }
         }
-        Ok(Self { kind, args, bin })
+        Ok(Self {
+            kind,
+            args,
+            bin,
+            version,
+        })
     }
 
     /// How it is written on a command line and in reports: `concord:--queue global`,
@@ -121,6 +159,9 @@ impl SchedSpec {
         let mut l = self.kind.name().to_string();
         if let Some(b) = &self.bin {
             l = format!("{l}@{}", b.display());
+        }
+        if let Some(v) = &self.version {
+            l = format!("{l}@{v}");
         }
         if !self.args.is_empty() {
             l = format!("{l}:{}", self.args.join(" "));
@@ -155,7 +196,23 @@ mod tests {
             .contains("choose one of"));
         assert!(SchedSpec::parse("eevdf:--x").is_err());
         assert!(SchedSpec::parse("lavd@/tmp/x").is_err());
+        assert!(SchedSpec::parse("lavd@1.0").is_err());
+        assert!(SchedSpec::parse("eevdf@1.0.0").is_err());
         assert!(SchedSpec::parse("concord@").is_err());
+    }
+
+    #[test]
+    fn peers_at_pinned_releases() {
+        let s = SchedSpec::parse("lavd@1.0.17:--performance").unwrap();
+        assert_eq!(s.version.as_deref(), Some("1.0.17"));
+        assert_eq!(s.peer_version(), Some("1.0.17"));
+        assert_eq!(s.label(), "lavd@1.0.17:--performance");
+        assert_eq!(SchedSpec::parse(&s.label()).unwrap(), s);
+        assert_eq!(
+            SchedSpec::parse("bpfland").unwrap().peer_version(),
+            Some("1.1.4")
+        );
+        assert_eq!(SchedSpec::parse("concord").unwrap().peer_version(), None);
     }
 
     #[test]

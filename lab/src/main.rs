@@ -45,9 +45,11 @@ enum Cmd {
     /// Exit codes besides CMD's: 124 timeout, 125 lab error (boot, topology, scheduler did not
     /// attach), 126 the scheduler failed while CMD ran, 127 CMD not found, 130 interrupted.
     Vm(VmArgs),
-    /// Install peer schedulers (scx_lavd, scx_bpfland) from crates.io into the lab cache.
+    /// Install peer schedulers (scx_lavd, scx_bpfland) from crates.io into the lab cache, at
+    /// pinned releases: `lavd` is scx_lavd 1.1.4, `lavd@1.0.17` the release before per-CPU
+    /// queues for pinned tasks (the outage's design; it loads on kernel 7.0.x only).
     Peers {
-        /// Which peers (default: all).
+        /// Which peers, NAME or NAME@RELEASE (default: every peer at its default release).
         names: Vec<String>,
     },
     /// Run a scenario under several schedulers, repeated, and report them side by side.
@@ -155,7 +157,7 @@ pub(crate) fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
             return Ok(Some(p));
         }
         (None, SchedKind::Concord) => exe_dir()?.join(bin),
-        (None, _) => peers::bin_dir()?.join(bin),
+        (None, _) => peers::binary_of(spec)?.context("a peer without a release")?,
     };
     if !path.is_file() {
         match spec.kind {
@@ -166,20 +168,20 @@ pub(crate) fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
             _ => bail!(
                 "{} not installed: run `concord-lab peers {}`",
                 path.display(),
-                spec.kind.name()
+                match &spec.version {
+                    Some(v) => format!("{}@{v}", spec.kind.name()),
+                    None => spec.kind.name().to_string(),
+                }
             ),
         }
     }
     Ok(Some(path))
 }
 
-/// Directories first on the guest's PATH: our builds (scx_concord, workloads), then peers.
+/// Directories first on the guest's PATH: our builds (scx_concord, workloads). Schedulers are
+/// started by their full path.
 pub(crate) fn guest_path_prepend() -> Result<Vec<PathBuf>> {
-    let mut dirs = vec![exe_dir()?];
-    if let Ok(p) = peers::bin_dir() {
-        dirs.push(p);
-    }
-    Ok(dirs)
+    Ok(vec![exe_dir()?])
 }
 
 fn vm(args: VmArgs) -> Result<i32> {
