@@ -465,6 +465,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         offset_ns: 0,
                         vtime_after: 0,
                         vclock_after: 0,
+                        yield_offset_ns: 0,
                     });
                 }
             }
@@ -530,6 +531,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             ),
             policy::vtime_after_run(a.vtime, a.wait_ns, a.weight, a.vclock, smax),
             policy::clock_after_start(a.vclock, a.vtime, smax),
+            policy::yield_offset(a.deadline_delta_ns, smax, opts.max_wait_ms * 1_000_000 / 2),
         );
         let got = (
             a.lat_cri,
@@ -542,6 +544,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             a.offset_ns,
             a.vtime_after,
             a.vclock_after,
+            a.yield_offset_ns,
         );
         if want != got {
             mismatches += 1;

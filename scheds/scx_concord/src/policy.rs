@@ -147,6 +147,11 @@ pub fn slice(
     s.clamp(slice_min, slice_max)
 }
 
+/// Offset of a task that called sched_yield(): a slice later than its own, at most the cap.
+pub fn yield_offset(delta: u64, slice_max: u64, cap: u64) -> u64 {
+    (delta + slice_max).min(cap)
+}
+
 pub fn wait_bucket(wait_ns: u64) -> u64 {
     let us = wait_ns / 1000;
     if us < (1 << WAIT_SUB_BITS) {
@@ -302,6 +307,22 @@ mod tests {
             avg = runtime_update(avg, 10_000 * MS);
         }
         assert_eq!(deadline_delta(avg, 100, 1, MS / 2, 5 * MS, 20 * MS), 5 * MS);
+    }
+
+    #[test]
+    fn a_yielder_goes_behind_its_equals_within_the_cap() {
+        let (smax, cap) = (5 * MS, 20 * MS);
+        for delta in [0, MS / 10, MS, 5 * MS, 15 * MS, 20 * MS] {
+            let y = yield_offset(delta, smax, cap);
+            assert!(y <= cap, "the wait bound holds for yielders");
+            // Behind an equal queued up to a slice later (same offset), unless at the cap.
+            assert!(y >= (delta + smax).min(cap));
+            assert!(y > delta || delta >= cap);
+        }
+        // A busy-waiting runtime thread (runs of a few µs, maximal criticality) no longer
+        // comes back first: its offset is at least a slice, where a hog's is at most the cap.
+        let spinner = deadline_delta(20_000, 100, LAT_CRI_MAX, MS / 2, smax, cap);
+        assert!(yield_offset(spinner, smax, cap) >= smax);
     }
 
     #[test]

@@ -88,36 +88,48 @@ pub struct Metrics {
     pub slice_timer: u64,
     #[stat(desc = "Dispatches out of deadline order because a task reached the wait bound")]
     pub overdue: u64,
+    #[stat(desc = "Yielders (sched_yield) queued behind their equals")]
+    pub yield_requeue: u64,
     #[stat(desc = "Enqueues of pinned tasks")]
     pub enq_pinned: u64,
     #[stat(desc = "Enqueues of migratable tasks")]
     pub enq_shared: u64,
-    #[stat(desc = "Waits measured for tasks dispatched straight to idle CPUs")]
+    #[stat(
+        desc = "Waits (runnable to running, as the kernel counts them) of tasks we put straight into a local run queue (idle CPU, run-here, sync hand-off)"
+    )]
     pub direct_waits: u64,
     #[stat(desc = "p99 wait of direct dispatches in the interval (us, bucket upper bound)")]
     pub direct_wait_p99_us: f64,
     #[stat(desc = "Max wait of direct dispatches in the interval (us, bucket upper bound)")]
     pub direct_wait_max_us: f64,
-    #[stat(desc = "Waits measured in pinned queues")]
+    #[stat(desc = "Waits (runnable to running) of tasks that ran from a pinned queue")]
     pub pinned_waits: u64,
     #[stat(desc = "p99 wait in pinned queues in the interval (us, bucket upper bound)")]
     pub pinned_wait_p99_us: f64,
     #[stat(desc = "Max wait in pinned queues in the interval (us, bucket upper bound)")]
     pub pinned_wait_max_us: f64,
-    #[stat(desc = "Waits measured in LLC/global queues")]
+    #[stat(desc = "Waits (runnable to running) of tasks that ran from an LLC/global queue")]
     pub shared_waits: u64,
     #[stat(desc = "p99 wait in LLC/global queues in the interval (us, bucket upper bound)")]
     pub shared_wait_p99_us: f64,
     #[stat(desc = "Max wait in LLC/global queues in the interval (us, bucket upper bound)")]
     pub shared_wait_max_us: f64,
     #[stat(
-        desc = "Exact longest wait in pinned queues since the scheduler finished attaching (us)"
+        desc = "Exact longest wait (runnable to running) via pinned queues since the scheduler finished attaching (us)"
     )]
     pub pinned_wait_max_since_start_us: f64,
     #[stat(
-        desc = "Exact longest wait in LLC/global queues since the scheduler finished attaching (us)"
+        desc = "Exact longest wait (runnable to running) via LLC/global queues since the scheduler finished attaching (us)"
     )]
     pub shared_wait_max_since_start_us: f64,
+    #[stat(
+        desc = "Exact longest wait (runnable to running) of tasks put straight into a local run queue, since attaching (us)"
+    )]
+    pub direct_wait_max_since_start_us: f64,
+    #[stat(
+        desc = "Exact longest wait of any task on any path since attaching (us): the bound's figure"
+    )]
+    pub wait_max_since_start_us: f64,
     #[stat(desc = "Pid of the task that waited pinned_wait_max_since_start_us")]
     pub pinned_wait_max_pid: u64,
     #[stat(desc = "CPU that task then ran on")]
@@ -181,6 +193,7 @@ impl Metrics {
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
             slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
             overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
+            yield_requeue: d(bpf_intf::stat_idx_STAT_YIELD),
             enq_pinned: d(bpf_intf::stat_idx_STAT_ENQ_PINNED),
             enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
             direct_waits: dn,
@@ -198,6 +211,10 @@ impl Metrics {
             shared_wait_max_since_start_us: cur.max_ns[bpf_intf::queue_kind_QK_SHARED as usize]
                 as f64
                 / 1000.0,
+            direct_wait_max_since_start_us: cur.max_ns[bpf_intf::queue_kind_QK_DIRECT as usize]
+                as f64
+                / 1000.0,
+            wait_max_since_start_us: cur.max_ns.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
             pinned_wait_max_pid: cur.max_pid[bpf_intf::queue_kind_QK_PINNED as usize],
             pinned_wait_max_cpu: cur.max_cpu[bpf_intf::queue_kind_QK_PINNED as usize],
             shared_wait_max_pid: cur.max_pid[bpf_intf::queue_kind_QK_SHARED as usize],
@@ -209,7 +226,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -226,11 +243,12 @@ impl Metrics {
             self.sync_wake,
             self.tick_preempt,
             self.slice_timer,
+            self.yield_requeue,
             self.overdue
         )?;
         writeln!(
             w,
-            "[concord] wait p99/max us: direct {:.0}/{:.0} (n={}) pinned {:.0}/{:.0} (n={}) llc {:.0}/{:.0} (n={}) | exact max since start: pinned {:.0} us, llc {:.0} us",
+            "[concord] wait p99/max us: direct {:.0}/{:.0} (n={}) pinned {:.0}/{:.0} (n={}) llc {:.0}/{:.0} (n={}) | exact max since start: pinned {:.0} us, llc {:.0} us, direct {:.0} us",
             self.direct_wait_p99_us,
             self.direct_wait_max_us,
             self.direct_waits,
@@ -241,7 +259,8 @@ impl Metrics {
             self.shared_wait_max_us,
             self.shared_waits,
             self.pinned_wait_max_since_start_us,
-            self.shared_wait_max_since_start_us
+            self.shared_wait_max_since_start_us,
+            self.direct_wait_max_since_start_us
         )?;
         Ok(())
     }

@@ -76,11 +76,14 @@ u64 wait_max_cpu[NR_QUEUE_KINDS];
 u64 wait_max_nr_cpus[NR_QUEUE_KINDS];
 
 struct task_ctx {
-	u64 enq_at;		/* when its current wait began (0: not waiting) */
+	u64 ready_at;		/* became runnable (woken, or left a CPU still runnable); 0: running
+				 * or asleep. The wait the kernel counts (schedstat run delay). */
+	u64 enq_at;		/* when its current wait in our queues began (0: not waiting) */
 	u32 enq_kind;		/* queue_kind it waits in */
 	u32 keep_place;		/* preempted before it ran slice_min: next queueing keeps its place */
 	s32 sync_waker_cpu;	/* woken by a sync wake-up from this CPU + 1 (0: not), for enqueue */
 	u32 may_preempt;	/* queued by a wake-up that had the right to preempt */
+	u32 yielded;		/* called sched_yield(): next queueing goes behind its equals */
 	u64 wait_from;		/* enq_at of its last queueing (kept across a keep_place requeue) */
 	u64 deadline;		/* deadline of its last queueing */
 	u64 vtime;		/* weighted CPU time, within lag_max of its domain's vclock */

@@ -66,7 +66,7 @@ enum stat_idx {
 	STAT_KICK_CHAIN,		/* preempted a CPU for the head left after a dispatch */
 	STAT_SYNC_WAKE,			/* no preemption: a sync waker's CPU will take the task */
 	STAT_TICK_PREEMPT,		/* tick shortened a slice for a waiting task */
-	STAT_SLICE_TIMER,		/* a light task's sub-tick slice ended by its timer */
+	STAT_SLICE_TIMER,		/* a short slice (someone waited) ended by its timer */
 	STAT_OVERDUE,			/* dispatched out of deadline order: wait bound reached */
 	STAT_ENQ_PINNED,		/* enqueues of pinned tasks */
 	STAT_ENQ_SHARED,		/* enqueues of migratable tasks */
@@ -74,6 +74,7 @@ enum stat_idx {
 	STAT_KICK_LOCAL,		/* of the preemptions, of the waking CPU itself (no IPI) */
 	STAT_RUN_HERE,			/* short wake-ups run at once on the CPU they preempted */
 	STAT_SYNC_HANDOFF,		/* sync wake-ups put on the waker's CPU, next in line there */
+	STAT_YIELD,			/* yielders queued behind their equals (sched_yield) */
 	NR_CONCORD_STATS,
 };
 
@@ -99,6 +100,7 @@ struct policy_probe_args {
 	u64 offset_ns;		/* offset_with_lag(deadline_delta_ns, vtime, vclock, ...) */
 	u64 vtime_after;	/* vtime_after_run(vtime, ran = wait_ns, weight, vclock, ...) */
 	u64 vclock_after;	/* clock_after_start(vclock, vtime, ...) */
+	u64 yield_offset_ns;	/* yield_offset(deadline_delta_ns, slice_max, cap) */
 };
 
 #endif /* __CONCORD_INTF_H */

@@ -102,4 +102,14 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 	return now + delta - pol_service_credit(tctx->vtime, vclock[domain_of_cpu(task_home_cpu(p))],
 						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
 }
+/*
+ * The deadline of a task that yielded: behind its equals, as EEVDF moves a yielder's deadline
+ * one slice on. A slice later than its own offset gives, so tasks queued with offsets like its
+ * own in the last slice go first, and at most the cap, so the wait bound holds as for any task.
+ * Its wait starts again (no kept place): the yield ended its turn of its own accord.
+ */
+static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now)
+{
+	return now + pol_yield_offset(task_delta(p, tctx, now), slice_max_ns, delta_cap_ns());
+}
 #endif

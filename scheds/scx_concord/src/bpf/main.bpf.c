@@ -233,6 +233,14 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
+	/* A higher class took the CPU (cpu_release): the wait goes on where it began. */
+	if (enq_flags & SCX_ENQ_REENQ)
+		tctx->keep_place = 1;
+	if (tctx->yielded) {
+		deadline = yield_deadline(p, tctx, now);
+		tctx->yielded = 0;
+		stat_inc(STAT_YIELD);
+	}
 	tctx->may_preempt = 0;
 	waker = tctx->sync_waker_cpu - 1;
 	tctx->sync_waker_cpu = 0;
@@ -340,9 +348,13 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	if (steal_from_other_llcs(cpu))
 		return;
 
-	/* Nothing waits that may run here: let the previous task go on. */
+	/* Nothing waits that may run here: let the previous task go on (a yield found nobody). */
 	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
+		struct task_ctx *pctx = task_ctx(prev);
+
 		prev->scx.slice = slice_max_ns;
+		if (pctx)
+			pctx->yielded = 0;
 		stat_inc(STAT_KEEP_RUNNING);
 	}
 }
@@ -387,11 +399,14 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 
 void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 {
-	struct task_ctx *tctx;
+	struct task_ctx *tctx = task_ctx(p);
+	u64 now = scx_bpf_now();
 
-	if (!(enq_flags & SCX_ENQ_WAKEUP) || !(tctx = task_ctx(p)))
+	if (!tctx)
 		return;
-	lat_cri_on_wakeup(p, tctx, scx_bpf_now());
+	tctx->ready_at = now;
+	if (enq_flags & SCX_ENQ_WAKEUP)
+		lat_cri_on_wakeup(p, tctx, now);
 }
 
 void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
@@ -434,10 +449,48 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 
 	if (!tctx)
 		return;
-	/* Not in the greedy model: scx_lavd of the time had no such rule. */
-	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && tctx->run_at &&
-			   time_before(now, tctx->run_at + slice_min_ns);
+	/* Still runnable (preempted, slice over, yielded): its next wait starts now. */
+	if (runnable)
+		tctx->ready_at = now;
+	/*
+	 * Not in the greedy model: scx_lavd of the time had no such rule. Not for a yield: a task
+	 * that gives the CPU away of its own accord has not been cut short.
+	 */
+	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && !tctx->yielded &&
+			   tctx->run_at && time_before(now, tctx->run_at + slice_min_ns);
 	lat_cri_on_stop(p, tctx, now);
+}
+
+/*
+ * ops.yield - sched_yield(), or yield_to() when @to is set. @from gives its CPU to the tasks
+ * waiting for it: its slice ends now and its next queueing places it behind its equals
+ * (yield_deadline()). Runtimes busy-wait this way (ERTS schedulers spin with sched_yield()
+ * before they sleep, and so do lock spinners): if the yielder kept its place it would be taken
+ * again at once and the yield would yield nothing, while a task with work waited behind a
+ * spinner. When nobody waits, dispatch lets it go on (keep running). yield_to() is not
+ * supported (returns false: the kernel then does nothing).
+ */
+bool BPF_STRUCT_OPS(concord_yield, struct task_struct *from, struct task_struct *to)
+{
+	struct task_ctx *tctx;
+
+	if (to)
+		return false;
+	if ((tctx = task_ctx(from)))
+		tctx->yielded = 1;
+	from->scx.slice = 0;
+	return false;
+}
+
+/*
+ * ops.cpu_release - a higher scheduling class (RT, deadline, stop) takes @cpu. The tasks we
+ * already put in its local run queue would wait behind that class for as long as it runs, where
+ * our wait bound cannot see or help them: give them back to ops.enqueue (SCX_ENQ_REENQ), which
+ * queues them again keeping their place, so other CPUs can take them.
+ */
+void BPF_STRUCT_OPS(concord_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	scx_bpf_reenqueue_local();
 }
 
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
@@ -518,6 +571,7 @@ int policy_probe(struct policy_probe_args *a)
 					   delta_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());
 	a->vclock_after = pol_clock_after_start(a->vclock, a->vtime, lag_max_ns());
+	a->yield_offset_ns = pol_yield_offset(a->deadline_delta_ns, slice_max_ns, delta_cap_ns());
 	return 0;
 }
 
@@ -529,6 +583,8 @@ SCX_OPS_DEFINE(concord_ops,
 	       .runnable		= (void *)concord_runnable,
 	       .running			= (void *)concord_running,
 	       .stopping		= (void *)concord_stopping,
+	       .yield			= (void *)concord_yield,
+	       .cpu_release		= (void *)concord_cpu_release,
 	       .enable			= (void *)concord_enable,
 	       .init_task		= (void *)concord_init_task,
 	       .init			= (void *)concord_init,

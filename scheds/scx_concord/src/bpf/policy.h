@@ -14,7 +14,8 @@
  *   - the wake-up credit is at most lag_max (one slice), zero for a task level with or ahead of
  *     its domain's clock, non-decreasing in how far behind it is, non-increasing in its
  *     average runtime;
- *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters.
+ *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters;
+ *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap.
  */
 #ifndef __CONCORD_POLICY_H
 #define __CONCORD_POLICY_H
@@ -227,6 +228,18 @@ static inline u64 pol_slice(u64 nr_pinned, u64 nr_shared, u64 domain_cpus, u64 w
 	if (weight < WEIGHT_DEFAULT)
 		s = s * weight / WEIGHT_DEFAULT;
 	return pol_clamp(s, slice_min, slice_max);
+}
+
+/*
+ * Offset of a task that called sched_yield(): one slice later than its own offset would be, at
+ * most the cap. Never keyed to how late it is: a spinner that yields again and again is placed
+ * the same way each time, behind the tasks queued in the last slice, and within the bound.
+ */
+static inline u64 pol_yield_offset(u64 delta, u64 slice_max, u64 cap)
+{
+	u64 o = delta + slice_max;
+
+	return o < cap ? o : cap;
 }
 
 /* Histogram bucket of a wait: 2^WAIT_SUB_BITS sub-buckets per power of two microseconds. */

@@ -154,11 +154,14 @@ static inline void preempt_for_next(s32 cpu, u64 now)
 
 /*
  * Slice timers. sched_ext ends a slice only on a tick (4 ms at HZ=250), so a slice shorter
- * than a tick is a tick. Weights below nice 0's act through shorter slices (pol_slice) while
- * their deadline offsets stay under the wait bound's cap; cut to ticks, a nice-19 spinner got
- * 0.14-0.32 of a CPU among nice-0 spinners (EEVDF: 0.01). So a light task's shortened slice
- * is ended by a timer pinned to its CPU. Other tasks keep tick granularity: a timer per run
- * would add a callback to every context switch for little gain.
+ * than a tick is a tick. pol_slice shares slice_max among the tasks waiting for a CPU, and the
+ * wait bound rests on those turns being short: with N tasks waiting per CPU and every turn a
+ * tick long, the last waits N ticks (at 40 ms, ten waiters per CPU broke the bound and the
+ * queue turned FIFO at tick grain, everyone urgent). So every run whose slice is shorter than
+ * slice_max (someone was waiting when it was queued) is ended by a timer pinned to its CPU:
+ * turns shrink with the number waiting, to slice_min, below the tick. Weights below nice 0's
+ * act through such shorter slices too (a nice-19 spinner cut to ticks got 0.14-0.32 of a CPU
+ * among nice-0 spinners). A run with the whole slice_max (nobody waited) sets no timer.
  */
 struct slice_timer {
 	struct bpf_timer timer;
@@ -207,14 +210,14 @@ static inline s32 init_slice_timers(void)
 	return 0;
 }
 
-/* @p starts run @seq on @cpu: end it after its slice if it is light and the slice short. */
+/* @p starts run @seq on @cpu: end it after its slice if the slice is shorter than slice_max. */
 static inline void arm_slice_timer(struct task_struct *p, s32 cpu, u64 seq)
 {
 	struct slice_timer *st;
 	u32 key = cpu;
 	u64 slice = p->scx.slice;
 
-	if (p->scx.weight >= WEIGHT_DEFAULT || slice >= slice_max_ns || cpu < 0)
+	if (slice >= slice_max_ns || cpu < 0)
 		return;
 	st = bpf_map_lookup_elem(&slice_timers, &key);
 	if (!st)

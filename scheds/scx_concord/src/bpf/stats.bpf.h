@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Wait accounting: from being queued to starting to run, per queue kind. */
+/*
+ * Wait accounting, the kernel's definition: from becoming runnable (a wake-up, or leaving a CPU
+ * still runnable: preempted, slice over, yielded) to running, on every path: our queues, a
+ * local run queue we placed it in directly, behind a kick or a higher scheduling class. Kept
+ * per the path that ended the wait (the queue kind it was last placed by).
+ */
 #ifndef __CONCORD_STATS_H
 #define __CONCORD_STATS_H
 #include "concord.bpf.h"
@@ -28,13 +33,14 @@ static inline void note_longest(const struct task_struct *p, u32 kind, u64 wait,
 
 static inline void record_wait(const struct task_struct *p, struct task_ctx *tctx, u64 now, s32 cpu)
 {
-	u64 wait, b;
+	u64 from = tctx->ready_at, wait, b;
 	u32 kind = tctx->enq_kind;
 
-	if (!tctx->enq_at || kind >= NR_QUEUE_KINDS)
-		return;
-	wait = time_before(tctx->enq_at, now) ? now - tctx->enq_at : 0;
 	tctx->enq_at = 0;
+	tctx->ready_at = 0;
+	if (!from || kind >= NR_QUEUE_KINDS)
+		return;
+	wait = time_before(from, now) ? now - from : 0;
 	b = pol_wait_bucket(wait);
 	if (b < NR_WAIT_BUCKETS)
 		__sync_fetch_and_add(&wait_hist[kind][b], 1);
