@@ -315,7 +315,7 @@ impl OutageReport {
     }
 }
 
-const COLORS: [&str; 6] = [
+pub const COLORS: [&str; 6] = [
     "#333333", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e",
 ];
 const NINES_MAX: f64 = 4.0; // the plot's top is 99.99 %
@@ -430,7 +430,7 @@ pub fn cdf_svg(title: &str, series: &[(String, &Hist)]) -> String {
     s
 }
 
-fn fmt_ns(ns: f64) -> String {
+pub fn fmt_ns(ns: f64) -> String {
     if ns >= 1e9 {
         format!("{} s", trim(ns / 1e9))
     } else if ns >= 1e6 {
@@ -450,7 +450,7 @@ fn trim(v: f64) -> String {
     }
 }
 
-fn xml_escape(s: &str) -> String {
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -290,6 +290,88 @@ fn outage_scenario_writes_a_sane_report() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The real-Erlang scenario end to end, short (EEVDF and concord, one run each, two load points):
+/// a sane report, the sweep plot, and the wait cross-check: every wait the kernel's tracepoints
+/// show (runnable to running, any task, any path) is inside scx_concord's own count, and the
+/// two longest waits agree within one slice. Performance is a benchmark (make demo), not
+/// asserted here.
+#[test]
+fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
+    if !enabled() {
+        return;
+    }
+    const SLICE_MS: f64 = 5.0;
+    let out = std::env::temp_dir().join(format!("concord-erlang-test-{}", std::process::id()));
+    let out_s = out.display().to_string();
+    let r = lab(&[
+        "compare",
+        "--scenarios",
+        "erlang",
+        "--loads",
+        "0.2,0.4",
+        "--scheds",
+        "eevdf,concord",
+        "--repeats",
+        "1",
+        "--secs",
+        "4",
+        "--out",
+        &out_s,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("## erlang@20%") && r.stdout.contains("## erlang@40%"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for run in runs {
+        assert_eq!(run["ok"], true, "{run}");
+        let m = &run["metrics"];
+        let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            f("request_p50_ms") > 0.0 && f("request_p50_ms") <= f("request_p99_ms"),
+            "{m}"
+        );
+        assert!(f("request_p99_ms") <= f("request_max_ms"), "{m}");
+        assert!(f("requests_per_sec") > 0.0 && f("service_us") > 0.0, "{m}");
+        assert!(
+            f("ring_hops_per_sec") > 0.0 && f("hog_work_per_sec") > 0.0,
+            "{m}"
+        );
+        assert!(
+            f("beam_wait_max_ms") > 0.0,
+            "the BEAM threads were traced: {m}"
+        );
+        assert!(f("wait_max_ms") >= f("beam_wait_max_ms"), "{m}");
+        if run["sched"] == "concord" {
+            let (kernel, own) = (f("wait_max_ms"), f("sched_wait_max_ms"));
+            eprintln!("longest wait: kernel trace {kernel:.2} ms, concord's count {own:.2} ms");
+            assert!(
+                kernel <= own + SLICE_MS,
+                "the kernel saw a wait concord did not count: {kernel} ms vs {own} ms"
+            );
+            assert!(
+                (kernel - own).abs() <= SLICE_MS,
+                "concord's longest wait {own} ms is not the kernel's {kernel} ms"
+            );
+        } else {
+            assert!(m.get("sched_wait_max_ms").is_none(), "{m}");
+        }
+    }
+    for svg in [
+        "erlang-sweep-request-p99.svg",
+        "erlang-20-latency-cdf.svg",
+        "erlang-40-heat-concord.svg",
+    ] {
+        let s = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(
+            s.starts_with("<svg") && s.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// The comparison suite's smoke run: one scenario under EEVDF and concord; the report, the
 /// JSON and the SVGs are well-formed, the meters measured something, and `diff` reads the JSON.
 #[test]

@@ -24,6 +24,17 @@ pub const METERS_FILE: &str = "meters.json";
 pub const WORKLOAD_FILE: &str = "workload.json";
 pub const HACKBENCH_FILE: &str = "hackbench.txt";
 pub const STRESS_FILE: &str = "stress-ng.yaml";
+pub const NOISE_FILE: &str = "noise.json";
+/// scx_concord's stats over the load (scx_stats JSON), when concord ran.
+pub const SCHED_STATS_FILE: &str = "sched-stats.json";
+
+/// The erlang scenario's point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErlangParams {
+    pub load: f64,
+    pub busy_wait: concord_workloads::erlang::BusyWait,
+    pub reductions: u64,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GuestParams {
@@ -33,6 +44,8 @@ pub struct GuestParams {
     pub outage: OutageMix,
     /// Guest time runs on instruction counts (QEMU -icount): work sizes are scaled to it.
     pub icount: bool,
+    #[serde(default)]
+    pub erlang: Option<ErlangParams>,
 }
 
 /// Interactive's work per period and per batch chunk (reductions), the same under every
@@ -178,6 +191,71 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
     let secs = p.secs.to_string();
     let n = p.nr_cpus;
     match p.scenario {
+        Scenario::Erlang => {
+            let e = p
+                .erlang
+                .as_ref()
+                .context("the erlang scenario needs its load")?;
+            let busy = {
+                use clap::ValueEnum;
+                e.busy_wait
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .context("busy-wait setting")?
+            };
+            let common = |c: &mut Command| {
+                c.args(["--busy-wait", &busy])
+                    .args(["--reductions", &e.reductions.to_string()]);
+            };
+            // One request's work alone, before any other load: the same figure under every
+            // scheduler, from which the rate of the offered load follows.
+            let mut cal = Command::new("beam-real");
+            cal.arg("calibrate");
+            common(&mut cal);
+            let out = run_checked(cal.stdout(Stdio::piped()), "beam-real calibrate")?;
+            let service: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .context("beam-real calibrate printed no service time")?;
+            let mix = &p.outage;
+            let warmup = 1.0;
+            // The rings and hogs outlast the measured arrivals (the VM's start-up included).
+            let mut noise = Command::new("noise")
+                .args(["--secs", &format!("{}", p.secs + warmup + 3.0)])
+                .args(["--hogs", &mix.hogs.to_string()])
+                .args([
+                    "--rings",
+                    &mix.rings.to_string(),
+                    "--ring-size",
+                    "4",
+                    "--tokens",
+                    "2",
+                ])
+                .args(["--hop-reductions", &mix.hop_reductions.to_string()])
+                .arg("--json")
+                .arg(run_dir.join(NOISE_FILE))
+                .stdin(Stdio::null())
+                .spawn()
+                .context("starting noise")?;
+            std::thread::sleep(Duration::from_millis(500));
+            let mut run = Command::new("beam-real");
+            run.arg("run");
+            common(&mut run);
+            let r = run_checked(
+                run.args(["--load", &e.load.to_string()])
+                    .args(["--service-us", &service.to_string()])
+                    .args(["--secs", &secs, "--warmup-secs", &warmup.to_string()])
+                    .args(["--drain-secs", "10"])
+                    .arg("--json")
+                    .arg(&json),
+                "beam-real run",
+            );
+            let st = noise.wait().context("waiting for noise")?;
+            r?;
+            if !st.success() {
+                bail!("noise failed: {st}");
+            }
+        }
         Scenario::Wakeup => {
             run_checked(
                 Command::new("wakeup-bench")
@@ -256,8 +334,28 @@ pub fn main(p: &GuestParams) -> Result<()> {
             masks
         })
     };
+    // scx_concord's own count of the waits, read around the load (its reader reports
+    // differences since the connection's first request; the since-attach maxima are absolute).
+    let mut stats = (crate::guest::sched_state() == "enabled"
+        && crate::guest::sched_ops() == concord_common::sched::CONCORD_OPS_NAME)
+        .then(|| scx_stats::prelude::StatsClient::new().connect(Some(5000)))
+        .transpose()
+        .context("connecting to scx_concord's stats socket")?;
+    if let Some(c) = stats.as_mut() {
+        c.request::<serde_json::Value>("stats", vec![])
+            .context("reading scx_concord's stats")?;
+    }
     start_trace(p.nr_cpus)?;
     let result = workload(p, &run_dir);
+    if let Some(c) = stats.as_mut() {
+        let v = c
+            .request::<serde_json::Value>("stats", vec![])
+            .context("reading scx_concord's stats")?;
+        std::fs::write(
+            run_dir.join(SCHED_STATS_FILE),
+            serde_json::to_vec_pretty(&v)?,
+        )?;
+    }
     let lost = stop_trace(&run_dir, p.nr_cpus);
     stop.store(true, Ordering::Release);
     let masks = sampler.join().unwrap_or_default();

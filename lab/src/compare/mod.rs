@@ -20,14 +20,23 @@ use std::time::{Duration, Instant};
 
 use crate::bench::{OutageMix, RunOutput, RUN_OUTPUT};
 use crate::kernel;
-use crate::meters::{bpfcost, wasted};
+use crate::meters::{bpfcost, waits, wasted};
 use crate::protocol::exit;
 use crate::util::progress;
 use crate::vm;
+use concord_workloads::erlang::BusyWait;
+
+/// Reductions per request of the erlang scenario: about 1 ms of one vCPU under multi-threaded
+/// TCG here, twenty BEAM time slices (a process is switched out every ~4000 reductions).
+pub const ERLANG_REDUCTIONS: u64 = 50_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
+    /// A real Erlang/OTP VM (schedulers bound with +sbt db, idle ones busy-waiting with
+    /// sched_yield as +sbwt says) serving open-loop requests among token rings and hogs: seed
+    /// 000's outage with the real runtime, at the offered loads of --loads.
+    Erlang,
     /// Message threads waking workers for short bursts (schbench's shape).
     Wakeup,
     /// A periodic latency-critical task next to CPU hogs and a parallel batch job.
@@ -63,7 +72,8 @@ fn m(key: &str, label: &str, better: Better) -> MetricDef {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Erlang,
         Scenario::Wakeup,
         Scenario::Interactive,
         Scenario::Throughput,
@@ -72,6 +82,7 @@ impl Scenario {
 
     pub fn name(self) -> &'static str {
         match self {
+            Scenario::Erlang => "erlang",
             Scenario::Wakeup => "wakeup",
             Scenario::Interactive => "interactive",
             Scenario::Throughput => "throughput",
@@ -86,7 +97,7 @@ impl Scenario {
             Scenario::Wakeup => "1l4c",
             Scenario::Interactive => "2l2c",
             Scenario::Throughput => "2n1l2c",
-            Scenario::Outage => "1l2c",
+            Scenario::Outage | Scenario::Erlang => "1l2c",
         }
     }
 
@@ -100,7 +111,7 @@ impl Scenario {
     /// default TCG.
     pub fn default_icount(self) -> Option<u32> {
         match self {
-            Scenario::Outage => None,
+            Scenario::Outage | Scenario::Erlang => None,
             Scenario::Wakeup | Scenario::Throughput | Scenario::Interactive => Some(2),
         }
     }
@@ -108,6 +119,7 @@ impl Scenario {
     pub fn default_secs(self) -> f64 {
         match self {
             Scenario::Outage => 20.0,
+            Scenario::Erlang => 15.0,
             _ => 10.0,
         }
     }
@@ -116,6 +128,27 @@ impl Scenario {
     pub fn metrics(self) -> Vec<MetricDef> {
         use Better::*;
         let mut v = match self {
+            Scenario::Erlang => vec![
+                m("request_p50_ms", "request p50 (ms)", Lower),
+                m("request_p99_ms", "request p99 (ms)", Lower),
+                m("request_p999_ms", "request p99.9 (ms)", Lower),
+                m("request_max_ms", "request max (ms)", Lower),
+                m("requests_per_sec", "requests/s done", Higher),
+                m("unfinished", "requests unfinished", Lower),
+                m("ring_hops_per_sec", "ring hops/s", Higher),
+                m("hog_work_per_sec", "hogs' work (reductions/s)", Higher),
+                m(
+                    "beam_runq_delay_ms_per_sec",
+                    "BEAM schedulers' run-queue delay (ms/s, schedstat)",
+                    Lower,
+                ),
+                m(
+                    "beam_wait_max_ms",
+                    "BEAM schedulers' longest wait (ms, kernel trace)",
+                    Lower,
+                ),
+                m("service_us", "one request alone (µs, calibration)", Neither),
+            ],
             Scenario::Wakeup => vec![
                 m("wake_p50_us", "wake-up p50 (µs)", Lower),
                 m("wake_p99_us", "wake-up p99 (µs)", Lower),
@@ -146,6 +179,16 @@ impl Scenario {
             ],
         };
         v.extend([
+            m(
+                "wait_max_ms",
+                "longest wait of any task (ms, kernel trace)",
+                Lower,
+            ),
+            m(
+                "sched_wait_max_ms",
+                "longest wait by the scheduler's own count (ms, concord)",
+                Neither,
+            ),
             m("wasted_pct", "wasted cores (% CPU time)", Lower),
             m("idle_pct", "idle (% CPU time)", Neither),
             m("bpf_ns_per_call", "BPF ns per callback", Lower),
@@ -160,7 +203,7 @@ impl Scenario {
             Scenario::Wakeup => Some("worker wake-up latency"),
             Scenario::Interactive => Some("interactive task completion latency"),
             Scenario::Throughput => None,
-            Scenario::Outage => Some("request latency"),
+            Scenario::Outage | Scenario::Erlang => Some("request latency"),
         }
     }
 }
@@ -197,6 +240,13 @@ pub struct CompareArgs {
     /// Run every scenario under default multi-threaded TCG.
     #[arg(long)]
     pub no_icount: bool,
+    /// Offered loads of the erlang scenario, as shares of its schedulers' CPUs (0.6 = 60 %):
+    /// one point of the sweep each.
+    #[arg(long, value_delimiter = ',', default_value = "0.6")]
+    pub loads: Vec<f64>,
+    /// Busy wait of the erlang scenario's idle schedulers (+sbwt).
+    #[arg(long, value_enum, default_value_t = BusyWait::Short)]
+    pub busy_wait: BusyWait,
     /// Keep each run's raw ftrace text (large) in its run directory.
     #[arg(long)]
     pub keep_traces: bool,
@@ -209,6 +259,9 @@ pub struct CompareArgs {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompareRun {
     pub scenario: Scenario,
+    /// The erlang scenario's offered load (None for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<f64>,
     pub sched: String,
     pub repeat: usize,
     pub ok: bool,
@@ -231,6 +284,23 @@ pub struct ScenarioPlan {
     pub topology: TopologySpec,
     pub secs: f64,
     pub icount: Option<u32>,
+    /// The erlang scenario's offered load.
+    pub load: Option<f64>,
+}
+
+impl ScenarioPlan {
+    /// How the plan is named in reports and file names: `erlang@60%`, `wakeup`.
+    pub fn name(&self) -> String {
+        point_name(self.scenario, self.load)
+    }
+}
+
+/// A scenario at a load point: `erlang@60%`, or the scenario's name.
+pub fn point_name(s: Scenario, load: Option<f64>) -> String {
+    match load {
+        Some(l) => format!("{}@{:.0}%", s.name(), l * 100.0),
+        None => s.name().to_string(),
+    }
 }
 
 /// Plan of a compare, validated before any VM.
@@ -256,8 +326,26 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             bail!("--icount: shift must be between 0 and 10");
         }
     }
+    if args.loads.is_empty() || args.loads.iter().any(|l| !(*l > 0.0 && *l <= 2.0)) {
+        bail!("--loads: each load must be in (0, 2] (a share of the BEAM's CPUs, 0.6 = 60 %)");
+    }
+    let mut loads = args.loads.clone();
+    loads.sort_by(f64::total_cmp);
+    loads.dedup();
+    if loads.len() != args.loads.len() {
+        bail!("--loads names a load twice");
+    }
     let scheds = crate::bench::parse_scheds(&args.scheds)?;
-    crate::bench::require_built(&["beam-sim", "noise", "wakeup-bench", "interactive-bench"])?;
+    crate::bench::require_built(&[
+        "beam-sim",
+        "beam-real",
+        "noise",
+        "wakeup-bench",
+        "interactive-bench",
+    ])?;
+    if args.scenarios.contains(&Scenario::Erlang) && crate::util::which("escript").is_none() {
+        bail!("escript not found: install erlang-base (scripts/setup-host.sh)");
+    }
     for (tool, pkg) in [
         ("hackbench", "rt-tests"),
         ("stress-ng", "stress-ng"),
@@ -280,12 +368,20 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             (false, Some(n)) => Some(n),
             (false, None) => s.default_icount(),
         };
-        scenarios.push(ScenarioPlan {
-            scenario: s,
-            topology: topo,
-            secs: args.secs.unwrap_or(s.default_secs()),
-            icount,
-        });
+        let points: Vec<Option<f64>> = if s == Scenario::Erlang {
+            loads.iter().map(|&l| Some(l)).collect()
+        } else {
+            vec![None]
+        };
+        for load in points {
+            scenarios.push(ScenarioPlan {
+                scenario: s,
+                topology: topo,
+                secs: args.secs.unwrap_or(s.default_secs()),
+                icount,
+                load,
+            });
+        }
     }
     Ok(Plan { scenarios, scheds })
 }
@@ -319,7 +415,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 let n = runs.len() + 1;
                 progress(&format!(
                     "run {n}/{total}: {} under {} on {}{} (repeat {}/{})",
-                    sp.scenario.name(),
+                    sp.name(),
                     s.label(),
                     sp.topology,
                     sp.icount
@@ -328,7 +424,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     repeat + 1,
                     args.repeats
                 ));
-                let rec = one_run(&kernel, sp, s, repeat, args.keep_traces)?;
+                let rec = one_run(&kernel, sp, s, repeat, args.keep_traces, args.busy_wait)?;
                 let eta = started.elapsed().as_secs_f64() / n as f64 * (total - n) as f64;
                 progress(&format!(
                     "run {n}/{total}: {} ({:.0} s; ~{:.0} min left)",
@@ -361,6 +457,7 @@ fn one_run(
     sched: &SchedSpec,
     repeat: usize,
     keep_traces: bool,
+    busy_wait: BusyWait,
 ) -> Result<CompareRun> {
     let t0 = Instant::now();
     let (scenario, topology, secs) = (sp.scenario, sp.topology, sp.secs);
@@ -373,6 +470,11 @@ fn one_run(
             ..crate::bench::default_mix()
         },
         icount: sp.icount.is_some(),
+        erlang: sp.load.map(|load| guest::ErlangParams {
+            load,
+            busy_wait,
+            reductions: ERLANG_REDUCTIONS,
+        }),
     };
     let cmd = vec![
         "concord-lab".into(),
@@ -386,6 +488,7 @@ fn one_run(
         crate::bench::run_guest_job(kernel, topology, sched, cmd, timeout, sp.icount)?;
     let mut rec = CompareRun {
         scenario,
+        load: sp.load,
         sched: sched.label(),
         repeat,
         ok: false,
@@ -447,7 +550,31 @@ fn collect(
         m.insert(k.to_string(), v);
     };
     let mx = &mut rec.metrics;
+    let mut beam_tids: Vec<u32> = Vec::new();
     match scenario {
+        Scenario::Erlang => {
+            let r: concord_workloads::erlang::ErlangReport =
+                serde_json::from_str(&read(&dir, guest::WORKLOAD_FILE)?)?;
+            let n: concord_workloads::noise::NoiseReport =
+                serde_json::from_str(&read(&dir, guest::NOISE_FILE)?)?;
+            put(mx, "request_p50_ms", r.p50_us / 1e3);
+            put(mx, "request_p99_ms", r.p99_us / 1e3);
+            put(mx, "request_p999_ms", r.p999_us / 1e3);
+            put(mx, "request_max_ms", r.max_us / 1e3);
+            put(mx, "requests_per_sec", r.throughput_rps);
+            put(mx, "unfinished", r.unfinished as f64);
+            put(mx, "ring_hops_per_sec", n.hops_per_sec);
+            put(mx, "hog_work_per_sec", n.hog_reductions_per_sec);
+            put(mx, "service_us", r.service_us);
+            let wait_ms: f64 = r.schedulers.iter().map(|t| t.wait_ms).sum();
+            let secs = r.config.secs + r.config.warmup_secs;
+            put(mx, "beam_runq_delay_ms_per_sec", wait_ms / secs.max(1e-9));
+            if r.schedulers.is_empty() {
+                bail!("beam-real found no scheduler threads");
+            }
+            beam_tids = r.schedulers.iter().map(|t| t.tid).collect();
+            rec.latency = Some(r.latency);
+        }
         Scenario::Wakeup => {
             let r: concord_workloads::wakeup::WakeupReport =
                 serde_json::from_str(&read(&dir, guest::WORKLOAD_FILE)?)?;
@@ -496,7 +623,28 @@ fn collect(
     let trace_path = dir.join(guest::TRACE_FILE);
     let trace = read(&dir, guest::TRACE_FILE)?;
     let mut w = wasted::analyze(&trace, nr_cpus, WASTED_THRESHOLD_NS, &masks, HEAT_BINS)?;
+    let waits = waits::longest_waits(&trace);
     drop(trace);
+    let ms = |ns: u64| ns as f64 / 1e6;
+    mx.insert(
+        "wait_max_ms".into(),
+        ms(waits.values().copied().max().unwrap_or(0)),
+    );
+    if !beam_tids.is_empty() {
+        let m = beam_tids
+            .iter()
+            .filter_map(|t| waits.get(t))
+            .copied()
+            .max()
+            .unwrap_or(0);
+        mx.insert("beam_wait_max_ms".into(), ms(m));
+    }
+    if let Ok(stats) = read(&dir, guest::SCHED_STATS_FILE) {
+        let v: serde_json::Value = serde_json::from_str(&stats)?;
+        if let Some(us) = v.get("wait_max_since_start_us").and_then(|x| x.as_f64()) {
+            mx.insert("sched_wait_max_ms".into(), us / 1e3);
+        }
+    }
     if !keep_trace {
         let _ = std::fs::remove_file(&trace_path);
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{Better, CompareRun, MetricDef, Scenario, ScenarioPlan};
+use super::{point_name, Better, CompareRun, MetricDef, Scenario, ScenarioPlan};
 use crate::meters::heatmap;
 use crate::report::{cdf_svg, ratio, Spread};
 
@@ -33,6 +33,9 @@ pub struct SchedResult {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioResult {
     pub scenario: Scenario,
+    /// The erlang scenario's offered load (a point of the sweep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<f64>,
     pub topology: String,
     pub secs: f64,
     /// QEMU -icount shift the runs used (None: default multi-threaded TCG).
@@ -55,7 +58,7 @@ pub fn run_line(r: &CompareRun) -> String {
     if !r.ok {
         return format!(
             "{} under {} FAILED: {} (run directory {})",
-            r.scenario.name(),
+            point_name(r.scenario, r.load),
             r.sched,
             r.error.as_deref().unwrap_or("?"),
             r.run_dir.display()
@@ -72,7 +75,7 @@ pub fn run_line(r: &CompareRun) -> String {
         .collect();
     format!(
         "{} under {}: {}",
-        r.scenario.name(),
+        point_name(r.scenario, r.load),
         r.sched,
         shown.join(", ")
     )
@@ -115,6 +118,13 @@ pub fn slug(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
+impl ScenarioResult {
+    /// `erlang@60%`, `wakeup`.
+    pub fn name(&self) -> String {
+        point_name(self.scenario, self.load)
+    }
+}
+
 impl CompareReport {
     pub fn build(
         kernel: &str,
@@ -126,7 +136,7 @@ impl CompareReport {
         let scenarios = scenarios
             .iter()
             .map(|sp| {
-                let (scenario, topo, secs) = (sp.scenario, sp.topology, sp.secs);
+                let (scenario, topo, secs, load) = (sp.scenario, sp.topology, sp.secs, sp.load);
                 let defs = scenario.metrics();
                 let results = scheds
                     .iter()
@@ -134,13 +144,16 @@ impl CompareReport {
                         let label = s.label();
                         let mine: Vec<&CompareRun> = runs
                             .iter()
-                            .filter(|r| r.scenario == scenario && r.sched == label)
+                            .filter(|r| {
+                                r.scenario == scenario && r.load == load && r.sched == label
+                            })
                             .collect();
                         sched_result(&label, &defs, &mine)
                     })
                     .collect();
                 ScenarioResult {
                     scenario,
+                    load,
                     topology: topo.to_string(),
                     secs,
                     icount: sp.icount,
@@ -156,6 +169,56 @@ impl CompareReport {
             scenarios,
             runs,
         }
+    }
+
+    /// For each scenario run at several loads: its p99 (and p99.9) against load, per scheduler.
+    pub fn sweeps(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut seen: Vec<Scenario> = Vec::new();
+        for sc in &self.scenarios {
+            if sc.load.is_none() || seen.contains(&sc.scenario) {
+                continue;
+            }
+            seen.push(sc.scenario);
+            let points: Vec<&ScenarioResult> = self
+                .scenarios
+                .iter()
+                .filter(|x| x.scenario == sc.scenario && x.load.is_some())
+                .collect();
+            if points.len() < 2 {
+                continue;
+            }
+            for (key, what) in [
+                ("request_p99_ms", "request p99"),
+                ("request_p999_ms", "request p99.9"),
+            ] {
+                let series: Vec<(String, Vec<(f64, Spread)>)> = sc
+                    .results
+                    .iter()
+                    .map(|r| {
+                        let pts = points
+                            .iter()
+                            .filter_map(|p| {
+                                let res = p.results.iter().find(|x| x.sched == r.sched)?;
+                                Some((p.load?, *res.metrics.get(key)?))
+                            })
+                            .collect();
+                        (r.sched.clone(), pts)
+                    })
+                    .collect();
+                let title = format!(
+                    "{}: {what} against offered load, {} on {}",
+                    sc.scenario.name(),
+                    sc.topology,
+                    self.kernel
+                );
+                out.push((
+                    format!("{}-sweep-{}.svg", sc.scenario.name(), slug(what)),
+                    sweep_svg(&title, &format!("{what} (ms)"), &series),
+                ));
+            }
+        }
+        out
     }
 
     pub fn all_ok(&self) -> bool {
@@ -178,7 +241,7 @@ impl CompareReport {
             let _ = writeln!(
                 s,
                 "## {}: {}, {} s per run, {}, baseline {}\n",
-                sc.scenario.name(),
+                sc.name(),
                 sc.topology,
                 sc.secs,
                 sc.icount
@@ -286,6 +349,9 @@ impl CompareReport {
             Ok(())
         };
         put("report.md".into(), self.markdown().into_bytes())?;
+        for (name, svg) in self.sweeps() {
+            put(name, svg.into_bytes())?;
+        }
         put("results.json".into(), serde_json::to_vec_pretty(self)?)?;
         for sc in &self.scenarios {
             if let Some(label) = sc.scenario.latency_label() {
@@ -296,29 +362,32 @@ impl CompareReport {
                     .collect();
                 let title = format!(
                     "{}: {label}, {} on {} ({} repeats merged)",
-                    sc.scenario.name(),
+                    sc.name(),
                     sc.topology,
                     self.kernel,
                     self.repeats
                 );
                 put(
-                    format!("{}-latency-cdf.svg", sc.scenario.name()),
+                    format!("{}-latency-cdf.svg", slug(&sc.name())),
                     cdf_svg(&title, &series).into_bytes(),
                 )?;
             }
             for r in &sc.results {
                 let first = self.runs.iter().find(|x| {
-                    x.ok && x.scenario == sc.scenario && x.sched == r.sched && x.wasted.is_some()
+                    x.ok && x.scenario == sc.scenario
+                        && x.load == sc.load
+                        && x.sched == r.sched
+                        && x.wasted.is_some()
                 });
                 if let Some(w) = first.and_then(|x| x.wasted.as_ref()) {
                     let title = format!(
                         "{} under {}: per-CPU timeline ({})",
-                        sc.scenario.name(),
+                        sc.name(),
                         r.sched,
                         sc.topology
                     );
                     put(
-                        format!("{}-heat-{}.svg", sc.scenario.name(), slug(&r.sched)),
+                        format!("{}-heat-{}.svg", slug(&sc.name()), slug(&r.sched)),
                         heatmap::svg(&title, w).into_bytes(),
                     )?;
                 }
@@ -326,6 +395,127 @@ impl CompareReport {
         }
         Ok(files)
     }
+}
+
+/// One line per scheduler: a figure's median (and min–max bar) at each load point of a sweep,
+/// on a log axis. Points: (load, spread) per scheduler.
+pub fn sweep_svg(title: &str, ylabel: &str, series: &[(String, Vec<(f64, Spread)>)]) -> String {
+    use crate::report::{fmt_ns, xml_escape, COLORS};
+    let (w, h) = (860.0, 500.0);
+    let (l, r, t, b) = (70.0, 220.0, 40.0, 50.0);
+    let (pw, ph) = (w - l - r, h - t - b);
+    let all: Vec<&(f64, Spread)> = series.iter().flat_map(|(_, p)| p.iter()).collect();
+    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
+        (a.min(*x), b.max(*x))
+    });
+    let (x0, x1) = if x1 > x0 {
+        (x0, x1)
+    } else {
+        (x0 - 0.1, x0 + 0.1)
+    };
+    let lo = all
+        .iter()
+        .map(|(_, s)| s.min)
+        .filter(|v| *v > 0.0)
+        .fold(f64::MAX, f64::min);
+    let hi = all.iter().map(|(_, s)| s.max).fold(0.0, f64::max);
+    let (ly0, ly1) = if lo <= hi && lo > 0.0 {
+        (
+            lo.log10().floor(),
+            hi.log10().ceil().max(lo.log10().floor() + 1.0),
+        )
+    } else {
+        (0.0, 1.0)
+    };
+    let x = |v: f64| l + (v - x0) / (x1 - x0) * pw;
+    let y = |v: f64| t + ph - (v.max(1e-9).log10() - ly0) / (ly1 - ly0) * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{}</text>"#,
+        l + pw / 2.0,
+        xml_escape(title)
+    );
+    let mut d = ly0;
+    while d <= ly1 {
+        let yv = y(10f64.powf(d));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{l}" y1="{yv:.1}" x2="{}" y2="{yv:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            l + pw,
+            l - 6.0,
+            yv + 4.0,
+            fmt_ns(10f64.powf(d) * 1e6)
+        );
+        d += 1.0;
+    }
+    let mut loads: Vec<f64> = all.iter().map(|(x, _)| *x).collect();
+    loads.sort_by(f64::total_cmp);
+    loads.dedup();
+    for v in loads {
+        let xv = x(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{xv:.1}" y1="{t}" x2="{xv:.1}" y2="{}" stroke="#ddd"/><text x="{xv:.1}" y="{}" text-anchor="middle">{:.0} %</text>"##,
+            t + ph,
+            t + ph + 16.0,
+            v * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">offered load (share of the BEAM's CPUs)</text>"#,
+        l + pw / 2.0,
+        h - 12.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(16,{}) rotate(-90)" text-anchor="middle">{} (log scale; bars: min–max)</text>"#,
+        t + ph / 2.0,
+        xml_escape(ylabel)
+    );
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        let line: Vec<String> = pts
+            .iter()
+            .filter(|(_, sp)| sp.n > 0)
+            .map(|(v, sp)| format!("{:.1},{:.1}", x(*v), y(sp.median)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            line.join(" ")
+        );
+        for (v, sp) in pts.iter().filter(|(_, sp)| sp.n > 0) {
+            let (xv, off) = (x(*v), (i as f64 - 1.5) * 3.0);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{c}" stroke-width="1.5"/><circle cx="{xv:.1}" cy="{:.1}" r="3.5" fill="{c}"/>"#,
+                xv + off,
+                y(sp.min),
+                xv + off,
+                y(sp.max),
+                y(sp.median)
+            );
+        }
+        let ly = t + 20.0 + i as f64 * 22.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            l + pw + 12.0,
+            l + pw + 36.0,
+            l + pw + 42.0,
+            ly + 4.0,
+            xml_escape(name)
+        );
+    }
+    let _ = writeln!(s, "</svg>");
+    s
 }
 
 fn sched_result(label: &str, defs: &[MetricDef], runs: &[&CompareRun]) -> SchedResult {
@@ -389,8 +579,12 @@ pub fn diff(a: &CompareReport, b: &CompareReport) -> String {
         a.kernel, a.repeats, b.kernel, b.repeats
     );
     for sb in &b.scenarios {
-        let Some(sa) = a.scenarios.iter().find(|x| x.scenario == sb.scenario) else {
-            let _ = writeln!(s, "## {}: only in B\n", sb.scenario.name());
+        let Some(sa) = a
+            .scenarios
+            .iter()
+            .find(|x| x.scenario == sb.scenario && x.load == sb.load)
+        else {
+            let _ = writeln!(s, "## {}: only in B\n", sb.name());
             continue;
         };
         let _ = writeln!(
@@ -460,6 +654,7 @@ mod tests {
         latency.record((p99 * 1000.0) as u64);
         CompareRun {
             scenario,
+            load: None,
             sched: sched.into(),
             repeat,
             ok,
@@ -498,10 +693,64 @@ mod tests {
                 topology: topo,
                 secs: 10.0,
                 icount: Some(2),
+                load: None,
             }],
             &scheds,
             runs,
         )
+    }
+
+    #[test]
+    fn a_sweep_keeps_its_points_apart_and_plots_them() {
+        let scheds = [
+            SchedSpec::parse("eevdf").unwrap(),
+            SchedSpec::parse("concord").unwrap(),
+        ];
+        let topo = TopologySpec::parse("1l2c").unwrap();
+        let plans: Vec<ScenarioPlan> = [0.4, 0.8]
+            .iter()
+            .map(|&l| ScenarioPlan {
+                scenario: Scenario::Erlang,
+                topology: topo,
+                secs: 10.0,
+                icount: None,
+                load: Some(l),
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for (load, e, c) in [(0.4, 10.0, 5.0), (0.8, 100.0, 20.0)] {
+            for (sched, p99) in [("eevdf", e), ("concord", c)] {
+                let mut r = run(Scenario::Erlang, sched, 0, p99, true);
+                r.load = Some(load);
+                r.metrics.insert("request_p99_ms".into(), p99);
+                r.metrics.insert("request_p999_ms".into(), p99 * 2.0);
+                runs.push(r);
+            }
+        }
+        let rep = CompareReport::build("7.0.13", 1, &plans, &scheds, runs);
+        assert_eq!(rep.scenarios.len(), 2);
+        assert_eq!(rep.scenarios[1].name(), "erlang@80%");
+        let p99 = |i: usize, j: usize| rep.scenarios[i].results[j].metrics["request_p99_ms"].median;
+        assert_eq!(
+            (p99(0, 0), p99(0, 1), p99(1, 0), p99(1, 1)),
+            (10.0, 5.0, 100.0, 20.0)
+        );
+        let md = rep.markdown();
+        assert!(
+            md.contains("## erlang@40%") && md.contains("## erlang@80%"),
+            "{md}"
+        );
+        let sweeps = rep.sweeps();
+        assert_eq!(sweeps.len(), 2, "p99 and p99.9");
+        let (name, svg) = &sweeps[0];
+        assert_eq!(name, "erlang-sweep-request-p99.svg");
+        // one line per scheduler through its two points, both loads on the axis
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("<circle").count(), 4);
+        assert!(svg.contains("40 %") && svg.contains("80 %"));
+        // a single point is no sweep
+        let one = CompareReport::build("7.0.13", 1, &plans[..1], &scheds, Vec::new());
+        assert!(one.sweeps().is_empty());
     }
 
     #[test]

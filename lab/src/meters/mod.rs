@@ -2,4 +2,5 @@
 //! scheduler tracepoints) and the BPF cost of sched_ext callbacks (from the kernel's BPF stats).
 pub mod bpfcost;
 pub mod heatmap;
+pub mod waits;
 pub mod wasted;

@@ -1,0 +1,131 @@
+//! Longest single waits by the kernel's own account, from the scheduler tracepoints the compare
+//! guest records under every scheduler (see `wasted` for the events): a task starts waiting
+//! when it is woken while off-CPU (its first wake-up event) or when it leaves a CPU still
+//! runnable (preempted, slice over, yielded), and stops when `sched_switch` gives it a CPU.
+//! This is what schedstat's run delay adds up, one wait at a time, and it sees every path a
+//! task can wait on (a scheduler's queues, a local run queue, behind a higher class), so it is
+//! the reference a scheduler's own wait count is checked against.
+
+use std::collections::HashMap;
+
+use super::wasted::{parse_line, Event, END_MARKER, START_MARKER};
+
+/// Per task (pid = thread id): its longest single wait inside the measured window, ns. Waits
+/// still open at the window's end count up to the end.
+pub fn longest_waits(trace: &str) -> HashMap<u32, u64> {
+    let mut since: HashMap<u32, u64> = HashMap::new();
+    let mut on_cpu: HashMap<u32, u32> = HashMap::new(); // cpu -> pid
+    let mut longest: HashMap<u32, u64> = HashMap::new();
+    let mut open = false;
+    let note = |longest: &mut HashMap<u32, u64>, pid: u32, w: u64| {
+        let e = longest.entry(pid).or_insert(0);
+        *e = (*e).max(w);
+    };
+    for ev in trace.lines().filter_map(parse_line) {
+        match ev.event {
+            Event::Marker(m) if m.contains(START_MARKER) => {
+                open = true;
+                // waits begun before the window count from its start
+                for t in since.values_mut() {
+                    *t = (*t).max(ev.ts_ns);
+                }
+            }
+            Event::Marker(m) if m.contains(END_MARKER) => {
+                if open {
+                    for (&pid, &t) in &since {
+                        note(&mut longest, pid, ev.ts_ns.saturating_sub(t));
+                    }
+                }
+                break;
+            }
+            Event::Marker(_) => {}
+            Event::Wakeup { pid } => {
+                if pid != 0 && !on_cpu.values().any(|&p| p == pid) {
+                    since.entry(pid).or_insert(ev.ts_ns);
+                }
+            }
+            Event::Switch {
+                prev_pid,
+                prev_runnable,
+                next_pid,
+            } => {
+                on_cpu.remove(&ev.cpu);
+                if prev_pid != 0 && prev_runnable {
+                    since.entry(prev_pid).or_insert(ev.ts_ns);
+                } else {
+                    since.remove(&prev_pid);
+                }
+                if next_pid != 0 {
+                    if let Some(t) = since.remove(&next_pid) {
+                        if open {
+                            note(&mut longest, next_pid, ev.ts_ns.saturating_sub(t));
+                        }
+                    }
+                    on_cpu.insert(ev.cpu, next_pid);
+                }
+            }
+        }
+    }
+    longest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sw(ts: &str, cpu: u32, prev: u32, state: &str, next: u32) -> String {
+        format!(
+            "x-{prev} [{cpu:03}] d..2. {ts}: sched_switch: prev_comm=a prev_pid={prev} prev_prio=120 prev_state={state} ==> next_comm=b next_pid={next} next_prio=120"
+        )
+    }
+
+    fn wake(ts: &str, cpu: u32, pid: u32) -> String {
+        format!("y-1 [{cpu:03}] d..2. {ts}: sched_waking: comm=t pid={pid} prio=120 target_cpu=000")
+    }
+
+    fn mark(ts: &str, m: &str) -> String {
+        format!("z-1 [000] ..... {ts}: tracing_mark_write: {m}")
+    }
+
+    #[test]
+    fn waits_from_wakeup_and_preemption_to_switch_in() {
+        let t = [
+            sw("1.000000", 0, 0, "R", 10),
+            mark("1.000001", START_MARKER),
+            // 11 woken at 1.001, runs at 1.004: 3 ms
+            wake("1.001000", 1, 11),
+            sw("1.004000", 0, 10, "R", 11),
+            // 10 preempted at 1.004, back at 1.010: 6 ms
+            // 11 sleeps at 1.010 (state S: no wait)
+            sw("1.010000", 0, 11, "S", 10),
+            // a wake-up of a task on a CPU starts no wait
+            wake("1.011000", 1, 10),
+            // 12 woken at 1.012, still waiting at the end (1.020): 8 ms
+            wake("1.012000", 1, 12),
+            mark("1.020000", END_MARKER),
+        ]
+        .join("\n");
+        let w = longest_waits(&t);
+        assert_eq!(w.get(&11), Some(&3_000_000));
+        assert_eq!(w.get(&10), Some(&6_000_000));
+        assert_eq!(w.get(&12), Some(&8_000_000));
+        assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn waits_outside_the_window_do_not_count() {
+        let t = [
+            wake("0.990000", 0, 20),
+            mark("1.000000", START_MARKER),
+            sw("1.002000", 0, 0, "R", 20),
+            mark("1.010000", END_MARKER),
+            wake("1.011000", 0, 21),
+            sw("1.050000", 0, 20, "S", 21),
+        ]
+        .join("\n");
+        let w = longest_waits(&t);
+        // 20 waited from 0.990; inside the window from 1.000: 2 ms; 21 after the end: nothing
+        assert_eq!(w.get(&20), Some(&2_000_000));
+        assert!(!w.contains_key(&21));
+    }
+}
