@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAB := target/release/concord-lab
 CARGO ?= cargo
 
-.PHONY: setup build demo compare test unit vm-tests lint reliability reliability-long
+.PHONY: setup build demo demo-full compare test unit vm-tests lint reliability reliability-long
 
 setup:
 	@./scripts/setup-host.sh
@@ -12,13 +12,28 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace
 
-# Seed 000's outage and its fix, side by side (~8 minutes here): EEVDF, scx_lavd's design of the
-# time (pinned tasks in the LLC queue, greedy-penalty deadlines) and scx_concord, 3 interleaved
-# runs each. Prints the table; writes report.md, results.json and latency-cdf.svg under
-# lab-results/.
+# Seed 000's outage with the real runtime and the real schedulers: a real Erlang/OTP VM
+# (schedulers bound with +sbt db, busy-waiting with sched_yield) among unpinned token rings and
+# a CPU hog, under EEVDF, scx_lavd 1.0.17 (pinned tasks in the shared LLC queue, greedy
+# deadlines: the design that broke Erlang; it loads on 7.0.x only, so the demo runs 7.0.x) and
+# scx_concord, 3 interleaved runs each at DEMO_LOAD (~10 minutes after scx_lavd 1.0.17's
+# one-time build of ~6 minutes). Prints the table and a one-line verdict; writes report.md,
+# results.json and SVGs under lab-results/.
+DEMO_LOAD ?= 0.3
 demo: build
-	$(LAB) kernel
-	$(LAB) bench outage
+	$(LAB) kernel --kernel 7.0
+	$(LAB) peers lavd@1.0.17
+	$(LAB) compare --kernel 7.0 --scenarios erlang --loads $(DEMO_LOAD) \
+		--scheds eevdf,lavd@1.0.17,concord --repeats 3
+
+# The longer story: the whole load sweep, with scx_lavd and scx_bpfland as shipped beside the
+# pre-fix release, 5 interleaved runs (~1 h 30 after the peers' one-time build).
+DEMO_LOADS ?= 0.15,0.3,0.45,0.6
+demo-full: build
+	$(LAB) kernel --kernel 7.0
+	$(LAB) peers lavd@1.0.17 lavd bpfland
+	$(LAB) compare --kernel 7.0 --scenarios erlang --loads $(DEMO_LOADS) \
+		--scheds eevdf,lavd@1.0.17,lavd,bpfland,concord --repeats 5
 
 # Every scenario under EEVDF, scx_concord, scx_lavd and scx_bpfland (peers built once, ~11
 # minutes; then ~45 minutes of runs). Writes report.md, results.json and SVGs under lab-results/.

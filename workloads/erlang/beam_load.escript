@@ -6,7 +6,8 @@
 %%   calibrate REDUCTIONS OUT          time one request's work alone, write {"service_us": ...}
 %%   run RATE SECS WARMUP DRAIN REDUCTIONS GENERATORS OUT
 %%
-%% `run`: GENERATORS processes share RATE requests/s; each request is a new process (as a
+%% `run`: GENERATORS processes (bound one per scheduler in turn) share RATE requests/s; each
+%% request is a new process (as a
 %% service spawns one per request or connection) doing REDUCTIONS function calls, so the BEAM's
 %% own balancing (spawn on the spawner's scheduler, work stealing that needs the victim
 %% scheduler to run) moves the work. Latency runs from the request's intended start (start time
@@ -49,10 +50,13 @@ main(["run", RateS, SecsS, WarmS, DrainS, RedS, GenS, Out]) ->
                                 end
                         end)
           end,
-    Gs = [spawn_link(fun() ->
-                             generator(Req, Start + round(I * Interval / Gens), 0, Interval, End,
-                                       Self)
-                     end) || I <- lists:seq(0, Gens - 1)],
+    %% Generators are bound one per scheduler in turn, as a service's acceptors are spread over
+    %% them; the requests they spawn start on that scheduler and may be stolen from there.
+    NSched = erlang:system_info(schedulers_online),
+    Gs = [spawn_opt(fun() ->
+                            generator(Req, Start + round(I * Interval / Gens), 0, Interval, End,
+                                      Self)
+                    end, [link, {scheduler, (I rem NSched) + 1}]) || I <- lists:seq(0, Gens - 1)],
     [receive {gen_done, G} -> ok end || G <- Gs],
     DrainEnd = now_us() + round(Drain * 1.0e6),
     wait_drain(Counters, DrainEnd),

@@ -34,6 +34,10 @@ pub struct ErlangParams {
     pub load: f64,
     pub busy_wait: concord_workloads::erlang::BusyWait,
     pub reductions: u64,
+    /// One request's service time from an earlier run's calibration: every run of a compare
+    /// offers the same rate. None: calibrate in this run.
+    #[serde(default)]
+    pub service_us: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,14 +213,19 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             };
             // One request's work alone, before any other load: the same figure under every
             // scheduler, from which the rate of the offered load follows.
-            let mut cal = Command::new("beam-real");
-            cal.arg("calibrate");
-            common(&mut cal);
-            let out = run_checked(cal.stdout(Stdio::piped()), "beam-real calibrate")?;
-            let service: f64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .context("beam-real calibrate printed no service time")?;
+            let service: f64 = match e.service_us {
+                Some(s) => s,
+                None => {
+                    let mut cal = Command::new("beam-real");
+                    cal.arg("calibrate");
+                    common(&mut cal);
+                    let out = run_checked(cal.stdout(Stdio::piped()), "beam-real calibrate")?;
+                    String::from_utf8_lossy(&out.stdout)
+                        .trim()
+                        .parse()
+                        .context("beam-real calibrate printed no service time")?
+                }
+            };
             let mix = &p.outage;
             let warmup = 1.0;
             // The rings and hogs outlast the measured arrivals (the VM's start-up included).

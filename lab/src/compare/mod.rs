@@ -26,10 +26,6 @@ use crate::util::progress;
 use crate::vm;
 use concord_workloads::erlang::BusyWait;
 
-/// Reductions per request of the erlang scenario: about 1 ms of one vCPU under multi-threaded
-/// TCG here, twenty BEAM time slices (a process is switched out every ~4000 reductions).
-pub const ERLANG_REDUCTIONS: u64 = 50_000;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
@@ -147,7 +143,11 @@ impl Scenario {
                     "BEAM schedulers' longest wait (ms, kernel trace)",
                     Lower,
                 ),
-                m("service_us", "one request alone (µs, calibration)", Neither),
+                m(
+                    "service_us",
+                    "one request alone (µs, the compare's calibration)",
+                    Neither,
+                ),
             ],
             Scenario::Wakeup => vec![
                 m("wake_p50_us", "wake-up p50 (µs)", Lower),
@@ -244,6 +244,11 @@ pub struct CompareArgs {
     /// one point of the sweep each.
     #[arg(long, value_delimiter = ',', default_value = "0.6")]
     pub loads: Vec<f64>,
+    /// Reductions (function calls) per request of the erlang scenario: 10000 are ~0.2 ms of a
+    /// vCPU under multi-threaded TCG here, two and a half BEAM time slices (a process is
+    /// switched out every ~4000 reductions).
+    #[arg(long, default_value_t = 10_000)]
+    pub reductions: u64,
     /// Busy wait of the erlang scenario's idle schedulers (+sbwt).
     #[arg(long, value_enum, default_value_t = BusyWait::Short)]
     pub busy_wait: BusyWait,
@@ -326,6 +331,9 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             bail!("--icount: shift must be between 0 and 10");
         }
     }
+    if !(100..=100_000_000).contains(&args.reductions) {
+        bail!("--reductions must be between 100 and 100000000");
+    }
     if args.loads.is_empty() || args.loads.iter().any(|l| !(*l > 0.0 && *l <= 2.0)) {
         bail!("--loads: each load must be in (0, 2] (a share of the BEAM's CPUs, 0.6 = 60 %)");
     }
@@ -406,6 +414,10 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     ));
     let started = Instant::now();
     let mut runs: Vec<CompareRun> = Vec::new();
+    // The erlang scenario's rate follows one calibration, made in its first run: the same
+    // offered work for every scheduler and repeat (a calibration per run moved the rate by up
+    // to 18 % between runs with TCG's speed, which decides an overloaded point by itself).
+    let mut service_us: Option<f64> = None;
     for repeat in 0..args.repeats {
         for sp in &plan.scenarios {
             for s in &plan.scheds {
@@ -424,7 +436,15 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     repeat + 1,
                     args.repeats
                 ));
-                let rec = one_run(&kernel, sp, s, repeat, args.keep_traces, args.busy_wait)?;
+                let rec = one_run(&kernel, sp, s, repeat, &args, service_us)?;
+                if sp.scenario == Scenario::Erlang && service_us.is_none() && rec.ok {
+                    service_us = rec.metrics.get("service_us").copied();
+                    if let Some(us) = service_us {
+                        progress(&format!(
+                            "erlang: one request alone takes {us:.0} µs here; every run offers the rate that follows from it"
+                        ));
+                    }
+                }
                 let eta = started.elapsed().as_secs_f64() / n as f64 * (total - n) as f64;
                 progress(&format!(
                     "run {n}/{total}: {} ({:.0} s; ~{:.0} min left)",
@@ -448,6 +468,9 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     for f in files {
         progress(&format!("wrote {}", f.display()));
     }
+    for v in rep.verdicts() {
+        progress(&v);
+    }
     Ok(if rep.all_ok() { 0 } else { exit::SCHED_FAILED })
 }
 
@@ -456,9 +479,10 @@ fn one_run(
     sp: &ScenarioPlan,
     sched: &SchedSpec,
     repeat: usize,
-    keep_traces: bool,
-    busy_wait: BusyWait,
+    args: &CompareArgs,
+    service_us: Option<f64>,
 ) -> Result<CompareRun> {
+    let keep_traces = args.keep_traces;
     let t0 = Instant::now();
     let (scenario, topology, secs) = (sp.scenario, sp.topology, sp.secs);
     let params = guest::GuestParams {
@@ -472,8 +496,9 @@ fn one_run(
         icount: sp.icount.is_some(),
         erlang: sp.load.map(|load| guest::ErlangParams {
             load,
-            busy_wait,
-            reductions: ERLANG_REDUCTIONS,
+            busy_wait: args.busy_wait,
+            reductions: args.reductions,
+            service_us,
         }),
     };
     let cmd = vec![

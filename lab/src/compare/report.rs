@@ -221,6 +221,67 @@ impl CompareReport {
         out
     }
 
+    /// One line per scenario point with request latencies: each scheduler's median p99 (and
+    /// p99.9) as a ratio to the baseline's, the worst single run, and whether it collapsed (a run
+    /// whose p99 is over 3x the baseline's median).
+    pub fn verdicts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sc in &self.scenarios {
+            let Some(base) = sc.results.first() else {
+                continue;
+            };
+            let (Some(b99), Some(b999)) = (
+                base.metrics.get("request_p99_ms"),
+                base.metrics.get("request_p999_ms"),
+            ) else {
+                continue;
+            };
+            if b99.n == 0 || b99.median <= 0.0 {
+                continue;
+            }
+            let parts: Vec<String> = sc.results[1..]
+                .iter()
+                .filter_map(|r| {
+                    let p99 = r.metrics.get("request_p99_ms").filter(|s| s.n > 0)?;
+                    let p999 = r.metrics.get("request_p999_ms").filter(|s| s.n > 0)?;
+                    let collapsed = self
+                        .runs
+                        .iter()
+                        .filter(|x| {
+                            x.ok && x.scenario == sc.scenario
+                                && x.load == sc.load
+                                && x.sched == r.sched
+                        })
+                        .filter(|x| {
+                            x.metrics
+                                .get("request_p99_ms")
+                                .is_some_and(|v| *v > 3.0 * b99.median)
+                        })
+                        .count();
+                    Some(format!(
+                        "{} p99 {:.2}x, p99.9 {:.2}x{}",
+                        r.sched,
+                        p99.median / b99.median,
+                        p999.median / b999.median.max(1e-9),
+                        if collapsed > 0 {
+                            format!(" ({collapsed} of {} runs over 3x)", p99.n)
+                        } else {
+                            String::new()
+                        }
+                    ))
+                })
+                .collect();
+            out.push(format!(
+                "verdict {}: against {} (p99 {:.1} ms): {}",
+                sc.name(),
+                base.sched,
+                b99.median,
+                parts.join("; ")
+            ));
+        }
+        out
+    }
+
     pub fn all_ok(&self) -> bool {
         self.runs.iter().all(|r| r.ok)
     }
@@ -237,6 +298,17 @@ impl CompareReport {
             s,
             "Median (min–max) over the repeats; `·0.80x` is the ratio of medians to the baseline. Wasted cores: CPU time a CPU was idle while a task allowed on it had waited > 1 ms (ftrace replay). BPF: struct_ops callbacks' mean run time (kernel.bpf_stats_enabled).\n"
         );
+        for v in self.verdicts() {
+            let _ = writeln!(s, "- {v}");
+        }
+        let sweeps = self.sweeps();
+        if !sweeps.is_empty() {
+            let _ = writeln!(s);
+            for (name, _) in &sweeps {
+                let _ = writeln!(s, "![{name}]({name})");
+            }
+        }
+        let _ = writeln!(s);
         for sc in &self.scenarios {
             let _ = writeln!(
                 s,
@@ -277,6 +349,9 @@ impl CompareReport {
                     }
                 }
                 let _ = writeln!(s);
+            }
+            if sc.scenario.latency_label().is_some() {
+                let _ = writeln!(s, "\n![latency CDF]({}-latency-cdf.svg)", slug(&sc.name()));
             }
             // BPF cost per callback, for the schedulers that have callbacks.
             let with_bpf: Vec<&SchedResult> = sc
@@ -748,6 +823,12 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert_eq!(svg.matches("<circle").count(), 4);
         assert!(svg.contains("40 %") && svg.contains("80 %"));
+        let v = rep.verdicts();
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[1],
+            "verdict erlang@80%: against eevdf (p99 100.0 ms): concord p99 0.20x, p99.9 0.20x"
+        );
         // a single point is no sweep
         let one = CompareReport::build("7.0.13", 1, &plans[..1], &scheds, Vec::new());
         assert!(one.sweeps().is_empty());

@@ -36,7 +36,18 @@
  * ends the running task's slice when its CPU's pinned queue holds an earlier deadline or an
  * urgent task, or its LLC queue an urgent one. With a shared queue the net only sees the head:
  * a pinned task deep in an LLC queue is invisible to it, one more reason pinned tasks get
- * their own queues.
+ * their own queues. Turns shrink with the number waiting (pol_slice: slice_max shared among the
+ * waiters per CPU, at least slice_min) and a slice timer ends every turn shorter than slice_max
+ * below the tick, so the bound holds by construction while at most
+ * (max_wait/2 - slice_max) / slice_min tasks wait per CPU (30 with the defaults); beyond that a
+ * wait grows by slice_min per further waiter. A wait is counted as the kernel counts it, from
+ * becoming runnable to running, on every path (stats.bpf.h), and ops.cpu_release hands tasks
+ * in a local run queue back when a higher class takes the CPU.
+ *
+ * Yields: a task that calls sched_yield() (ERTS schedulers busy-wait this way, and lock
+ * spinners do) ends its turn and is queued behind its equals (one slice later than its own
+ * offset, within the cap); a kept place would bring it straight back and its yield would
+ * yield nothing to the task with work waiting on its CPU.
  *
  * Preemption (preempt.bpf.h): sched_ext slices end only on ticks (4 ms at HZ=250), so a woken
  * task that must not wait that long takes a busy CPU by a kick (wake-ups only: a task whose
