@@ -34,6 +34,10 @@ struct Opts {
     /// How long an idle scheduler spins (and tries to steal) before it sleeps, µs.
     #[arg(long, default_value_t = 100)]
     spin_us: u64,
+    /// Call sched_yield() every N spins of the idle loop, as ERTS does (0: never; ERTS yields
+    /// every 50 or so).
+    #[arg(long, default_value_t = 0)]
+    yield_every: u64,
     /// Seconds of arrivals.
     #[arg(long, default_value_t = 10.0)]
     secs: f64,
@@ -80,6 +84,7 @@ fn main() -> Result<()> {
         reductions_per_slice: o.slice_reductions,
         rate: o.rate,
         spin_us: o.spin_us,
+        yield_every: o.yield_every,
         secs: o.secs,
         warmup_secs: o.warmup_secs,
         drain_secs: o.drain_secs,
