@@ -364,7 +364,7 @@ fn scheduler_thread(sh: Arc<Shared>, me: usize) -> Result<(SchedulerReport, Hist
                 }
             }
             spins += 1;
-            if cfg.yield_every > 0 && spins % cfg.yield_every == 0 {
+            if cfg.yield_every > 0 && spins.is_multiple_of(cfg.yield_every) {
                 // SAFETY: sched_yield takes no arguments and cannot fail in a way that matters.
                 unsafe { libc::sched_yield() };
             } else {
