@@ -320,6 +320,28 @@ fn one_run(
 }
 
 /// Guest side of one outage run: competing load, then beam-sim, then the scheduler's stats.
+/// The mix's competing load (`noise`: its unpinned token rings and CPU hogs) for `secs`,
+/// reporting to `json`; shared by the outage and erlang scenarios.
+pub fn spawn_noise(mix: &OutageMix, secs: f64, json: &Path) -> Result<std::process::Child> {
+    Command::new("noise")
+        .args(["--secs", &format!("{secs}")])
+        .args(["--hogs", &mix.hogs.to_string()])
+        .args([
+            "--rings",
+            &mix.rings.to_string(),
+            "--ring-size",
+            "4",
+            "--tokens",
+            "2",
+        ])
+        .args(["--hop-reductions", &mix.hop_reductions.to_string()])
+        .arg("--json")
+        .arg(json)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting noise")
+}
+
 pub fn guest_outage(mix: &OutageMix) -> Result<()> {
     let run_dir = PathBuf::from(
         std::env::var_os("CONCORD_LAB_RUN_DIR")
@@ -345,23 +367,7 @@ pub fn guest_outage(mix: &OutageMix) -> Result<()> {
     let beam_json = run_dir.join("beam.json");
     let warmup = 1.0;
     // The load runs from 1 s before the first arrival to the last one.
-    let mut noise = Command::new("noise")
-        .args(["--secs", &format!("{}", mix.secs + 1.0 + 0.5)])
-        .args(["--hogs", &mix.hogs.to_string()])
-        .args([
-            "--rings",
-            &mix.rings.to_string(),
-            "--ring-size",
-            "4",
-            "--tokens",
-            "2",
-        ])
-        .args(["--hop-reductions", &mix.hop_reductions.to_string()])
-        .arg("--json")
-        .arg(&noise_json)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting noise")?;
+    let mut noise = spawn_noise(mix, mix.secs + 1.0 + 0.5, &noise_json)?;
     std::thread::sleep(Duration::from_secs(1));
     let j0 = cpu_jiffies();
     let beam = Command::new("beam-sim")

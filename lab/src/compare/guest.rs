@@ -229,23 +229,8 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             let mix = &p.outage;
             let warmup = 1.0;
             // The rings and hogs outlast the measured arrivals (the VM's start-up included).
-            let mut noise = Command::new("noise")
-                .args(["--secs", &format!("{}", p.secs + warmup + 3.0)])
-                .args(["--hogs", &mix.hogs.to_string()])
-                .args([
-                    "--rings",
-                    &mix.rings.to_string(),
-                    "--ring-size",
-                    "4",
-                    "--tokens",
-                    "2",
-                ])
-                .args(["--hop-reductions", &mix.hop_reductions.to_string()])
-                .arg("--json")
-                .arg(run_dir.join(NOISE_FILE))
-                .stdin(Stdio::null())
-                .spawn()
-                .context("starting noise")?;
+            let mut noise =
+                crate::bench::spawn_noise(mix, p.secs + warmup + 3.0, &run_dir.join(NOISE_FILE))?;
             std::thread::sleep(Duration::from_millis(500));
             let mut run = Command::new("beam-real");
             run.arg("run");
