@@ -116,6 +116,10 @@ pub struct ErlangReport {
     pub max_us: f64,
     /// The scheduler threads (`N_scheduler`), bound one per CPU with `+sbt db`.
     pub schedulers: Vec<ThreadReport>,
+    /// Seconds between the first and the last reading of their schedstat (the window of
+    /// `run_ms` and `wait_ms`: the VM's start-up after the threads appear, the run, the drain).
+    #[serde(default)]
+    pub schedstat_secs: f64,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +273,8 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // Sample until the end: the last reading before the VM exits is the run's account.
+    let t_first = std::time::Instant::now();
+    let mut t_last = t_first;
     let mut last: Vec<(SchedStat, String)> = first
         .iter()
         .map(|(t, _, s)| (*s, allowed_list(pid, *t)))
@@ -280,6 +286,7 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
         for (i, (t, _, _)) in first.iter().enumerate() {
             if let Some(s) = schedstat(pid, *t) {
                 last[i] = (s, allowed_list(pid, *t));
+                t_last = std::time::Instant::now();
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -325,6 +332,7 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
         max_us: latency.max() as f64 / 1e3,
         latency,
         schedulers,
+        schedstat_secs: (t_last - t_first).as_secs_f64(),
     })
 }
 

@@ -53,6 +53,18 @@ pub struct NoiseReport {
     pub hog_reductions_per_sec: f64,
     /// The slowest hog's share of the mean hog (1.0 = all equal).
     pub hog_min_over_mean: f64,
+    /// CPU time the ring threads got, in CPUs (seconds on CPU per second of the run, from their
+    /// schedstat): who got the machine, beside how much work it did.
+    #[serde(default)]
+    pub rings_cpus: f64,
+    /// CPU time the hogs got, in CPUs.
+    #[serde(default)]
+    pub hogs_cpus: f64,
+}
+
+/// The calling thread's CPU time so far (schedstat), 0 if unreadable.
+fn own_cpu_ns() -> u64 {
+    sys::SchedStat::of_current_thread().map_or(0, |s| s.run_ns)
 }
 
 const EXIT: u8 = 0xff;
@@ -68,7 +80,10 @@ fn pipe() -> Result<(File, File)> {
     Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
 }
 
-pub fn run(cfg: NoiseConfig) -> Result<NoiseReport> {
+/// Run the load for `cfg.secs`, or until `until` is set (the caller's stop signal: the load
+/// beside a workload whose length is not known in advance, such as a VM starting up under
+/// -icount, lasts exactly as long as that workload). The report covers the time it ran.
+pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
     cfg.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     let hops = Arc::new(AtomicU64::new(0));
@@ -103,13 +118,13 @@ pub fn run(cfg: NoiseConfig) -> Result<NoiseReport> {
                         loop {
                             rd.read_exact(&mut b)?;
                             if b[0] == EXIT {
-                                return Ok(0);
+                                return Ok(own_cpu_ns());
                             }
                             work::reductions(work_n, &mut state);
                             hops.fetch_add(1, Ordering::Relaxed);
                             // The next thread may have exited already at the end.
                             if next.write_all(&[TOKEN]).is_err() {
-                                return Ok(0);
+                                return Ok(own_cpu_ns());
                             }
                         }
                     })?,
@@ -131,14 +146,21 @@ pub fn run(cfg: NoiseConfig) -> Result<NoiseReport> {
                     work::reductions(1000, &mut state);
                     c.fetch_add(1000, Ordering::Relaxed);
                 }
-                Ok(0)
+                Ok(own_cpu_ns())
             },
         )?);
     }
 
     let t0 = sys::now_ns();
     let hops0 = hops.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs_f64(cfg.secs));
+    let end = t0 + (cfg.secs * 1e9) as u64;
+    while !until.load(Ordering::Relaxed) {
+        let now = sys::now_ns();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep(Duration::from_nanos((end - now).min(20_000_000)));
+    }
     let secs = (sys::now_ns() - t0) as f64 / 1e9;
     let hop_n = hops.load(Ordering::Relaxed) - hops0;
     let hog_n: Vec<u64> = hog_counts
@@ -149,10 +171,19 @@ pub fn run(cfg: NoiseConfig) -> Result<NoiseReport> {
     for mut w in wakers {
         let _ = w.write_all(&[EXIT]);
     }
-    for t in threads {
-        t.join()
+    // Ring threads were spawned first, then the hogs.
+    let nr_ring_threads = cfg.rings * cfg.ring_size;
+    let (mut ring_ns, mut hog_ns) = (0u64, 0u64);
+    for (i, t) in threads.into_iter().enumerate() {
+        let ns = t
+            .join()
             .map_err(|_| anyhow::anyhow!("a noise thread panicked"))?
             .context("noise thread")?;
+        if i < nr_ring_threads {
+            ring_ns += ns;
+        } else {
+            hog_ns += ns;
+        }
     }
     let total: u64 = hog_n.iter().sum();
     let mean = total as f64 / hog_n.len().max(1) as f64;
@@ -166,6 +197,8 @@ pub fn run(cfg: NoiseConfig) -> Result<NoiseReport> {
         } else {
             0.0
         },
+        rings_cpus: ring_ns as f64 / 1e9 / secs,
+        hogs_cpus: hog_ns as f64 / 1e9 / secs,
     })
 }
 
@@ -175,18 +208,43 @@ mod tests {
 
     #[test]
     fn rings_pass_tokens_and_hogs_work_then_all_exit() {
-        let r = run(NoiseConfig {
-            rings: 2,
-            ring_size: 3,
-            tokens_per_ring: 2,
-            hop_reductions: 10,
-            hogs: 2,
-            secs: 0.3,
-        })
+        let r = run(
+            NoiseConfig {
+                rings: 2,
+                ring_size: 3,
+                tokens_per_ring: 2,
+                hop_reductions: 10,
+                hogs: 2,
+                secs: 0.3,
+            },
+            &AtomicBool::new(false),
+        )
         .unwrap();
         assert!(r.hops_per_sec > 100.0, "{r:?}");
         assert!(r.hog_reductions_per_sec > 0.0);
         assert!(r.hog_min_over_mean > 0.0 && r.hog_min_over_mean <= 1.0);
+        assert!(r.hogs_cpus > 0.0 && r.rings_cpus > 0.0, "{r:?}");
+    }
+
+    #[test]
+    fn a_stop_ends_the_run_before_its_secs_and_reports_the_time_it_ran() {
+        let until = Arc::new(AtomicBool::new(false));
+        let u = until.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            u.store(true, Ordering::Relaxed);
+        });
+        let cfg = NoiseConfig {
+            rings: 1,
+            ring_size: 2,
+            tokens_per_ring: 1,
+            hop_reductions: 10,
+            hogs: 1,
+            secs: 60.0,
+        };
+        let r = run(cfg, &until).unwrap();
+        stopper.join().unwrap();
+        assert!(r.secs >= 0.2 && r.secs < 30.0, "ran {} s", r.secs);
     }
 
     #[test]

@@ -228,9 +228,12 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             };
             let mix = &p.outage;
             let warmup = 1.0;
-            // The rings and hogs outlast the measured arrivals (the VM's start-up included).
-            let mut noise =
-                crate::bench::spawn_noise(mix, p.secs + warmup + 3.0, &run_dir.join(NOISE_FILE))?;
+            // The rings and hogs run from before the VM starts until it has finished: stopped
+            // then, not timed, because the VM's start-up takes seconds of guest time under
+            // -icount (the cap only guards against a lost stop).
+            let drain = 10.0;
+            let cap = p.secs + warmup + drain + 300.0;
+            let mut noise = crate::bench::spawn_noise(mix, cap, &run_dir.join(NOISE_FILE))?;
             std::thread::sleep(Duration::from_millis(500));
             let mut run = Command::new("beam-real");
             run.arg("run");
@@ -239,11 +242,13 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
                 run.args(["--load", &e.load.to_string()])
                     .args(["--service-us", &service.to_string()])
                     .args(["--secs", &secs, "--warmup-secs", &warmup.to_string()])
-                    .args(["--drain-secs", "10"])
+                    .args(["--drain-secs", &drain.to_string()])
                     .arg("--json")
                     .arg(&json),
                 "beam-real run",
             );
+            // SAFETY: kill(2) on our own child's pid, which wait() has not reaped yet.
+            unsafe { libc::kill(noise.id() as libc::pid_t, libc::SIGINT) };
             let st = noise.wait().context("waiting for noise")?;
             r?;
             if !st.success() {

@@ -148,6 +148,9 @@ impl Scenario {
                     "one request alone (µs, the compare's calibration)",
                     Neither,
                 ),
+                m("beam_cpus", "BEAM schedulers' CPU (CPUs)", Neither),
+                m("rings_cpus", "rings' CPU (CPUs)", Neither),
+                m("hogs_cpus", "hogs' CPU (CPUs)", Neither),
             ],
             Scenario::Wakeup => vec![
                 m("wake_p50_us", "wake-up p50 (µs)", Lower),
@@ -252,6 +255,14 @@ pub struct CompareArgs {
     /// Busy wait of the erlang scenario's idle schedulers (+sbwt).
     #[arg(long, value_enum, default_value_t = BusyWait::Short)]
     pub busy_wait: BusyWait,
+    /// Unpinned token rings beside the BEAM in the erlang and outage scenarios (default: the
+    /// outage mix's, `bench outage --help`).
+    #[arg(long)]
+    pub rings: Option<usize>,
+    /// Unpinned CPU hogs beside the BEAM in the erlang and outage scenarios (default: the
+    /// outage mix's).
+    #[arg(long)]
+    pub hogs: Option<usize>,
     /// Keep each run's raw ftrace text (large) in its run directory.
     #[arg(long)]
     pub keep_traces: bool,
@@ -489,9 +500,14 @@ fn one_run(
         scenario,
         secs,
         nr_cpus: topology.nr_cpus() as usize,
-        outage: OutageMix {
-            secs,
-            ..crate::bench::default_mix()
+        outage: {
+            let d = crate::bench::default_mix();
+            OutageMix {
+                secs,
+                rings: args.rings.unwrap_or(d.rings),
+                hogs: args.hogs.unwrap_or(d.hogs),
+                ..d
+            }
         },
         icount: sp.icount.is_some(),
         erlang: sp.load.map(|load| guest::ErlangParams {
@@ -592,8 +608,17 @@ fn collect(
             put(mx, "hog_work_per_sec", n.hog_reductions_per_sec);
             put(mx, "service_us", r.service_us);
             let wait_ms: f64 = r.schedulers.iter().map(|t| t.wait_ms).sum();
-            let secs = r.config.secs + r.config.warmup_secs;
+            let run_ms: f64 = r.schedulers.iter().map(|t| t.run_ms).sum();
+            // schedstat's own window when the report has it (older ones: the nominal run).
+            let secs = if r.schedstat_secs > 0.0 {
+                r.schedstat_secs
+            } else {
+                r.config.secs + r.config.warmup_secs
+            };
             put(mx, "beam_runq_delay_ms_per_sec", wait_ms / secs.max(1e-9));
+            put(mx, "beam_cpus", run_ms / 1e3 / secs.max(1e-9));
+            put(mx, "rings_cpus", n.rings_cpus);
+            put(mx, "hogs_cpus", n.hogs_cpus);
             if r.schedulers.is_empty() {
                 bail!("beam-real found no scheduler threads");
             }
