@@ -52,6 +52,10 @@ pub struct OutageMix {
     /// Reductions per ring hop.
     #[arg(long, default_value_t = 200)]
     pub hop_reductions: u64,
+    /// Laps per second each ring is held to (0: as fast as it goes, a CPU-bound pipeline).
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default)]
+    pub ring_laps: f64,
 }
 
 /// The mix with every default (the one place they are written is the clap attributes above).
@@ -335,6 +339,7 @@ pub fn spawn_noise(mix: &OutageMix, secs: f64, json: &Path) -> Result<std::proce
             "2",
         ])
         .args(["--hop-reductions", &mix.hop_reductions.to_string()])
+        .args(["--ring-laps", &mix.ring_laps.to_string()])
         .arg("--json")
         .arg(json)
         .stdin(Stdio::null())

@@ -26,6 +26,11 @@ pub struct NoiseConfig {
     pub hop_reductions: u64,
     pub hogs: usize,
     pub secs: f64,
+    /// Laps per second each ring is held to (0: as fast as it goes). Unpaced, a ring with two
+    /// tokens is a CPU-bound pipeline that only looks latency-critical; paced, it is a chatty
+    /// service with a bounded demand (its first thread waits for the next lap's time).
+    #[serde(default)]
+    pub ring_laps_per_sec: f64,
 }
 
 impl NoiseConfig {
@@ -38,6 +43,9 @@ impl NoiseConfig {
         }
         if self.rings * self.ring_size + self.hogs > 4096 {
             bail!("more than 4096 threads");
+        }
+        if !(self.ring_laps_per_sec.is_finite() && self.ring_laps_per_sec >= 0.0) {
+            bail!("--ring-laps must be a rate of at least 0 laps per second");
         }
         crate::check_secs(self.secs, None)?;
         Ok(())
@@ -109,12 +117,19 @@ pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
                 .try_clone()?;
             let hops = hops.clone();
             let work_n = cfg.hop_reductions;
+            // The first thread of a paced ring passes each token on at the lap's time.
+            let lap_ns = if i == 0 && cfg.ring_laps_per_sec > 0.0 {
+                (1e9 / cfg.ring_laps_per_sec) as u64
+            } else {
+                0
+            };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("ring{r}-{i}"))
                     .spawn(move || -> Result<u64> {
                         let mut b = [0u8; 1];
                         let mut state = i as u64 + 1;
+                        let mut lap_at = sys::now_ns();
                         loop {
                             rd.read_exact(&mut b)?;
                             if b[0] == EXIT {
@@ -122,6 +137,11 @@ pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
                             }
                             work::reductions(work_n, &mut state);
                             hops.fetch_add(1, Ordering::Relaxed);
+                            if lap_ns > 0 {
+                                // Late laps are not made up: a slow ring is not a burst later.
+                                lap_at = (lap_at + lap_ns).max(sys::now_ns());
+                                sys::sleep_until(lap_at);
+                            }
                             // The next thread may have exited already at the end.
                             if next.write_all(&[TOKEN]).is_err() {
                                 return Ok(own_cpu_ns());
@@ -216,6 +236,7 @@ mod tests {
                 hop_reductions: 10,
                 hogs: 2,
                 secs: 0.3,
+                ring_laps_per_sec: 0.0,
             },
             &AtomicBool::new(false),
         )
@@ -241,10 +262,27 @@ mod tests {
             hop_reductions: 10,
             hogs: 1,
             secs: 60.0,
+            ring_laps_per_sec: 0.0,
         };
         let r = run(cfg, &until).unwrap();
         stopper.join().unwrap();
         assert!(r.secs >= 0.2 && r.secs < 30.0, "ran {} s", r.secs);
+    }
+
+    #[test]
+    fn a_paced_ring_makes_at_most_its_laps() {
+        let cfg = NoiseConfig {
+            rings: 1,
+            ring_size: 2,
+            tokens_per_ring: 1,
+            hop_reductions: 10,
+            hogs: 0,
+            secs: 0.5,
+            ring_laps_per_sec: 100.0,
+        };
+        let r = run(cfg, &AtomicBool::new(false)).unwrap();
+        // 100 laps/s of 2 hops: 200 hops/s, plus the first lap before the pacing starts.
+        assert!(r.hops_per_sec > 20.0 && r.hops_per_sec < 260.0, "{r:?}");
     }
 
     #[test]
@@ -256,6 +294,7 @@ mod tests {
             hop_reductions: 1,
             hogs: 0,
             secs: 1.0,
+            ring_laps_per_sec: 0.0,
         };
         assert!(c.validate().is_err(), "a ring of 2 holds at most 1 token");
         c.tokens_per_ring = 1;

@@ -211,6 +211,13 @@ impl Scenario {
     }
 }
 
+/// Laps per second of each ring beside the real BEAM. Free-running, a 2-token ring is a
+/// CPU-bound pipeline (every hop a pipe round trip, dear under TCG); two of them and a hog
+/// left the BEAM a fair share under EEVDF below what light request loads need, so every
+/// scheduler was overloaded and a comparison showed only queue growth. Paced, the rings are
+/// chatty services with a bounded demand, and the hog takes the rest of the machine.
+pub const ERLANG_RING_LAPS: f64 = 150.0;
+
 #[derive(clap::Args)]
 pub struct CompareArgs {
     /// Scenarios, comma-separated.
@@ -243,13 +250,14 @@ pub struct CompareArgs {
     /// Run every scenario under default multi-threaded TCG.
     #[arg(long)]
     pub no_icount: bool,
-    /// Offered loads of the erlang scenario, as shares of its schedulers' CPUs (0.6 = 60 %):
-    /// one point of the sweep each.
-    #[arg(long, value_delimiter = ',', default_value = "0.6")]
+    /// Offered loads of the erlang scenario, as shares of its schedulers' CPUs (0.1 = 10 %,
+    /// from the calibration of one request alone): one point of the sweep each. The competing
+    /// load takes half the machine or more, so loads much above 0.15 overload every scheduler.
+    #[arg(long, value_delimiter = ',', default_value = "0.1")]
     pub loads: Vec<f64>,
-    /// Reductions (function calls) per request of the erlang scenario: 10000 are ~0.2 ms of a
-    /// vCPU under multi-threaded TCG here, two and a half BEAM time slices (a process is
-    /// switched out every ~4000 reductions).
+    /// Reductions (function calls) per request of the erlang scenario: 10000 are ~0.5 ms of a
+    /// vCPU under multi-threaded TCG here with the machine otherwise quiet, two and a half BEAM
+    /// time slices (a process is switched out every ~4000 reductions).
     #[arg(long, default_value_t = 10_000)]
     pub reductions: u64,
     /// Busy wait of the erlang scenario's idle schedulers (+sbwt).
@@ -263,6 +271,11 @@ pub struct CompareArgs {
     /// outage mix's).
     #[arg(long)]
     pub hogs: Option<usize>,
+    /// Laps per second each ring is held to, 0 for free-running rings (CPU-bound pipelines).
+    /// Default: the erlang scenario's chatty services are paced (ERLANG_RING_LAPS), the outage
+    /// scenario's rings run free.
+    #[arg(long)]
+    pub ring_laps: Option<f64>,
     /// Keep each run's raw ftrace text (large) in its run directory.
     #[arg(long)]
     pub keep_traces: bool,
@@ -506,6 +519,10 @@ fn one_run(
                 secs,
                 rings: args.rings.unwrap_or(d.rings),
                 hogs: args.hogs.unwrap_or(d.hogs),
+                ring_laps: args.ring_laps.unwrap_or(match sp.scenario {
+                    Scenario::Erlang => ERLANG_RING_LAPS,
+                    _ => d.ring_laps,
+                }),
                 ..d
             }
         },

@@ -25,6 +25,9 @@ struct Opts {
     /// Reductions of work per hop.
     #[arg(long, default_value_t = 200)]
     hop_reductions: u64,
+    /// Laps per second each ring is held to (0: as fast as it goes).
+    #[arg(long, default_value_t = 0.0)]
+    ring_laps: f64,
     /// CPU hog threads.
     #[arg(long, default_value_t = 2)]
     hogs: usize,
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
             hop_reductions: o.hop_reductions,
             hogs: o.hogs,
             secs: o.secs,
+            ring_laps_per_sec: o.ring_laps,
         },
         &stop,
     )?;
