@@ -17,7 +17,7 @@ build: setup
 # rings and a CPU hog, under EEVDF, scx_lavd 1.0.17 (pinned tasks in the shared LLC queue,
 # greedy deadlines: the design that broke Erlang; it loads on 7.0.x only, so the demo runs
 # 7.0.x) and scx_concord, 3 interleaved runs each at DEMO_LOAD of the BEAM's CPUs in requests
-# (~10 minutes after scx_lavd 1.0.17's one-time build of ~6 minutes). The competing load takes
+# (~20 minutes after scx_lavd 1.0.17's one-time build of ~6 minutes). The competing load takes
 # half the machine or more, so loads much above 0.15 overload every scheduler. Prints the table
 # and a one-line verdict; writes report.md, results.json and SVGs under lab-results/.
 DEMO_LOAD ?= 0.1

@@ -342,6 +342,10 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
             f("beam_wait_max_ms") > 0.0,
             "the BEAM threads were traced: {m}"
         );
+        // Who got the CPU: each group ran, and no group got more than the machine's 2 CPUs.
+        for k in ["beam_cpus", "rings_cpus", "hogs_cpus"] {
+            assert!(f(k) > 0.0 && f(k) <= 2.05, "{k}: {m}");
+        }
         assert!(f("wait_max_ms") >= f("beam_wait_max_ms"), "{m}");
         if run["sched"] == "concord" {
             let (kernel, own) = (f("wait_max_ms"), f("sched_wait_max_ms"));
