@@ -274,8 +274,7 @@ impl RunningSched {
     fn stop(&mut self) -> (Option<i32>, Option<i32>) {
         use std::os::unix::process::ExitStatusExt;
         if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            crate::util::signal_child(&self.child, libc::SIGINT);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {

@@ -75,6 +75,12 @@ pub fn exe_dir() -> Result<PathBuf> {
         .to_path_buf())
 }
 
+/// Send `sig` to our own child (not yet reaped by wait(), so its pid is still ours).
+pub fn signal_child(child: &std::process::Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on a pid we own; it cannot have been reused before we wait for it.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -247,8 +247,7 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
                     .arg(&json),
                 "beam-real run",
             );
-            // SAFETY: kill(2) on our own child's pid, which wait() has not reaped yet.
-            unsafe { libc::kill(noise.id() as libc::pid_t, libc::SIGINT) };
+            crate::util::signal_child(&noise, libc::SIGINT);
             let st = noise.wait().context("waiting for noise")?;
             r?;
             if !st.success() {

@@ -64,11 +64,6 @@ fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, sig) };
-}
-
 /// scx_concord started by the check itself, its output in a file of the run directory.
 struct Concord {
     child: Child,
@@ -108,7 +103,7 @@ impl Concord {
     }
 
     fn stop(mut self) -> (Option<ExitStatus>, String) {
-        signal(&self.child, libc::SIGINT);
+        crate::util::signal_child(&self.child, libc::SIGINT);
         let st = wait_child(&mut self.child, Duration::from_secs(15));
         (st, self.output())
     }
@@ -880,7 +875,7 @@ fn exits(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         v.fail(format!("did not attach: {}", c.output()));
     } else {
         std::thread::sleep(Duration::from_secs(2));
-        signal(&c.child, libc::SIGKILL);
+        crate::util::signal_child(&c.child, libc::SIGKILL);
         let gone = wait_for(Duration::from_secs(10), || sched_state() == "disabled");
         let (st, _) = c.finish(Duration::from_secs(5));
         v.note(format!(
@@ -947,7 +942,7 @@ fn exits(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             v.fail("SIGINT: sched_ext still enabled afterwards".into());
         }
     }
-    signal(&load, libc::SIGINT);
+    crate::util::signal_child(&load, libc::SIGINT);
     let st = wait_child(&mut load, Duration::from_secs(30));
     v.note(format!("the load (stress-ng) ended: {}", code(st)));
     if st.is_none() {
