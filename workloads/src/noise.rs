@@ -70,6 +70,18 @@ pub struct NoiseReport {
     pub hogs_cpus: f64,
 }
 
+/// Join noise threads, each returning its CPU time, and sum it.
+fn join_cpu_ns(threads: Vec<std::thread::JoinHandle<Result<u64>>>) -> Result<u64> {
+    let mut ns = 0;
+    for t in threads {
+        ns += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a noise thread panicked"))?
+            .context("noise thread")?;
+    }
+    Ok(ns)
+}
+
 /// The calling thread's CPU time so far (schedstat), 0 if unreadable.
 fn own_cpu_ns() -> u64 {
     sys::SchedStat::of_current_thread().map_or(0, |s| s.run_ns)
@@ -95,7 +107,7 @@ pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
     cfg.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     let hops = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
+    let (mut ring_threads, mut hog_threads) = (Vec::new(), Vec::new());
     let mut wakers = Vec::new(); // a write end per ring thread, to tell it to exit
 
     for r in 0..cfg.rings {
@@ -123,7 +135,7 @@ pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
             } else {
                 0
             };
-            threads.push(
+            ring_threads.push(
                 std::thread::Builder::new()
                     .name(format!("ring{r}-{i}"))
                     .spawn(move || -> Result<u64> {
@@ -159,7 +171,7 @@ pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
         (0..cfg.hogs).map(|_| Arc::new(AtomicU64::new(0))).collect();
     for (i, c) in hog_counts.iter().enumerate() {
         let (stop, c) = (stop.clone(), c.clone());
-        threads.push(std::thread::Builder::new().name(format!("hog{i}")).spawn(
+        hog_threads.push(std::thread::Builder::new().name(format!("hog{i}")).spawn(
             move || -> Result<u64> {
                 let mut state = i as u64 + 7;
                 while !stop.load(Ordering::Relaxed) {
@@ -191,20 +203,8 @@ pub fn run(cfg: NoiseConfig, until: &AtomicBool) -> Result<NoiseReport> {
     for mut w in wakers {
         let _ = w.write_all(&[EXIT]);
     }
-    // Ring threads were spawned first, then the hogs.
-    let nr_ring_threads = cfg.rings * cfg.ring_size;
-    let (mut ring_ns, mut hog_ns) = (0u64, 0u64);
-    for (i, t) in threads.into_iter().enumerate() {
-        let ns = t
-            .join()
-            .map_err(|_| anyhow::anyhow!("a noise thread panicked"))?
-            .context("noise thread")?;
-        if i < nr_ring_threads {
-            ring_ns += ns;
-        } else {
-            hog_ns += ns;
-        }
-    }
+    let ring_ns = join_cpu_ns(ring_threads)?;
+    let hog_ns = join_cpu_ns(hog_threads)?;
     let total: u64 = hog_n.iter().sum();
     let mean = total as f64 / hog_n.len().max(1) as f64;
     Ok(NoiseReport {
