@@ -466,6 +466,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         vtime_after: 0,
                         vclock_after: 0,
                         yield_offset_ns: 0,
+                        timer_needed: 0,
                     });
                 }
             }
@@ -532,6 +533,14 @@ fn check_policy(opts: &Opts) -> Result<()> {
             policy::vtime_after_run(a.vtime, a.wait_ns, a.weight, a.vclock, smax),
             policy::clock_after_start(a.vclock, a.vtime, smax),
             policy::yield_offset(a.deadline_delta_ns, smax, opts.max_wait_ms * 1_000_000 / 2),
+            policy::timer_needed(
+                a.nr_waiting % 5,
+                a.nr_waiting,
+                a.domain_cpus,
+                a.weight,
+                a.wait_ns,
+                opts.max_wait_ms * 1_000_000 / 2,
+            ) as u64,
         );
         let got = (
             a.lat_cri,
@@ -545,6 +554,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             a.vtime_after,
             a.vclock_after,
             a.yield_offset_ns,
+            a.timer_needed,
         );
         if want != got {
             mismatches += 1;

@@ -147,6 +147,23 @@ pub fn slice(
     s.clamp(slice_min, slice_max)
 }
 
+/// Whether a turn needs a slice timer to end below the tick (policy.h pol_timer_needed): for
+/// lighter-than-nice-0 tasks always, else when tick-long turns of everyone waiting per CPU
+/// (the CPU's pinned queue plus its share of the domain queue, rounded up) would pass the
+/// urgent half of the bound.
+pub fn timer_needed(
+    nr_pinned: u64,
+    nr_shared: u64,
+    domain_cpus: u64,
+    weight: u64,
+    tick_ns: u64,
+    urgent_ns: u64,
+) -> bool {
+    let n = domain_cpus.clamp(1, 1 << 20);
+    let waiters = nr_pinned.min(1 << 30) + nr_shared.min(1 << 30).div_ceil(n);
+    weight < WEIGHT_DEFAULT || (waiters + 1) * tick_ns.min(1 << 32) > urgent_ns
+}
+
 /// Offset of a task that called sched_yield(): a slice later than its own, at most the cap.
 pub fn yield_offset(delta: u64, slice_max: u64, cap: u64) -> u64 {
     (delta + slice_max).min(cap)
@@ -307,6 +324,30 @@ mod tests {
             avg = runtime_update(avg, 10_000 * MS);
         }
         assert_eq!(deadline_delta(avg, 100, 1, MS / 2, 5 * MS, 20 * MS), 5 * MS);
+    }
+
+    #[test]
+    fn slice_timers_only_where_tick_long_turns_would_break_the_bound() {
+        let (tick, urgent) = (4 * MS, 20 * MS);
+        // A few waiters per CPU: tick-long turns keep the last one within the urgent half.
+        assert!(!timer_needed(1, 2, 2, 100, tick, urgent));
+        assert!(!timer_needed(0, 7, 2, 100, tick, urgent));
+        // Five per CPU (4 ms turns: the fifth starts after 20 ms plus the running turn): needed.
+        assert!(timer_needed(5, 0, 2, 100, tick, urgent));
+        assert!(timer_needed(0, 9, 2, 100, tick, urgent));
+        // Nice acts through shorter turns, so lighter tasks always get one.
+        assert!(timer_needed(0, 0, 1, 99, tick, urgent));
+        // Monotone in waiters and tick length.
+        for (cpus, pinned) in [(1, 0), (2, 0), (2, 2), (4, 1), (64, 0)] {
+            let mut was = false;
+            for w in 0..400 {
+                let now = timer_needed(pinned, w, cpus, 100, tick, urgent);
+                assert!(now || !was, "needed at fewer waiters but not at more");
+                was = now;
+                assert!(!now || timer_needed(pinned, w, cpus, 100, 2 * tick, urgent));
+            }
+            assert!(was, "many waiters always need timers");
+        }
     }
 
     #[test]

@@ -60,6 +60,12 @@ static inline u64 lag_max_ns(void)
 	return slice_max_ns;
 }
 
+/*
+ * Length of the kernel's tick (1/HZ), measured by ops.tick against jiffies (a guest may have
+ * no kernel config to read HZ from); until then Debian's 250 Hz.
+ */
+u64 tick_ns = 4000000ULL;
+
 /* Per scheduling domain (an LLC, or everything with the global queue): largest vtime started. */
 u64 vclock[MAX_LLCS];
 
@@ -84,6 +90,7 @@ struct task_ctx {
 	s32 sync_waker_cpu;	/* woken by a sync wake-up from this CPU + 1 (0: not), for enqueue */
 	u32 may_preempt;	/* queued by a wake-up that had the right to preempt */
 	u32 yielded;		/* called sched_yield(): next queueing goes behind its equals */
+	u32 slice_timer;	/* its turn needs a slice timer (pol_timer_needed at its queueing) */
 	u64 wait_from;		/* enq_at of its last queueing (kept across a keep_place requeue) */
 	u64 deadline;		/* deadline of its last queueing */
 	u64 vtime;		/* weighted CPU time, within lag_max of its domain's vclock */

@@ -46,16 +46,33 @@ static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wa
 }
 
 /*
+ * Whether kicking @cpu idle-only for @p's enqueue would be wasted: @cpu is the CPU running this
+ * code (it schedules again before it can go idle: a requeue at the end of a slice, or a local
+ * wake-up), or it is @p's own run queue on a wake-up, which the kernel reschedules itself if
+ * it idles (wakeup_preempt(): our class is above the idle class). Either way we hold that run
+ * queue's lock, so scx_bpf_kick_cpu() cannot look at it and queues an irq_work, a self-IPI
+ * on the kicking CPU for every such enqueue; under TCG that interrupt cost more than most
+ * callbacks, charged to whatever ran (mostly the chatty tasks that wake others).
+ */
+static inline bool kick_is_moot(s32 cpu, const struct task_struct *p, u64 enq_flags)
+{
+	return cpu == bpf_get_smp_processor_id() ||
+	       ((enq_flags & SCX_ENQ_WAKEUP) && cpu == scx_bpf_task_cpu(p));
+}
+
+/*
  * Wake @cpu if it is idle or on its way there. SCX_KICK_IDLE is cheap on a busy CPU, and unlike
  * testing the idle bit it also catches a CPU that is inside balance (its ops.dispatch may have
  * looked before our insert) and has not set its idle bit yet: without the kick it would sleep
- * with our task queued. Returns whether the CPU was known idle (for the stats).
+ * with our task queued. Not when the kick is moot (kick_is_moot()). Returns whether the CPU
+ * was known idle (for the stats).
  */
-static inline bool kick_if_idle(s32 cpu)
+static inline bool kick_if_idle(s32 cpu, const struct task_struct *p, u64 enq_flags)
 {
 	bool was_idle = scx_bpf_test_and_clear_cpu_idle(cpu);
 
-	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	if (!kick_is_moot(cpu, p, enq_flags))
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 	if (was_idle)
 		stat_inc(STAT_KICK_IDLE);
 	return was_idle;
@@ -88,18 +105,19 @@ static inline s32 claim_idle_cpu(struct task_struct *p, s32 prev)
 }
 
 /*
- * After queueing a migratable task: wake @idle, the CPU claim_idle_cpu() found for it, which
+ * After queueing migratable @p: wake @idle, the CPU claim_idle_cpu() found for it, which
  * takes the queue's head. True if there was one. With none marked idle, the task's own CPU
- * @own may be about to go idle all the same: kick it idle-only.
+ * @own may be about to go idle all the same: kick it idle-only, unless that is moot.
  */
-static inline bool kick_idle_for(s32 idle, s32 own)
+static inline bool kick_idle_for(s32 idle, s32 own, const struct task_struct *p, u64 enq_flags)
 {
 	if (idle >= 0) {
 		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 		stat_inc(STAT_KICK_IDLE);
 		return true;
 	}
-	scx_bpf_kick_cpu(own, SCX_KICK_IDLE);
+	if (!kick_is_moot(own, p, enq_flags))
+		scx_bpf_kick_cpu(own, SCX_KICK_IDLE);
 	return false;
 }
 #endif

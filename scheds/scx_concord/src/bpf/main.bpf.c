@@ -37,10 +37,14 @@
  * urgent task, or its LLC queue an urgent one. With a shared queue the net only sees the head:
  * a pinned task deep in an LLC queue is invisible to it, one more reason pinned tasks get
  * their own queues. Turns shrink with the number waiting (pol_slice: slice_max shared among the
- * waiters per CPU, at least slice_min) and a slice timer ends every turn shorter than slice_max
- * below the tick, so the bound holds by construction while at most
- * (max_wait/2 - slice_max) / slice_min tasks wait per CPU (30 with the defaults); beyond that a
- * wait grows by slice_min per further waiter. A wait is counted as the kernel counts it, from
+ * waiters per CPU, at least slice_min). While tick-long turns of everyone waiting per CPU end
+ * within the urgent half of the bound (up to four waiters per CPU at 250 Hz and 40 ms),
+ * ticks end them; with more, a slice timer ends every turn shorter than slice_max below the
+ * tick (pol_timer_needed; for tasks whose runs use up their turn: one that usually sleeps first
+ * and runs on for once loses its turn at the next tick). Each timer is an interrupt programmed
+ * and fired, and one per run cost more than the rest of the callback under TCG. So the bound
+ * holds by construction while at most (max_wait/2 - slice_max) / slice_min tasks wait per CPU
+ * (30 with the defaults); beyond that a wait grows by slice_min per further waiter. A wait is counted as the kernel counts it, from
  * becoming runnable to running, on every path (stats.bpf.h), and ops.cpu_release hands tasks
  * in a local run queue back when a higher class takes the CPU.
  *
@@ -104,7 +108,25 @@ char _license[] SEC("license") = "GPL";
 
 UEI_DEFINE(uei);
 
-static u64 init_at;
+static u64 init_at, init_jiffies;
+static bool tick_measured;
+
+/*
+ * tick_ns from the time and jiffies elapsed since init, once 64 jiffies have passed (a quarter
+ * second at 250 Hz: long enough that one late tick does not matter), then left alone.
+ */
+static __always_inline void measure_tick(u64 now)
+{
+	u64 j;
+
+	if (tick_measured)
+		return;
+	j = bpf_jiffies64() - init_jiffies;
+	if (j < 64 || !time_before(init_at, now))
+		return;
+	tick_ns = (now - init_at) / j;
+	tick_measured = true;
+}
 
 /*
  * Where a task stands in line: its wait starts now and its deadline is the one just computed,
@@ -124,6 +146,8 @@ static __always_inline u64 place_task(struct task_ctx *tctx, u32 kind, u64 deadl
 	tctx->deadline = deadline;
 	tctx->keep_place = 0;
 	tctx->enq_kind = kind;
+	/* direct paths (short turns or an idle CPU): a timer only for nice's sake; queue_task decides */
+	tctx->slice_timer = 0;
 	return deadline;
 }
 
@@ -132,10 +156,13 @@ static __always_inline void queue_task(struct task_struct *p, struct task_ctx *t
 			      u64 deadline, u64 enq_flags, u64 now)
 {
 	u64 nr_pinned = pinned_mode == PINNED_PER_CPU ? nr_queued(pinned_dsq(cpu)) : 0;
-	u64 slice = pol_slice(nr_pinned, nr_queued(shared_dsq(cpu)), domain_cpus[domain_of_cpu(cpu)],
-			      p->scx.weight, slice_min_ns, slice_max_ns);
+	u64 nr_shared = nr_queued(shared_dsq(cpu));
+	u32 cpus = domain_cpus[domain_of_cpu(cpu)];
+	u64 slice = pol_slice(nr_pinned, nr_shared, cpus, p->scx.weight, slice_min_ns, slice_max_ns);
 
 	deadline = place_task(tctx, kind, deadline, now);
+	tctx->slice_timer = pol_timer_needed(nr_pinned, nr_shared, cpus, p->scx.weight, tick_ns,
+					     urgent_wait_ns());
 	scx_bpf_dsq_insert_vtime(p, kind == QK_PINNED ? pinned_dsq(cpu) : shared_dsq(cpu), slice,
 				 deadline, enq_flags);
 }
@@ -272,7 +299,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 				return;
 			queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
 		}
-		if (!kick_if_idle(cpu) && (enq_flags & SCX_ENQ_WAKEUP) &&
+		if (!kick_if_idle(cpu, p, enq_flags) && (enq_flags & SCX_ENQ_WAKEUP) &&
 		    !sync_waker_frees(waker, cpu, true))
 			preempt_for(p, deadline, now);
 		return;
@@ -294,13 +321,14 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		if (run_here_now(p, tctx, cpu, deadline, enq_flags, now))
 			return;
 		queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
-		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		if (!kick_is_moot(cpu, p, enq_flags))
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 		tctx->may_preempt = 1;
 		preempt_for(p, deadline, now);
 		return;
 	}
 	queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
-	kick_idle_for(idle, cpu);
+	kick_idle_for(idle, cpu, p, enq_flags);
 }
 
 /*
@@ -382,6 +410,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	 * The LLC queue's head waited the whole bound: urgent tasks go first everywhere, so this
 	 * only happens when CPUs of the LLC sleep through it (see kick_idle_llc()).
 	 */
+	measure_tick(now);
 	peek_head(shared_dsq(cpu), &shr);
 	if (shr.present && waited_over(shr.enq_at, now, max_wait_ns))
 		kick_idle_llc(cpu);
@@ -446,7 +475,9 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		else
 			offset = task_delta(p, tctx, now);
 		cctx->running_delta = offset;
-		arm_slice_timer(p, cpu, ++cctx->run_seq);
+		++cctx->run_seq;
+		if (tctx->slice_timer || p->scx.weight < WEIGHT_DEFAULT)
+			arm_slice_timer(p, cpu, cctx->run_seq, tctx->avg_runtime);
 	}
 	record_wait(p, tctx, now, cpu);
 	vclock_on_running(tctx, cpu);
@@ -532,6 +563,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
 	s32 err;
 
 	init_at = scx_bpf_now();
+	init_jiffies = bpf_jiffies64();
 	err = init_slice_timers();
 	if (err) {
 		scx_bpf_error("setting up slice timers: %d", err);
@@ -583,6 +615,8 @@ int policy_probe(struct policy_probe_args *a)
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());
 	a->vclock_after = pol_clock_after_start(a->vclock, a->vtime, lag_max_ns());
 	a->yield_offset_ns = pol_yield_offset(a->deadline_delta_ns, slice_max_ns, delta_cap_ns());
+	a->timer_needed = pol_timer_needed(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight,
+					   a->wait_ns, delta_cap_ns());
 	return 0;
 }
 

@@ -15,7 +15,9 @@
  *     its domain's clock, non-decreasing in how far behind it is, non-increasing in its
  *     average runtime;
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters;
- *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap.
+ *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap;
+ *   - a slice timer is needed for lighter-than-nice-0 tasks, and for the rest exactly when
+ *     tick-long turns of everyone waiting would pass the urgent half of the bound.
  */
 #ifndef __CONCORD_POLICY_H
 #define __CONCORD_POLICY_H
@@ -228,6 +230,26 @@ static inline u64 pol_slice(u64 nr_pinned, u64 nr_shared, u64 domain_cpus, u64 w
 	if (weight < WEIGHT_DEFAULT)
 		s = s * weight / WEIGHT_DEFAULT;
 	return pol_clamp(s, slice_min, slice_max);
+}
+
+/*
+ * Whether a turn needs a slice timer to end below the tick. With @nr_pinned waiting in the
+ * CPU's own queue and @nr_shared in a domain queue of @domain_cpus CPUs, each waiter's turn a
+ * whole tick long (@tick_ns: sched_ext slices end on ticks), the last waiter starts within
+ * (waiters + 1) ticks: while that is within @urgent_ns (half the bound) the bound holds without
+ * timers, which cost an interrupt each (a timer programmed and fired, dear under TCG). Beyond
+ * that, turns must shrink below the tick for the bound to hold by construction. Always for
+ * weights below nice 0's: nice acts through their shorter turns.
+ */
+static inline bool pol_timer_needed(u64 nr_pinned, u64 nr_shared, u64 domain_cpus, u64 weight,
+				    u64 tick_ns, u64 urgent_ns)
+{
+	u64 n = pol_clamp(domain_cpus, 1, 1 << 20);
+	u64 waiters = pol_clamp(nr_pinned, 0, 1 << 30) + (pol_clamp(nr_shared, 0, 1 << 30) + n - 1) / n;
+
+	if (weight < WEIGHT_DEFAULT)
+		return true;
+	return (waiters + 1) * pol_clamp(tick_ns, 0, 1ULL << 32) > urgent_ns;
 }
 
 /*

@@ -157,11 +157,14 @@ static inline void preempt_for_next(s32 cpu, u64 now)
  * than a tick is a tick. pol_slice shares slice_max among the tasks waiting for a CPU, and the
  * wait bound rests on those turns being short: with N tasks waiting per CPU and every turn a
  * tick long, the last waits N ticks (at 40 ms, ten waiters per CPU broke the bound and the
- * queue turned FIFO at tick grain, everyone urgent). So every run whose slice is shorter than
- * slice_max (someone was waiting when it was queued) is ended by a timer pinned to its CPU:
- * turns shrink with the number waiting, to slice_min, below the tick. Weights below nice 0's
- * act through such shorter slices too (a nice-19 spinner cut to ticks got 0.14-0.32 of a CPU
- * among nice-0 spinners). A run with the whole slice_max (nobody waited) sets no timer.
+ * queue turned FIFO at tick grain, everyone urgent). So once so many wait that tick-long turns
+ * would pass the urgent half of the bound (pol_timer_needed), every run whose slice is shorter
+ * than slice_max is ended by a timer pinned to its CPU: turns shrink with the number waiting,
+ * to slice_min, below the tick. Weights below nice 0's act through such shorter slices too (a
+ * nice-19 spinner cut to ticks got 0.14-0.32 of a CPU among nice-0 spinners), so theirs always
+ * get one. A run with the whole slice_max (nobody waited) sets no timer, nor one with fewer
+ * waiters: a timer per run, programmed and fired, was an interrupt per run for turns that
+ * ticks end soon enough.
  */
 struct slice_timer {
 	struct bpf_timer timer;
@@ -210,14 +213,21 @@ static inline s32 init_slice_timers(void)
 	return 0;
 }
 
-/* @p starts run @seq on @cpu: end it after its slice if the slice is shorter than slice_max. */
-static inline void arm_slice_timer(struct task_struct *p, s32 cpu, u64 seq)
+/*
+ * @p starts run @seq on @cpu: end it after its slice if the slice is shorter than slice_max
+ * and @p's runs are long enough to use it up (@avg_runtime at least half of it). A task that
+ * sleeps well within its turn (a pipe hop, a woken worker's burst) would leave a timer behind
+ * that fires into someone else's run: an interrupt per run for nothing, dear under TCG. If
+ * such a task does run on, the tick ends its turn, and from then on its average asks for
+ * timers.
+ */
+static inline void arm_slice_timer(struct task_struct *p, s32 cpu, u64 seq, u64 avg_runtime)
 {
 	struct slice_timer *st;
 	u32 key = cpu;
 	u64 slice = p->scx.slice;
 
-	if (slice >= slice_max_ns || cpu < 0)
+	if (slice >= slice_max_ns || cpu < 0 || avg_runtime * 2 < slice)
 		return;
 	st = bpf_map_lookup_elem(&slice_timers, &key);
 	if (!st)
