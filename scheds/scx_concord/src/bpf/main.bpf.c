@@ -44,9 +44,10 @@
  * and runs on for once loses its turn at the next tick). Each timer is an interrupt programmed
  * and fired, and one per run cost more than the rest of the callback under TCG. So the bound
  * holds by construction while at most (max_wait/2 - slice_max) / slice_min tasks wait per CPU
- * (30 with the defaults); beyond that a wait grows by slice_min per further waiter. A wait is counted as the kernel counts it, from
- * becoming runnable to running, on every path (stats.bpf.h), and ops.cpu_release hands tasks
- * in a local run queue back when a higher class takes the CPU.
+ * (30 with the defaults); beyond that a wait grows by slice_min per further waiter. A wait is
+ * counted as the kernel counts it, from becoming runnable to running, on every path
+ * (stats.bpf.h), and ops.cpu_release hands tasks in a local run queue back when a higher class
+ * takes the CPU.
  *
  * Yields: a task that calls sched_yield() (ERTS schedulers busy-wait this way, and lock
  * spinners do) ends its turn and is queued behind its equals (one slice later than its own
