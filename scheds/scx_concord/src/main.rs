@@ -19,7 +19,7 @@ use scx_utils::{
     uei_report, Topology, UserExitInfo, NR_CPU_IDS,
 };
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -282,7 +282,8 @@ fn check_kernel() -> Result<()> {
 struct Scheduler<'a> {
     skel: BpfSkel<'a>,
     struct_ops: Option<libbpf_rs::Link>,
-    stats_server: Option<StatsServer<(), Snapshot>>,
+    stats_server: Option<StatsServer<u64, Snapshot>>,
+    windows: stats::WaitWindows,
 }
 
 fn open_and_load<'a>(
@@ -374,6 +375,7 @@ impl<'a> Scheduler<'a> {
         // once attached.
         let bss = skel.maps.bss_data.as_mut().unwrap();
         bss.wait_max_ns = [0; stats::NR_KINDS];
+        bss.wait_win_ns = [0; stats::NR_KINDS];
         bss.wait_max_pid = [0; stats::NR_KINDS];
         bss.wait_max_cpu = [0; stats::NR_KINDS];
         bss.wait_max_nr_cpus = [0; stats::NR_KINDS];
@@ -391,12 +393,24 @@ impl<'a> Scheduler<'a> {
             skel,
             struct_ops,
             stats_server,
+            windows: stats::WaitWindows::default(),
         })
     }
 
-    fn snapshot(&self) -> Snapshot {
-        let bss = self.skel.maps.bss_data.as_ref().unwrap();
+    /// A snapshot for a client whose previous one was `since` (0: none).
+    fn snapshot(&mut self, since: u64) -> Snapshot {
+        let bss = self.skel.maps.bss_data.as_mut().unwrap();
+        let mut taken = [0; stats::NR_KINDS];
+        for (t, w) in taken.iter_mut().zip(bss.wait_win_ns.iter_mut()) {
+            // SAFETY: the field lives in the mmapped .bss for the skeleton's lifetime and is
+            // 8-byte aligned; BPF updates it only with atomic compare-and-swap.
+            *t = unsafe { AtomicU64::from_ptr(w as *mut u64) }.swap(0, Ordering::SeqCst);
+        }
+        let seq = self.windows.close(taken);
+        let win_ns = self.windows.since(since).unwrap_or(bss.wait_max_ns);
         Snapshot {
+            seq,
+            win_ns,
             stats: bss.stats,
             hist: bss.wait_hist,
             max_ns: bss.wait_max_ns,
@@ -408,9 +422,11 @@ impl<'a> Scheduler<'a> {
 
     fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
         let (res_ch, req_ch) = self.stats_server.as_ref().unwrap().channels();
+        // Each wake-up of this loop is CPU taken from the tasks we schedule; once a second (as
+        // scx_bpfland) is soon enough to notice Ctrl-C or the kernel's exit.
         while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
-            match req_ch.recv_timeout(Duration::from_millis(500)) {
-                Ok(()) => res_ch.send(self.snapshot())?,
+            match req_ch.recv_timeout(Duration::from_secs(1)) {
+                Ok(since) => res_ch.send(self.snapshot(since))?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => Err(e)?,
             }

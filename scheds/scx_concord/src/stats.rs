@@ -27,6 +27,52 @@ pub struct Snapshot {
     pub max_pid: [u64; NR_KINDS],
     pub max_cpu: [u64; NR_KINDS],
     pub max_nr_cpus: [u64; NR_KINDS],
+    /// Sequence number of this snapshot (see `WaitWindows`).
+    pub seq: u64,
+    /// Exact longest wait of each kind since the requester's previous snapshot.
+    pub win_ns: [u64; NR_KINDS],
+}
+
+/// The scheduler swaps BPF's per-kind window maxima (`wait_win_ns`) with 0 at every snapshot
+/// and keeps each epoch's values here, so every stats client gets the exact longest wait since
+/// its own previous request, however many other clients read in between. Only the last
+/// `KEEP` epochs are kept: a client whose previous request is older gets the since-attach
+/// maximum instead (an upper bound, never an under-report).
+#[derive(Debug, Default)]
+pub struct WaitWindows {
+    seq: u64,
+    epochs: std::collections::VecDeque<(u64, [u64; NR_KINDS])>,
+}
+
+impl WaitWindows {
+    const KEEP: usize = 4096;
+
+    /// Close the current epoch with the window maxima just taken from BPF; returns its
+    /// sequence number.
+    pub fn close(&mut self, taken: [u64; NR_KINDS]) -> u64 {
+        self.seq += 1;
+        if self.epochs.len() == Self::KEEP {
+            self.epochs.pop_front();
+        }
+        self.epochs.push_back((self.seq, taken));
+        self.seq
+    }
+
+    /// Longest wait of each kind in the epochs after `since`, or None when some of those
+    /// epochs are no longer kept.
+    pub fn since(&self, since: u64) -> Option<[u64; NR_KINDS]> {
+        let oldest = self.epochs.front().map_or(self.seq + 1, |e| e.0);
+        if since + 1 < oldest {
+            return None;
+        }
+        let mut m = [0; NR_KINDS];
+        for (_, e) in self.epochs.iter().filter(|e| e.0 > since) {
+            for (a, b) in m.iter_mut().zip(e) {
+                *a = (*a).max(*b);
+            }
+        }
+        Some(m)
+    }
 }
 
 impl Default for Snapshot {
@@ -38,6 +84,8 @@ impl Default for Snapshot {
             max_pid: [0; NR_KINDS],
             max_cpu: [0; NR_KINDS],
             max_nr_cpus: [0; NR_KINDS],
+            seq: 0,
+            win_ns: [0; NR_KINDS],
         }
     }
 }
@@ -100,20 +148,24 @@ pub struct Metrics {
     pub direct_waits: u64,
     #[stat(desc = "p99 wait of direct dispatches in the interval (us, bucket upper bound)")]
     pub direct_wait_p99_us: f64,
-    #[stat(desc = "Max wait of direct dispatches in the interval (us, bucket upper bound)")]
+    #[stat(desc = "Exact longest wait of direct dispatches in the interval (us)")]
     pub direct_wait_max_us: f64,
     #[stat(desc = "Waits (runnable to running) of tasks that ran from a pinned queue")]
     pub pinned_waits: u64,
     #[stat(desc = "p99 wait in pinned queues in the interval (us, bucket upper bound)")]
     pub pinned_wait_p99_us: f64,
-    #[stat(desc = "Max wait in pinned queues in the interval (us, bucket upper bound)")]
+    #[stat(desc = "Exact longest wait via pinned queues in the interval (us)")]
     pub pinned_wait_max_us: f64,
     #[stat(desc = "Waits (runnable to running) of tasks that ran from an LLC/global queue")]
     pub shared_waits: u64,
     #[stat(desc = "p99 wait in LLC/global queues in the interval (us, bucket upper bound)")]
     pub shared_wait_p99_us: f64,
-    #[stat(desc = "Max wait in LLC/global queues in the interval (us, bucket upper bound)")]
+    #[stat(desc = "Exact longest wait via LLC/global queues in the interval (us)")]
     pub shared_wait_max_us: f64,
+    #[stat(
+        desc = "Exact longest wait of any task on any path in the interval (us): what the kernel's trace sees"
+    )]
+    pub wait_max_us: f64,
     #[stat(
         desc = "Exact longest wait (runnable to running) via pinned queues since the scheduler finished attaching (us)"
     )]
@@ -172,9 +224,10 @@ impl Metrics {
                 .collect();
             hist_summary(&h)
         };
-        let (dn, dp, dm) = kind(bpf_intf::queue_kind_QK_DIRECT);
-        let (pn, pp, pm) = kind(bpf_intf::queue_kind_QK_PINNED);
-        let (sn, sp, sm) = kind(bpf_intf::queue_kind_QK_SHARED);
+        let (dn, dp, _) = kind(bpf_intf::queue_kind_QK_DIRECT);
+        let (pn, pp, _) = kind(bpf_intf::queue_kind_QK_PINNED);
+        let (sn, sp, _) = kind(bpf_intf::queue_kind_QK_SHARED);
+        let win = |k: u32| cur.win_ns[k as usize] as f64 / 1000.0;
         Self {
             direct_idle: d(bpf_intf::stat_idx_STAT_DIRECT_IDLE),
             dispatch_pinned: d(bpf_intf::stat_idx_STAT_DISPATCH_PINNED),
@@ -198,13 +251,14 @@ impl Metrics {
             enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
             direct_waits: dn,
             direct_wait_p99_us: dp,
-            direct_wait_max_us: dm,
+            direct_wait_max_us: win(bpf_intf::queue_kind_QK_DIRECT),
             pinned_waits: pn,
             pinned_wait_p99_us: pp,
-            pinned_wait_max_us: pm,
+            pinned_wait_max_us: win(bpf_intf::queue_kind_QK_PINNED),
             shared_waits: sn,
             shared_wait_p99_us: sp,
-            shared_wait_max_us: sm,
+            shared_wait_max_us: win(bpf_intf::queue_kind_QK_SHARED),
+            wait_max_us: cur.win_ns.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
             pinned_wait_max_since_start_us: cur.max_ns[bpf_intf::queue_kind_QK_PINNED as usize]
                 as f64
                 / 1000.0,
@@ -266,12 +320,14 @@ impl Metrics {
     }
 }
 
-pub fn server_data() -> StatsServerData<(), Snapshot> {
-    let open: Box<dyn StatsOpener<(), Snapshot>> = Box::new(move |(req_ch, res_ch)| {
-        req_ch.send(())?;
+/// The request a stats client's reader sends the run loop: the sequence number of its previous
+/// snapshot (0: none), for the window maxima since then.
+pub fn server_data() -> StatsServerData<u64, Snapshot> {
+    let open: Box<dyn StatsOpener<u64, Snapshot>> = Box::new(move |(req_ch, res_ch)| {
+        req_ch.send(0)?;
         let mut prev: Snapshot = res_ch.recv()?;
-        let read: Box<dyn StatsReader<(), Snapshot>> = Box::new(move |_args, (req_ch, res_ch)| {
-            req_ch.send(())?;
+        let read: Box<dyn StatsReader<u64, Snapshot>> = Box::new(move |_args, (req_ch, res_ch)| {
+            req_ch.send(prev.seq)?;
             let cur: Snapshot = res_ch.recv()?;
             let m = Metrics::between(&prev, &cur);
             prev = cur;
@@ -310,5 +366,30 @@ mod tests {
         h[3] = 980;
         h[20] = 20;
         assert_eq!(hist_summary(&h).1, 80.0, "2% slow samples move p99");
+    }
+
+    #[test]
+    fn each_client_gets_the_longest_wait_of_its_own_interval() {
+        let mut w = WaitWindows::default();
+        let one = |v: u64| {
+            let mut a = [0; NR_KINDS];
+            a[0] = v;
+            a
+        };
+        let a = w.close(one(50)); // client A's first read
+        let b = w.close(one(7)); // client B reads
+        let a2 = w.close(one(3)); // A again: 7 and 3 happened since its read
+        assert_eq!(w.since(a).unwrap()[0], 7);
+        assert_eq!(w.since(b).unwrap()[0], 3);
+        assert_eq!(w.since(a2).unwrap()[0], 0, "nothing after the latest epoch");
+        assert_eq!(w.since(0).unwrap()[0], 50);
+        for _ in 0..WaitWindows::KEEP {
+            w.close(one(1));
+        }
+        assert!(
+            w.since(a).is_none(),
+            "epochs no longer kept are not guessed"
+        );
+        assert_eq!(w.since(w.seq - 1).unwrap()[0], 1);
     }
 }

@@ -80,6 +80,12 @@ u64 wait_max_ns[NR_QUEUE_KINDS];
 u64 wait_max_pid[NR_QUEUE_KINDS];
 u64 wait_max_cpu[NR_QUEUE_KINDS];
 u64 wait_max_nr_cpus[NR_QUEUE_KINDS];
+/*
+ * Longest wait of each kind since user space last took it (it swaps it with 0 at every stats
+ * snapshot and keeps the values per snapshot), so a reader gets the exact longest wait of its
+ * own interval rather than a histogram bucket's upper bound or the since-attach record.
+ */
+u64 wait_win_ns[NR_QUEUE_KINDS];
 
 struct task_ctx {
 	u64 ready_at;		/* became runnable (woken, or left a CPU still runnable); 0: running

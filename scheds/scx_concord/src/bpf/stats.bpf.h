@@ -9,21 +9,26 @@
 #define __CONCORD_STATS_H
 #include "concord.bpf.h"
 
+/* Raise *@max to @wait; a lost race is retried once (it can only under-report one sample). */
+static inline bool raise_max(u64 *max, u64 wait)
+{
+	u64 old = *max;
+
+	if (wait <= old)
+		return false;
+	if (__sync_val_compare_and_swap(max, old, wait) == old)
+		return true;
+	old = *max;
+	return wait > old && __sync_val_compare_and_swap(max, old, wait) == old;
+}
+
 /* Keep @wait as the longest of its kind if it is, with who waited it (for the reader's clue). */
 static inline void note_longest(const struct task_struct *p, u32 kind, u64 wait, s32 cpu)
 {
-	u64 old = wait_max_ns[kind];
-	bool won = false;
+	bool won;
 
-	/* a lost race here can only under-report by one concurrent sample; retried once */
-	if (wait > old) {
-		won = __sync_val_compare_and_swap(&wait_max_ns[kind], old, wait) == old;
-		if (!won) {
-			old = wait_max_ns[kind];
-			won = wait > old &&
-			      __sync_val_compare_and_swap(&wait_max_ns[kind], old, wait) == old;
-		}
-	}
+	raise_max(&wait_win_ns[kind], wait);
+	won = raise_max(&wait_max_ns[kind], wait);
 	if (won) {
 		wait_max_pid[kind] = p->pid;
 		wait_max_cpu[kind] = cpu;
