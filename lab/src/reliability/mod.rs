@@ -110,6 +110,20 @@ struct Run {
     icount: Option<u32>,
 }
 
+impl Run {
+    /// Who schedules during the checks: the boot's scheduler, or scx_concord when the checks
+    /// start and stop it themselves (the VM then boots under EEVDF).
+    fn sched_label(&self) -> String {
+        if self.sched.kind == concord_common::sched::SchedKind::Eevdf
+            && self.cmd.get(1).is_some_and(|c| c == "rel-guest")
+        {
+            "concord (started by the check)".into()
+        } else {
+            self.sched.label()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub check: String,
@@ -355,7 +369,7 @@ fn one_run(run: &Run, kernel: &kernel::Kernel) -> Result<Vec<Row>> {
         check: v.check.clone(),
         kernel: kernel.release.clone(),
         topology: run.topology.to_string(),
-        sched: run.sched.label(),
+        sched: run.sched_label(),
         pass: v.pass(),
         evidence: v.evidence,
         failures: v.failures,
@@ -468,7 +482,7 @@ pub fn run(args: ReliabilityArgs) -> Result<i32> {
             run.name,
             kernel.release,
             run.topology,
-            run.sched.label()
+            run.sched_label()
         ));
         let new = one_run(run, kernel)?;
         for r in &new {
