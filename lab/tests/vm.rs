@@ -227,6 +227,61 @@ fn pinned_hog_wait_is_bounded() {
     }
 }
 
+/// A yield gives the CPU away, and not for long: a thread polling with sched_yield() (as ERTS
+/// schedulers spin before they sleep) and a CPU hog share CPU 1. The hog, the one with work,
+/// gets most of the CPU (a yielder taken straight back would keep it), and the poller looks
+/// again within a fraction of a tick after each yield that switched (a whole slice of the hog
+/// would be a tick or more: 4 ms at 250 Hz). Under -icount: guest time from instructions, so
+/// the host's speed does not move the figures.
+#[test]
+fn a_yield_gives_the_cpu_away_for_a_short_turn() {
+    if !enabled() {
+        return;
+    }
+    let r = lab(&[
+        "vm",
+        "--cpus",
+        "2",
+        "--icount",
+        "2",
+        "--sched",
+        "concord",
+        "--",
+        "yield-probe",
+        "--cpu",
+        "1",
+        "--secs",
+        "4",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let start = r.stdout.find('{').expect("yield-probe printed its report");
+    let v: serde_json::Value = serde_json::Deserializer::from_str(&r.stdout[start..])
+        .into_iter()
+        .next()
+        .expect("one JSON report")
+        .expect("valid JSON");
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "handoffs {}, gap p50 {:.0} us, p99 {:.0} us; hog {:.2}, poller {:.2} of the CPU",
+        f("handoffs"),
+        f("gap_p50_us"),
+        f("gap_p99_us"),
+        f("hog_share"),
+        f("yielder_share")
+    );
+    assert!(f("handoffs") >= 100.0, "the poller yielded the CPU: {v}");
+    assert!(
+        f("hog_share") >= 0.75,
+        "the yield did not yield: the hog got {:.2} of the CPU",
+        f("hog_share")
+    );
+    assert!(
+        f("gap_p50_us") <= 2000.0,
+        "after a yield the poller waited {:.0} us (p50): a whole slice of the hog",
+        f("gap_p50_us")
+    );
+}
+
 /// The outage scenario end to end, short: two schedulers, one run each. Checks that the report,
 /// the raw JSON and the plot are written with sane values; the performance ratios are benchmark
 /// results (make demo), not asserted here.

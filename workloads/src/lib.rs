@@ -4,6 +4,7 @@
 //! - `noise`: competing load (token rings that look latency-critical, CPU hogs);
 //! - `wakeup`: wakeup-bench, message/worker wake-up latency (schbench's shape);
 //! - `interactive`: interactive-bench, a periodic task next to CPU hogs and a batch job;
+//! - `yielder`: yield-probe, a poller that yields beside a CPU hog on one CPU;
 //! - `work`: the unit of CPU work; `sys`: clock, affinity, futex and schedstat helpers.
 pub mod beam;
 pub mod erlang;
@@ -12,6 +13,7 @@ pub mod noise;
 pub mod sys;
 pub mod wakeup;
 pub mod work;
+pub mod yielder;
 
 /// The run length every workload takes: `--secs` in (0, 86400], and if it has one, a
 /// `--warmup-secs` in [0, secs).

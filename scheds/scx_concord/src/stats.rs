@@ -138,6 +138,10 @@ pub struct Metrics {
     pub overdue: u64,
     #[stat(desc = "Yielders (sched_yield) queued behind their equals")]
     pub yield_requeue: u64,
+    #[stat(
+        desc = "Turns cut to --slice-min-us because the task before them on the CPU yielded (the yielder polls again soon)"
+    )]
+    pub yield_turn: u64,
     #[stat(desc = "Enqueues of pinned tasks")]
     pub enq_pinned: u64,
     #[stat(desc = "Enqueues of migratable tasks")]
@@ -247,6 +251,7 @@ impl Metrics {
             slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
             overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
             yield_requeue: d(bpf_intf::stat_idx_STAT_YIELD),
+            yield_turn: d(bpf_intf::stat_idx_STAT_YIELD_TURN),
             enq_pinned: d(bpf_intf::stat_idx_STAT_ENQ_PINNED),
             enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
             direct_waits: dn,
@@ -280,7 +285,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} overdue={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -298,6 +303,7 @@ impl Metrics {
             self.tick_preempt,
             self.slice_timer,
             self.yield_requeue,
+            self.yield_turn,
             self.overdue
         )?;
         writeln!(

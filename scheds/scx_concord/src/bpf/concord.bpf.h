@@ -97,6 +97,7 @@ struct task_ctx {
 	u32 may_preempt;	/* queued by a wake-up that had the right to preempt */
 	u32 yielded;		/* called sched_yield(): next queueing goes behind its equals */
 	u32 slice_timer;	/* its turn needs a slice timer (pol_timer_needed at its queueing) */
+	u32 yield_turn;		/* running a turn given by a yield (slice_min): not a runtime sample */
 	u64 wait_from;		/* enq_at of its last queueing (kept across a keep_place requeue) */
 	u64 deadline;		/* deadline of its last queueing */
 	u64 vtime;		/* weighted CPU time, within lag_max of its domain's vclock */
@@ -121,6 +122,7 @@ struct cpu_ctx {
 	u64 running_delta;	/* deadline offset of the task running here (for preemption) */
 	u64 run_seq;		/* runs started here: a slice timer ends only the run it was set for */
 	u32 pull_llc;		/* busier LLC (+1) the next dispatch here pulls from; 0: none */
+	u32 yielder_pid;	/* the task that just yielded this CPU (0: none): see ops.yield */
 };
 
 struct {

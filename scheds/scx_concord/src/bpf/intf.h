@@ -75,6 +75,7 @@ enum stat_idx {
 	STAT_RUN_HERE,			/* short wake-ups run at once on the CPU they preempted */
 	STAT_SYNC_HANDOFF,		/* sync wake-ups put on the waker's CPU, next in line there */
 	STAT_YIELD,			/* yielders queued behind their equals (sched_yield) */
+	STAT_YIELD_TURN,		/* turns cut to slice_min: the task before them yielded */
 	NR_CONCORD_STATS,
 };
 

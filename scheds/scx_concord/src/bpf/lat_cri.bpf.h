@@ -42,7 +42,8 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	ran = now - tctx->run_at;
 	tctx->vtime = pol_vtime_after_run(tctx->vtime, ran, p->scx.weight,
 					  vclock[domain_of_cpu(scx_bpf_task_cpu(p))], lag_max_ns());
-	if (tctx->keep_place)
+	/* nor is a turn a yield cut short (take_yield_turn()) */
+	if (tctx->keep_place || tctx->yield_turn)
 		return;
 	tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, ran);
 	if (deadline_mode == DEADLINE_GREEDY) {
@@ -104,12 +105,29 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 }
 /*
  * The deadline of a task that yielded: behind its equals, as EEVDF moves a yielder's deadline
- * one slice on. A slice later than its own offset gives, so tasks queued with offsets like its
- * own in the last slice go first, and at most the cap, so the wait bound holds as for any task.
- * Its wait starts again (no kept place): the yield ended its turn of its own accord.
+ * one slice on (a slice later than its own offset gives, at most the cap), and behind the heads
+ * of the queues of @cpu, where it waits: a yield means "let whoever waits here run first". With
+ * the slice later alone, a CPU hog whose offset was larger stayed behind the yielder, and an
+ * idle worker spinning with sched_yield() took the CPU back again and again while the hog
+ * waited (half the CPU for a thread that polls). Heads' deadlines are within the cap of their
+ * queueing, so the bound holds as for any task. Its wait starts again (no kept place): the
+ * yield ended its turn of its own accord.
  */
-static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now)
+static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
 {
-	return now + pol_yield_offset(task_delta(p, tctx, now), slice_max_ns, delta_cap_ns());
+	u64 d = now + pol_yield_offset(task_delta(p, tctx, now), slice_max_ns, delta_cap_ns());
+	struct queue_head h = {};
+
+	if (deadline_mode != DEADLINE_CAPPED)
+		return d;
+	if (pinned_mode == PINNED_PER_CPU) {
+		peek_head(pinned_dsq(cpu), &h);
+		if (h.present && !time_before(h.deadline, d))
+			d = h.deadline + 1;
+	}
+	peek_head(shared_dsq(cpu), &h);
+	if (h.present && !time_before(h.deadline, d))
+		d = h.deadline + 1;
+	return d;
 }
 #endif

@@ -52,7 +52,9 @@
  * Yields: a task that calls sched_yield() (ERTS schedulers busy-wait this way, and lock
  * spinners do) ends its turn and is queued behind its equals (one slice later than its own
  * offset, within the cap); a kept place would bring it straight back and its yield would
- * yield nothing to the task with work waiting on its CPU.
+ * yield nothing to the task with work waiting on its CPU. The task it yields to gets a turn of
+ * slice_min, not a slice: the yielder is usually an idle worker polling for work, and work that
+ * arrives for it should not wait behind a whole slice of a CPU hog.
  *
  * Preemption (preempt.bpf.h): sched_ext slices end only on ticks (4 ms at HZ=250), so a woken
  * task that must not wait that long takes a busy CPU by a kick (wake-ups only: a task whose
@@ -276,7 +278,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	if (enq_flags & SCX_ENQ_REENQ)
 		tctx->keep_place = 1;
 	if (tctx->yielded) {
-		deadline = yield_deadline(p, tctx, now);
+		deadline = yield_deadline(p, tctx, task_home_cpu(p), now);
 		tctx->yielded = 0;
 		stat_inc(STAT_YIELD);
 	}
@@ -391,10 +393,14 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	/* Nothing waits that may run here: let the previous task go on (a yield found nobody). */
 	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
 		struct task_ctx *pctx = task_ctx(prev);
+		struct cpu_ctx *cctx = cpu_ctx_of(cpu);
 
 		prev->scx.slice = slice_max_ns;
 		if (pctx)
 			pctx->yielded = 0;
+		/* the kernel keeps it on without ops.running: no turn follows this yield */
+		if (cctx)
+			cctx->yielder_pid = 0;
 		stat_inc(STAT_KEEP_RUNNING);
 	}
 }
@@ -438,6 +444,31 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	}
 }
 
+/*
+ * The first turn after a yield on this CPU (see ops.yield), of a task other than the yielder,
+ * is at most slice_min: the yielder gave the CPU away to let waiting work run, not for a whole
+ * slice of a CPU hog, and it is usually a runtime's idle worker polling for work (ERTS
+ * schedulers spin with sched_yield before they sleep). With a full slice, work that arrived
+ * for it meanwhile waited up to a tick while the hog ran; with this, it looks again within
+ * slice_min. Its yield deadline still puts it behind its equals, and everyone's wait bound is
+ * untouched (a shorter turn only brings the next task sooner). Not in the greedy model.
+ */
+static __always_inline void take_yield_turn(struct task_struct *p, struct task_ctx *tctx,
+					    struct cpu_ctx *cctx)
+{
+	u32 yielder = cctx->yielder_pid;
+
+	tctx->yield_turn = 0;
+	if (!yielder)
+		return;
+	cctx->yielder_pid = 0;
+	if (yielder == (u32)p->pid || deadline_mode != DEADLINE_CAPPED || p->scx.slice <= slice_min_ns)
+		return;
+	p->scx.slice = slice_min_ns;
+	tctx->yield_turn = 1;
+	stat_inc(STAT_YIELD_TURN);
+}
+
 void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -477,7 +508,8 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 			offset = task_delta(p, tctx, now);
 		cctx->running_delta = offset;
 		++cctx->run_seq;
-		if (tctx->slice_timer || p->scx.weight < WEIGHT_DEFAULT)
+		take_yield_turn(p, tctx, cctx);
+		if (tctx->slice_timer || tctx->yield_turn || p->scx.weight < WEIGHT_DEFAULT)
 			arm_slice_timer(p, cpu, cctx->run_seq, tctx->avg_runtime);
 	}
 	record_wait(p, tctx, now, cpu);
@@ -510,17 +542,22 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
  * (yield_deadline()). Runtimes busy-wait this way (ERTS schedulers spin with sched_yield()
  * before they sleep, and so do lock spinners): if the yielder kept its place it would be taken
  * again at once and the yield would yield nothing, while a task with work waited behind a
- * spinner. When nobody waits, dispatch lets it go on (keep running). yield_to() is not
- * supported (returns false: the kernel then does nothing).
+ * spinner. The task that gets the CPU from it runs a turn of at most slice_min
+ * (take_yield_turn()), so a yielder polling for work looks again soon. When nobody waits,
+ * dispatch lets it go on (keep running). yield_to() is not supported (returns false: the
+ * kernel then does nothing).
  */
 bool BPF_STRUCT_OPS(concord_yield, struct task_struct *from, struct task_struct *to)
 {
 	struct task_ctx *tctx;
+	struct cpu_ctx *cctx;
 
 	if (to)
 		return false;
 	if ((tctx = task_ctx(from)))
 		tctx->yielded = 1;
+	if ((cctx = cpu_ctx_of(scx_bpf_task_cpu(from))))
+		cctx->yielder_pid = from->pid;
 	from->scx.slice = 0;
 	return false;
 }
