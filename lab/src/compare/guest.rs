@@ -89,12 +89,36 @@ const EVENTS: [&str; 4] = [
     "sched_wakeup_new",
 ];
 
+/// The guest's memory (MemTotal), KiB; 0 if unreadable.
+fn mem_total_kb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Per-CPU trace buffer, KiB: an eighth of the guest's memory spread over its CPUs, between 32
+/// and 256 MiB. The buffer is a ring that overwrites its oldest events: a window that outgrew it
+/// lost its start marker and the run failed (free-running rings at ~12k hops/s filled 32 MiB per
+/// CPU before a 15 s erlang run ended). Reading the trace while it runs would cost CPU inside the
+/// measurement instead.
+fn trace_buffer_kb(nr_cpus: usize, mem_kb: u64) -> u64 {
+    (mem_kb / 8 / nr_cpus.max(1) as u64).clamp(32 * 1024, 256 * 1024)
+}
+
 fn start_trace(nr_cpus: usize) -> Result<()> {
     tracefs("tracing_on", "0")?;
     tracefs("current_tracer", "nop")?;
     // One clock for all CPUs (the default "local" clock may differ slightly between CPUs).
     tracefs("trace_clock", "mono")?;
-    tracefs("buffer_size_kb", "32768")?;
+    tracefs(
+        "buffer_size_kb",
+        &trace_buffer_kb(nr_cpus, mem_total_kb()).to_string(),
+    )?;
     tracefs("trace", "")?;
     for e in EVENTS {
         tracefs(&format!("events/sched/{e}/enable"), "1")?;
@@ -370,4 +394,26 @@ pub fn main(p: &GuestParams) -> Result<()> {
         serde_json::to_vec_pretty(&meters)?,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_buffers_grow_with_memory_within_bounds() {
+        let gib = 1024 * 1024;
+        assert_eq!(trace_buffer_kb(2, 2 * gib), 128 * 1024);
+        assert_eq!(
+            trace_buffer_kb(64, 2 * gib),
+            32 * 1024,
+            "never below 32 MiB"
+        );
+        assert_eq!(
+            trace_buffer_kb(1, 64 * gib),
+            256 * 1024,
+            "never above 256 MiB"
+        );
+        assert_eq!(trace_buffer_kb(0, 0), 32 * 1024);
+    }
 }
