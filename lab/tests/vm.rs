@@ -388,6 +388,13 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
             "{m}"
         );
         assert!(f("request_p99_ms") <= f("request_max_ms"), "{m}");
+        // Per second of the run: the slowest second's p99 is a latency that occurred.
+        assert!(
+            f("request_worst_second_p99_ms") > 0.0
+                && f("request_worst_second_p99_ms") <= f("request_max_ms") * 1.001,
+            "{m}"
+        );
+        assert_eq!(run["per_second_p99_ms"].as_array().map(Vec::len), Some(4), "{run}");
         assert!(f("requests_per_sec") > 0.0 && f("service_us") > 0.0, "{m}");
         assert!(
             f("ring_hops_per_sec") > 0.0 && f("hog_work_per_sec") > 0.0,
@@ -425,6 +432,7 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
     for svg in [
         "erlang-sweep-request-p99.svg",
         "erlang-20-latency-cdf.svg",
+        "erlang-40-p99-per-second.svg",
         "erlang-40-heat-concord.svg",
     ] {
         let s = std::fs::read_to_string(out.join(svg)).unwrap();

@@ -14,7 +14,8 @@
 %% plus i/rate: no coordinated omission; a late generator is counted as latency) to its end.
 %% Requests intended in the first WARMUP seconds are not measured; after SECS the generators
 %% stop and the run waits up to DRAIN seconds for measured requests still running, then counts
-%% those as unfinished with their age (a lower bound). Output: one JSON object.
+%% those as unfinished with their age (a lower bound). Output: one JSON object, each latency
+%% with its intended start (µs into the measured window) in `starts_us`.
 -mode(compile).
 
 main(["calibrate", RedS, Out]) ->
@@ -45,7 +46,7 @@ main(["run", RateS, SecsS, WarmS, DrainS, RedS, GenS, Out]) ->
                                 case Measured of
                                     true ->
                                         counters:add(Counters, 3, 1),
-                                        Collector ! {lat, now_us() - Intended};
+                                        Collector ! {lat, Intended - MeasureFrom, now_us() - Intended};
                                     false -> ok
                                 end
                         end)
@@ -61,19 +62,22 @@ main(["run", RateS, SecsS, WarmS, DrainS, RedS, GenS, Out]) ->
     DrainEnd = now_us() + round(Drain * 1.0e6),
     wait_drain(Counters, DrainEnd),
     Collector ! {report, self()},
-    Lats = receive {lats, L} -> L end,
+    {Starts, Lats} = receive {lats, L} -> lists:unzip(L) end,
     Unfinished = counters:get(Counters, 2) - counters:get(Counters, 3),
     %% unfinished requests: their age now, a lower bound of their latency
     Now = now_us(),
     Ages = lists:duplicate(max(Unfinished, 0), max(Now - End, 0)),
+    %% their intended starts are not kept: placed at the window's end, where they count
+    AgeStarts = lists:duplicate(max(Unfinished, 0), End - MeasureFrom),
     Json = io_lib:format(
              "{\"schedulers\": ~w, \"bindings\": ~w, \"rate\": ~w, \"secs\": ~w, "
              "\"reductions\": ~w, \"generators\": ~w, \"issued\": ~w, \"measured\": ~w, "
-             "\"unfinished\": ~w, \"measured_secs\": ~w, \"latencies_us\": ~w}~n",
+             "\"unfinished\": ~w, \"measured_secs\": ~w, \"latencies_us\": ~w, "
+             "\"starts_us\": ~w}~n",
              [erlang:system_info(schedulers_online),
               tuple_to_list(erlang:system_info(scheduler_bindings)),
               Rate, Secs, Red, Gens, counters:get(Counters, 1), counters:get(Counters, 2),
-              max(Unfinished, 0), (End - MeasureFrom) / 1.0e6, Lats ++ Ages]),
+              max(Unfinished, 0), (End - MeasureFrom) / 1.0e6, Lats ++ Ages, Starts ++ AgeStarts]),
     ok = file:write_file(Out, Json),
     halt(0);
 main(Args) ->
@@ -115,7 +119,7 @@ generator(Req, Base, K, Interval, End, Parent) ->
 
 collector(Parent, Acc) ->
     receive
-        {lat, L} -> collector(Parent, [L | Acc]);
+        {lat, S, L} -> collector(Parent, [{S, L} | Acc]);
         {report, To} -> To ! {lats, Acc}
     end,
     _ = Parent.

@@ -98,6 +98,10 @@ pub struct ThreadReport {
 pub struct ErlangReport {
     pub config: ErlangConfig,
     pub otp_release: String,
+    /// Bytes of the Erlang installation read into the page cache before the run (see
+    /// `warm_page_cache`).
+    #[serde(default)]
+    pub warmed_bytes: u64,
     /// The schedulers' CPU bindings as the VM reports them (`scheduler_bindings`).
     pub bindings: Vec<serde_json::Value>,
     /// One request's work alone on the machine, µs (the calibration).
@@ -120,6 +124,12 @@ pub struct ErlangReport {
     /// `run_ms` and `wait_ms`: the VM's start-up after the threads appear, the run, the drain).
     #[serde(default)]
     pub schedstat_secs: f64,
+    /// Request latency per second of the measured window (`per_second`).
+    #[serde(default)]
+    pub per_second: Vec<SecondStats>,
+    /// The largest of the per-second p99s.
+    #[serde(default)]
+    pub worst_second_p99_us: f64,
 }
 
 #[derive(Deserialize)]
@@ -130,6 +140,50 @@ struct RawRun {
     unfinished: u64,
     measured_secs: f64,
     latencies_us: Vec<u64>,
+    /// Each latency's intended start, µs into the measured window (same order).
+    #[serde(default)]
+    starts_us: Vec<i64>,
+}
+
+/// The requests intended in one second of the measured window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecondStats {
+    /// Seconds into the measured window at which this second starts.
+    pub at_s: u32,
+    pub requests: u64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+/// Latency per second of intended start: a run whose tail is one stall (a burst of requests
+/// late together) looks different here from one whose every second is slow, and a collapse
+/// shows as a ramp. Starts outside `[0, secs)` go to the nearest second.
+pub fn per_second(starts_us: &[i64], latencies_us: &[u64], secs: f64) -> Vec<SecondStats> {
+    let n = (secs.ceil() as usize).max(1);
+    let mut bins: Vec<Vec<u64>> = vec![Vec::new(); n];
+    for (&s, &l) in starts_us.iter().zip(latencies_us) {
+        let i = (s.max(0) / 1_000_000) as usize;
+        bins[i.min(n - 1)].push(l);
+    }
+    bins.into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            v.sort_unstable();
+            let pick = |q: f64| {
+                if v.is_empty() {
+                    0.0
+                } else {
+                    v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64
+                }
+            };
+            SecondStats {
+                at_s: i as u32,
+                requests: v.len() as u64,
+                p99_us: pick(0.99),
+                max_us: pick(1.0),
+            }
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -158,13 +212,13 @@ fn check_escript_status(st: std::process::ExitStatus, what: &str) -> Result<()> 
     Ok(())
 }
 
-/// The OTP release of the `erl` on PATH.
-pub fn otp_release() -> Result<String> {
+/// The OTP release and the root directory of the `erl` on PATH.
+pub fn installation() -> Result<(String, PathBuf)> {
     let out = Command::new("erl")
         .args([
             "-noshell",
             "-eval",
-            "io:format(\"~s\", [erlang:system_info(otp_release)]), halt().",
+            "io:format(\"~s~n~s\", [erlang:system_info(otp_release), code:root_dir()]), halt().",
         ])
         .stdin(Stdio::null())
         .output()
@@ -175,11 +229,40 @@ pub fn otp_release() -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    match (lines.next(), lines.next()) {
+        (Some(otp), Some(root)) if !root.trim().is_empty() => {
+            Ok((otp.trim().to_string(), PathBuf::from(root.trim())))
+        }
+        _ => bail!("erl printed no release and root directory: {text:?}"),
+    }
+}
+
+/// Read every file of the Erlang installation under `root` once, so that the emulator, its
+/// shared objects and the modules it loads on demand are in the page cache before anything is
+/// measured. The lab's guests read the host's root through virtio-fs: the first touch of a page
+/// of the emulator or of a module is a FUSE round trip, and one such burst in mid-run stalled
+/// every request for ~100 ms under any scheduler, which was then most of every run's p99.
+/// Returns the bytes read.
+pub fn warm_page_cache(root: &Path) -> Result<u64> {
+    let mut bytes = 0;
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = entry.with_context(|| format!("walking {}", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let mut f = std::fs::File::open(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        bytes += std::io::copy(&mut f, &mut std::io::sink())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+    }
+    Ok(bytes)
 }
 
 /// Time one request's work alone (median of 31), µs.
 pub fn calibrate(cfg: &ErlangConfig, tmp: &Path) -> Result<f64> {
+    warm_page_cache(&installation()?.1)?;
     let script = escript_file(tmp)?;
     let out = tmp.join("calibration.json");
     let st = escript(cfg, &script)
@@ -240,7 +323,8 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
     if !(load > 0.0 && load <= 4.0) {
         bail!("--load must be in (0, 4] (a share of the schedulers' CPUs)");
     }
-    let otp = otp_release()?;
+    let (otp, root) = installation()?;
+    let warmed = warm_page_cache(&root)?;
     let script = escript_file(tmp)?;
     let out = tmp.join("run.json");
     let rate = rate_for(load, cfg.schedulers, service_us);
@@ -300,6 +384,8 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
     }
     let pct = |p: f64| latency.percentile(p) as f64 / 1e3;
     let finished = raw.measured.saturating_sub(raw.unfinished);
+    let seconds = per_second(&raw.starts_us, &raw.latencies_us, raw.measured_secs);
+    let worst_second_p99_us = seconds.iter().map(|s| s.p99_us).fold(0.0, f64::max);
     let schedulers = first
         .iter()
         .zip(&last)
@@ -318,6 +404,7 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
     Ok(ErlangReport {
         config: cfg.clone(),
         otp_release: otp,
+        warmed_bytes: warmed,
         bindings: raw.bindings,
         service_us,
         load,
@@ -333,12 +420,42 @@ pub fn run(cfg: &ErlangConfig, load: f64, service_us: f64, tmp: &Path) -> Result
         latency,
         schedulers,
         schedstat_secs: (t_last - t_first).as_secs_f64(),
+        per_second: seconds,
+        worst_second_p99_us,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_second_bins_by_intended_start_and_clamps_the_edges() {
+        // 100 requests of 1 ms in second 0, one stall of 50 ms at 1.5 s, one unfinished
+        // request placed at the window's end (3 s of a 3 s window: the last second).
+        let mut starts: Vec<i64> = (0..100).map(|i| i * 10_000).collect();
+        let mut lats: Vec<u64> = vec![1_000; 100];
+        starts.extend([1_500_000, 3_000_000, -5]);
+        lats.extend([50_000, 7_000, 2_000]);
+        let s = per_second(&starts, &lats, 3.0);
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].requests, s[0].max_us), (101, 2_000.0));
+        assert_eq!(s[0].p99_us, 1_000.0);
+        assert_eq!((s[1].requests, s[1].p99_us), (1, 50_000.0));
+        assert_eq!((s[2].requests, s[2].max_us), (1, 7_000.0));
+        assert_eq!(per_second(&[], &[], 0.5), vec![SecondStats::default()]);
+    }
+
+    #[test]
+    fn warming_reads_every_file_once_and_fails_on_a_missing_root() {
+        let dir = std::env::temp_dir().join(format!("concord-warm-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lib/kernel/ebin")).unwrap();
+        std::fs::write(dir.join("erts.bin"), vec![7u8; 5000]).unwrap();
+        std::fs::write(dir.join("lib/kernel/ebin/a.beam"), vec![1u8; 123]).unwrap();
+        assert_eq!(warm_page_cache(&dir).unwrap(), 5123);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(warm_page_cache(&dir).is_err());
+    }
 
     #[test]
     fn flags_and_rate() {

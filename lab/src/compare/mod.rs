@@ -129,6 +129,11 @@ impl Scenario {
                 m("request_p99_ms", "request p99 (ms)", Lower),
                 m("request_p999_ms", "request p99.9 (ms)", Lower),
                 m("request_max_ms", "request max (ms)", Lower),
+                m(
+                    "request_worst_second_p99_ms",
+                    "worst second's request p99 (ms)",
+                    Lower,
+                ),
                 m("requests_per_sec", "requests/s done", Higher),
                 m("unfinished", "requests unfinished", Lower),
                 m("ring_hops_per_sec", "ring hops/s", Higher),
@@ -299,6 +304,9 @@ pub struct CompareRun {
     pub wall_secs: f64,
     pub metrics: BTreeMap<String, f64>,
     pub latency: Option<Hist>,
+    /// Request p99 per second of the measured window (the erlang scenario), ms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_second_p99_ms: Vec<f64>,
     pub bpf: Vec<bpfcost::ProgCost>,
     pub wasted: Option<wasted::WastedReport>,
 }
@@ -563,6 +571,7 @@ fn one_run(
         wall_secs: 0.0,
         metrics: BTreeMap::new(),
         latency: None,
+        per_second_p99_ms: Vec::new(),
         bpf: Vec::new(),
         wasted: None,
     };
@@ -627,6 +636,14 @@ fn collect(
             put(mx, "request_p99_ms", r.p99_us / 1e3);
             put(mx, "request_p999_ms", r.p999_us / 1e3);
             put(mx, "request_max_ms", r.max_us / 1e3);
+            if !r.per_second.is_empty() {
+                put(
+                    mx,
+                    "request_worst_second_p99_ms",
+                    r.worst_second_p99_us / 1e3,
+                );
+                rec.per_second_p99_ms = r.per_second.iter().map(|s| s.p99_us / 1e3).collect();
+            }
             put(mx, "requests_per_sec", r.throughput_rps);
             put(mx, "unfinished", r.unfinished as f64);
             put(mx, "ring_hops_per_sec", n.hops_per_sec);

@@ -214,9 +214,59 @@ impl CompareReport {
                 );
                 out.push((
                     format!("{}-sweep-{}.svg", sc.scenario.name(), slug(what)),
-                    sweep_svg(&title, &format!("{what} (ms)"), &series),
+                    sweep_svg(&title, &format!("{what} (ms)"), &LOAD_AXIS, &series),
                 ));
             }
+        }
+        out
+    }
+
+    /// Request p99 per second of each erlang point, one line per scheduler (median and
+    /// min–max over its runs): a tail made by one stall, a steady one and a collapse (a ramp)
+    /// look alike in a run's p99 and differ here.
+    pub fn timelines(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for sc in self.scenarios.iter().filter(|s| s.load.is_some()) {
+            let series: Vec<(String, Vec<(f64, Spread)>)> = sc
+                .results
+                .iter()
+                .map(|r| {
+                    let runs: Vec<&Vec<f64>> = self
+                        .runs
+                        .iter()
+                        .filter(|x| {
+                            x.ok && x.scenario == sc.scenario
+                                && x.load == sc.load
+                                && x.sched == r.sched
+                                && !x.per_second_p99_ms.is_empty()
+                        })
+                        .map(|x| &x.per_second_p99_ms)
+                        .collect();
+                    let secs = runs.iter().map(|v| v.len()).max().unwrap_or(0);
+                    let pts = (0..secs)
+                        .map(|i| {
+                            let v: Vec<f64> =
+                                runs.iter().filter_map(|x| x.get(i).copied()).collect();
+                            (i as f64, Spread::of(&v))
+                        })
+                        .collect();
+                    (r.sched.clone(), pts)
+                })
+                .filter(|(_, pts): &(String, Vec<(f64, Spread)>)| !pts.is_empty())
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let title = format!(
+                "{}: request p99 per second, {} on {}",
+                sc.name(),
+                sc.topology,
+                self.kernel
+            );
+            out.push((
+                format!("{}-p99-per-second.svg", slug(&sc.name())),
+                sweep_svg(&title, "request p99 (ms)", &SECONDS_AXIS, &series),
+            ));
         }
         out
     }
@@ -301,7 +351,8 @@ impl CompareReport {
         for v in self.verdicts() {
             let _ = writeln!(s, "- {v}");
         }
-        let sweeps = self.sweeps();
+        let mut sweeps = self.sweeps();
+        sweeps.extend(self.timelines());
         if !sweeps.is_empty() {
             let _ = writeln!(s);
             for (name, _) in &sweeps {
@@ -424,7 +475,7 @@ impl CompareReport {
             Ok(())
         };
         put("report.md".into(), self.markdown().into_bytes())?;
-        for (name, svg) in self.sweeps() {
+        for (name, svg) in self.sweeps().into_iter().chain(self.timelines()) {
             put(name, svg.into_bytes())?;
         }
         put("results.json".into(), serde_json::to_vec_pretty(self)?)?;
@@ -472,9 +523,36 @@ impl CompareReport {
     }
 }
 
-/// One line per scheduler: a figure's median (and min–max bar) at each load point of a sweep,
-/// on a log axis. Points: (load, spread) per scheduler.
-pub fn sweep_svg(title: &str, ylabel: &str, series: &[(String, Vec<(f64, Spread)>)]) -> String {
+/// What the x axis of `sweep_svg` shows: its label and how a tick's value is written.
+pub struct XAxis {
+    pub label: &'static str,
+    pub tick: fn(f64) -> String,
+    /// Label every n-th tick only (1: all), so that a long run of seconds stays legible.
+    pub every: usize,
+}
+
+/// Offered load, as the sweep's points.
+pub const LOAD_AXIS: XAxis = XAxis {
+    label: "offered load (share of the BEAM's CPUs)",
+    tick: |v| format!("{:.0} %", v * 100.0),
+    every: 1,
+};
+
+/// Seconds into the measured window.
+pub const SECONDS_AXIS: XAxis = XAxis {
+    label: "second of the measured window (by the requests' intended start)",
+    tick: |v| format!("{v:.0}"),
+    every: 2,
+};
+
+/// One line per scheduler: a figure's median (and min–max bar) at each point (a load of a
+/// sweep, a second of a run), on a log axis. Points: (x, spread) per scheduler.
+pub fn sweep_svg(
+    title: &str,
+    ylabel: &str,
+    xaxis: &XAxis,
+    series: &[(String, Vec<(f64, Spread)>)],
+) -> String {
     use crate::report::{fmt_ns, xml_escape, COLORS};
     let (w, h) = (860.0, 500.0);
     let (l, r, t, b) = (70.0, 220.0, 40.0, 50.0);
@@ -532,21 +610,28 @@ pub fn sweep_svg(title: &str, ylabel: &str, series: &[(String, Vec<(f64, Spread)
     let mut loads: Vec<f64> = all.iter().map(|(x, _)| *x).collect();
     loads.sort_by(f64::total_cmp);
     loads.dedup();
-    for v in loads {
+    for (k, v) in loads.into_iter().enumerate() {
         let xv = x(v);
         let _ = writeln!(
             s,
-            r##"<line x1="{xv:.1}" y1="{t}" x2="{xv:.1}" y2="{}" stroke="#ddd"/><text x="{xv:.1}" y="{}" text-anchor="middle">{:.0} %</text>"##,
-            t + ph,
-            t + ph + 16.0,
-            v * 100.0
+            r##"<line x1="{xv:.1}" y1="{t}" x2="{xv:.1}" y2="{}" stroke="#ddd"/>"##,
+            t + ph
         );
+        if k % xaxis.every.max(1) == 0 {
+            let _ = writeln!(
+                s,
+                r#"<text x="{xv:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                t + ph + 16.0,
+                xml_escape(&(xaxis.tick)(v))
+            );
+        }
     }
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">offered load (share of the BEAM's CPUs)</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
         l + pw / 2.0,
-        h - 12.0
+        h - 12.0,
+        xml_escape(xaxis.label)
     );
     let _ = writeln!(
         s,
@@ -741,6 +826,7 @@ mod tests {
                 ("wasted_pct".to_string(), 0.5),
             ]),
             latency: Some(latency),
+            per_second_p99_ms: Vec::new(),
             bpf: vec![crate::meters::bpfcost::ProgCost {
                 name: format!("{sched}_enqueue"),
                 callback: "enqueue".into(),
@@ -773,6 +859,50 @@ mod tests {
             &scheds,
             runs,
         )
+    }
+
+    #[test]
+    fn per_second_p99_is_plotted_per_scheduler_over_its_runs() {
+        let scheds = [
+            SchedSpec::parse("eevdf").unwrap(),
+            SchedSpec::parse("concord").unwrap(),
+        ];
+        let plan = ScenarioPlan {
+            scenario: Scenario::Erlang,
+            topology: TopologySpec::parse("1l2c").unwrap(),
+            secs: 3.0,
+            icount: None,
+            load: Some(0.1),
+        };
+        let mut runs = Vec::new();
+        for (sched, rep, secs) in [
+            ("eevdf", 0, vec![3.0, 4.0, 3.0]),
+            ("eevdf", 1, vec![5.0, 90.0, 4.0]),
+            ("concord", 0, vec![2.0, 2.0, 2.0]),
+            // a failed run is left out
+            ("concord", 1, vec![]),
+        ] {
+            let mut r = run(Scenario::Erlang, sched, rep, 1.0, !secs.is_empty());
+            r.load = Some(0.1);
+            r.per_second_p99_ms = secs;
+            runs.push(r);
+        }
+        let rep = CompareReport::build("7.3.4", 2, &[plan], &scheds, runs);
+        let t = rep.timelines();
+        assert_eq!(t.len(), 1);
+        let (name, svg) = &t[0];
+        assert_eq!(name, "erlang-10-p99-per-second.svg");
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(
+            svg.matches("<circle").count(),
+            6,
+            "three seconds per scheduler"
+        );
+        // eevdf's second 1 spans its two runs (4 and 90 ms): the axis reaches 100 ms
+        assert!(svg.contains("100 ms"), "{svg}");
+        assert!(rep.markdown().contains("](erlang-10-p99-per-second.svg)"));
+        // scenarios without per-second figures have no timeline
+        assert!(report(Vec::new()).timelines().is_empty());
     }
 
     #[test]
