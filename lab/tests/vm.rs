@@ -394,7 +394,11 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
                 && f("request_worst_second_p99_ms") <= f("request_max_ms") * 1.001,
             "{m}"
         );
-        assert_eq!(run["per_second_p99_ms"].as_array().map(Vec::len), Some(4), "{run}");
+        assert_eq!(
+            run["per_second_p99_ms"].as_array().map(Vec::len),
+            Some(4),
+            "{run}"
+        );
         assert!(f("requests_per_sec") > 0.0 && f("service_us") > 0.0, "{m}");
         assert!(
             f("ring_hops_per_sec") > 0.0 && f("hog_work_per_sec") > 0.0,
