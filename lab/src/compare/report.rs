@@ -221,6 +221,17 @@ impl CompareReport {
         out
     }
 
+    /// The runs of one scenario point under one scheduler that succeeded.
+    fn ok_runs<'a>(
+        &'a self,
+        sc: &'a ScenarioResult,
+        sched: &'a str,
+    ) -> impl Iterator<Item = &'a CompareRun> + 'a {
+        self.runs.iter().filter(move |x| {
+            x.ok && x.scenario == sc.scenario && x.load == sc.load && x.sched == sched
+        })
+    }
+
     /// Request p99 per second of each erlang point, one line per scheduler (median and
     /// min–max over its runs): a tail made by one stall, a steady one and a collapse (a ramp)
     /// look alike in a run's p99 and differ here.
@@ -232,14 +243,8 @@ impl CompareReport {
                 .iter()
                 .map(|r| {
                     let runs: Vec<&Vec<f64>> = self
-                        .runs
-                        .iter()
-                        .filter(|x| {
-                            x.ok && x.scenario == sc.scenario
-                                && x.load == sc.load
-                                && x.sched == r.sched
-                                && !x.per_second_p99_ms.is_empty()
-                        })
+                        .ok_runs(sc, &r.sched)
+                        .filter(|x| !x.per_second_p99_ms.is_empty())
                         .map(|x| &x.per_second_p99_ms)
                         .collect();
                     let secs = runs.iter().map(|v| v.len()).max().unwrap_or(0);
@@ -295,13 +300,7 @@ impl CompareReport {
                     let p99 = r.metrics.get("request_p99_ms").filter(|s| s.n > 0)?;
                     let p999 = r.metrics.get("request_p999_ms").filter(|s| s.n > 0)?;
                     let collapsed = self
-                        .runs
-                        .iter()
-                        .filter(|x| {
-                            x.ok && x.scenario == sc.scenario
-                                && x.load == sc.load
-                                && x.sched == r.sched
-                        })
+                        .ok_runs(sc, &r.sched)
                         .filter(|x| {
                             x.metrics
                                 .get("request_p99_ms")
@@ -499,12 +498,7 @@ impl CompareReport {
                 )?;
             }
             for r in &sc.results {
-                let first = self.runs.iter().find(|x| {
-                    x.ok && x.scenario == sc.scenario
-                        && x.load == sc.load
-                        && x.sched == r.sched
-                        && x.wasted.is_some()
-                });
+                let first = self.ok_runs(sc, &r.sched).find(|x| x.wasted.is_some());
                 if let Some(w) = first.and_then(|x| x.wasted.as_ref()) {
                     let title = format!(
                         "{} under {}: per-CPU timeline ({})",
