@@ -1,6 +1,6 @@
 //! Guest side of one `compare` run: start the meters (ftrace of the scheduler tracepoints for
-//! the wasted-core meter, samples of every thread's allowed CPUs, the kernel's BPF run-time
-//! stats), run the scenario's workload, stop the meters and leave everything in the run
+//! the wasted-core meter, every thread's allowed CPUs read as threads appear, the kernel's BPF
+//! run-time stats), run the scenario's workload, stop the meters and leave everything in the run
 //! directory for the host to analyse (the trace is replayed on the host, natively).
 
 use anyhow::{bail, Context, Result};
@@ -72,6 +72,13 @@ pub struct MetersOut {
     /// Events ftrace dropped (buffer overruns), summed over CPUs.
     pub lost_events: u64,
     pub bpftool_error: Option<String>,
+    /// Reads of threads' allowed CPUs (walks of /proc or new thread ids), the polls of
+    /// /proc/loadavg not counted: guest work the workload competes with.
+    #[serde(default)]
+    pub mask_scans: u32,
+    /// The sampler's total wall time reading, polls included (ms).
+    #[serde(default)]
+    pub mask_scan_ms: f64,
 }
 
 const TRACING: &str = "/sys/kernel/tracing";
@@ -161,12 +168,40 @@ fn stop_trace(run_dir: &Path, nr_cpus: usize) -> Result<u64> {
     Ok(lost)
 }
 
-/// Every thread's allowed CPUs (`tid cpulist`), read from /proc.
+/// One thread's allowed CPUs as a cpulist, by `sched_getaffinity` (None: the thread is gone).
+fn allowed_cpus(tid: u32) -> Option<String> {
+    // SAFETY: cpu_set_t is plain bits; the kernel writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::sched_getaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &mut set)
+    };
+    if rc != 0 {
+        return None;
+    }
+    let cpus: Vec<String> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .map(|c| c.to_string())
+        .collect();
+    Some(cpus.join(","))
+}
+
+/// Every thread's allowed CPUs (`tid cpulist`). One system call per thread rather than reading
+/// /proc/<pid>/task/<tid>/status: formatting every thread's status text twice a second costs
+/// enough guest CPU under TCG to dominate the erlang scenario's request tail for every
+/// scheduler alike, which is the meter measuring itself.
 fn sample_masks(into: &mut BTreeMap<u32, String>) {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
     };
     for p in procs.flatten() {
+        if !p
+            .file_name()
+            .as_encoded_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_digit)
+        {
+            continue;
+        }
         let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else {
             continue;
         };
@@ -174,14 +209,84 @@ fn sample_masks(into: &mut BTreeMap<u32, String>) {
             let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Ok(status) = std::fs::read_to_string(t.path().join("status")) {
-                if let Some(list) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                {
-                    into.insert(tid, list.trim().to_string());
-                }
+            if let Some(list) = allowed_cpus(tid) {
+                into.insert(tid, list);
             }
+        }
+    }
+}
+
+/// The most recently created pid or tid, from /proc/loadavg's last field.
+fn last_pid() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    s.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// What the mask sampler reads at one poll.
+#[derive(Debug, PartialEq)]
+enum MaskScan {
+    Nothing,
+    /// Every thread of the guest (a directory walk of /proc).
+    Full,
+    /// Just these thread ids (one `sched_getaffinity` each).
+    Tids(Vec<u32>),
+}
+
+/// Which threads' allowed CPUs to read, and when. A full walk of /proc costs tens of
+/// milliseconds of guest CPU under TCG, enough to show in a latency-critical workload's tail
+/// for every scheduler, so one is done only at the start (and at the end, by the caller);
+/// after that the sampler follows the kernel's id allocator: ids are handed out in increasing
+/// order, so the threads created since the last poll are the ids up to the newest one, read
+/// one by one. Each new range is read again twice a little later, because runtimes bind their
+/// threads just after creating them (ERTS binds each scheduler thread as it starts). A mask
+/// changed later on a thread that lives on is caught by the final walk.
+#[derive(Debug, Default)]
+struct MaskScans {
+    seen: Option<u32>,
+    /// Id ranges still to be read again, and when.
+    follow_ups: Vec<(Duration, std::ops::RangeInclusive<u32>)>,
+}
+
+impl MaskScans {
+    const POLL: Duration = Duration::from_millis(100);
+    const FOLLOW_UP: Duration = Duration::from_millis(500);
+    const FOLLOW_UPS: u32 = 2;
+    /// More new ids than this at once (a fork storm, or the allocator wrapped): walk instead.
+    const MAX_RANGE: u32 = 4096;
+
+    /// What to read now, given the newest id and the time since the sampler started.
+    fn due(&mut self, last_pid: Option<u32>, now: Duration) -> MaskScan {
+        let (Some(last), Some(seen)) = (last_pid, self.seen) else {
+            self.seen = last_pid;
+            return MaskScan::Full;
+        };
+        self.seen = Some(last);
+        if last < seen || last - seen > Self::MAX_RANGE {
+            return MaskScan::Full;
+        }
+        let mut tids = Vec::new();
+        if last > seen {
+            let new = seen + 1..=last;
+            tids.extend(new.clone());
+            for k in 1..=Self::FOLLOW_UPS {
+                self.follow_ups
+                    .push((now + Self::FOLLOW_UP * k, new.clone()));
+            }
+        }
+        self.follow_ups.retain(|(at, r)| {
+            if *at <= now {
+                tids.extend(r.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if tids.is_empty() {
+            MaskScan::Nothing
+        } else {
+            tids.sort_unstable();
+            tids.dedup();
+            MaskScan::Tids(tids)
         }
     }
 }
@@ -348,12 +453,31 @@ pub fn main(p: &GuestParams) -> Result<()> {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut masks = BTreeMap::new();
+            let (mut scans, mut spent) = (0, Duration::ZERO);
+            let mut plan = MaskScans::default();
+            let t0 = std::time::Instant::now();
             while !stop.load(Ordering::Acquire) {
-                sample_masks(&mut masks);
-                std::thread::sleep(Duration::from_millis(500));
+                let t = std::time::Instant::now();
+                match plan.due(last_pid(), t0.elapsed()) {
+                    MaskScan::Nothing => {}
+                    MaskScan::Full => {
+                        sample_masks(&mut masks);
+                        scans += 1;
+                    }
+                    MaskScan::Tids(tids) => {
+                        for tid in tids {
+                            if let Some(list) = allowed_cpus(tid) {
+                                masks.insert(tid, list);
+                            }
+                        }
+                        scans += 1;
+                    }
+                }
+                spent += t.elapsed();
+                std::thread::sleep(MaskScans::POLL);
             }
             sample_masks(&mut masks);
-            masks
+            (masks, scans + 1, spent)
         })
     };
     // scx_concord's own count of the waits, read around the load (its reader reports
@@ -380,7 +504,9 @@ pub fn main(p: &GuestParams) -> Result<()> {
     }
     let lost = stop_trace(&run_dir, p.nr_cpus);
     stop.store(true, Ordering::Release);
-    let masks = sampler.join().unwrap_or_default();
+    let (masks, scans, spent) = sampler.join().unwrap_or_default();
+    meters.mask_scans = scans;
+    meters.mask_scan_ms = spent.as_secs_f64() * 1e3;
     if let Err(e) = bpftool_snapshot(&run_dir.join(BPF_AFTER)) {
         meters.bpftool_error.get_or_insert(format!("{e:#}"));
     }
@@ -399,6 +525,57 @@ pub fn main(p: &GuestParams) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_follow_new_thread_ids_only() {
+        let ms = Duration::from_millis;
+        let mut p = MaskScans::default();
+        assert_eq!(
+            p.due(Some(100), ms(0)),
+            MaskScan::Full,
+            "the first poll walks /proc"
+        );
+        assert_eq!(p.due(Some(100), ms(100)), MaskScan::Nothing);
+        assert_eq!(
+            p.due(Some(103), ms(200)),
+            MaskScan::Tids(vec![101, 102, 103])
+        );
+        assert_eq!(p.due(Some(104), ms(300)), MaskScan::Tids(vec![104]));
+        assert_eq!(p.due(Some(104), ms(400)), MaskScan::Nothing);
+        assert_eq!(
+            p.due(Some(104), ms(700)),
+            MaskScan::Tids(vec![101, 102, 103]),
+            "read again for late binding"
+        );
+        assert_eq!(p.due(Some(104), ms(800)), MaskScan::Tids(vec![104]));
+        assert_eq!(
+            p.due(Some(104), ms(1200)),
+            MaskScan::Tids(vec![101, 102, 103])
+        );
+        assert_eq!(p.due(Some(104), ms(1300)), MaskScan::Tids(vec![104]));
+        for t in (1400..20_000).step_by(100) {
+            assert_eq!(
+                p.due(Some(104), ms(t)),
+                MaskScan::Nothing,
+                "a steady window reads nothing ({t} ms)"
+            );
+        }
+        assert_eq!(
+            p.due(Some(50), ms(20_000)),
+            MaskScan::Full,
+            "the allocator wrapped"
+        );
+        assert_eq!(
+            p.due(Some(10_000), ms(20_100)),
+            MaskScan::Full,
+            "a fork storm"
+        );
+        assert_eq!(
+            p.due(None, ms(20_200)),
+            MaskScan::Full,
+            "loadavg unreadable"
+        );
+    }
 
     #[test]
     fn trace_buffers_grow_with_memory_within_bounds() {
