@@ -3,6 +3,7 @@
 //! src/bpf/main.bpf.c for the policy.
 
 mod bpf_skel;
+mod domains;
 pub use bpf_skel::*;
 pub mod bpf_intf;
 mod policy;
@@ -350,6 +351,19 @@ fn open_and_load<'a>(
     if opts.queue == QueueMode::Global {
         rodata.domain_cpus[0] = topo.all_cpus.len().max(1) as u32;
     }
+    let llc_cpus: Vec<Vec<usize>> = topo
+        .all_llcs
+        .values()
+        .map(|l| l.all_cpus.keys().copied().collect())
+        .collect();
+    let lists = domains::domain_lists(&llc_cpus, opts.queue == QueueMode::Global, max_cpus);
+    for (i, &cpu) in lists.list.iter().enumerate().take(max_cpus) {
+        rodata.domain_cpu_list[i] = cpu;
+    }
+    for (d, &first) in lists.first.iter().enumerate().take(max_llcs) {
+        rodata.domain_first[d] = first;
+    }
+    rodata.cpu_domain_pos[..max_cpus].copy_from_slice(&lists.pos[..max_cpus]);
     info!(
         "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -379,7 +393,7 @@ impl<'a> Scheduler<'a> {
         bss.wait_max_pid = [0; stats::NR_KINDS];
         bss.wait_max_cpu = [0; stats::NR_KINDS];
         bss.wait_max_nr_cpus = [0; stats::NR_KINDS];
-        bss.wait_hist = [[0; stats::NR_BUCKETS]; stats::NR_KINDS];
+        stats::reset_counters(&skel.maps.counters)?;
         // The stats socket (and the directories created for it) is root's alone: only root
         // may watch the scheduler. The umask is process-wide, so it is set around the bind only.
         // SAFETY: umask(2) has no preconditions.
@@ -408,11 +422,13 @@ impl<'a> Scheduler<'a> {
         }
         let seq = self.windows.close(taken);
         let win_ns = self.windows.since(since).unwrap_or(bss.wait_max_ns);
+        let summed = stats::sum_counters(&self.skel.maps.counters);
+        let bss = self.skel.maps.bss_data.as_ref().unwrap();
         Snapshot {
             seq,
             win_ns,
-            stats: bss.stats,
-            hist: bss.wait_hist,
+            stats: summed.stats,
+            hist: summed.wait_hist,
             max_ns: bss.wait_max_ns,
             max_pid: bss.wait_max_pid,
             max_cpu: bss.wait_max_cpu,
@@ -483,6 +499,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         vclock_after: 0,
                         yield_offset_ns: 0,
                         timer_needed: 0,
+                        waited_over: 0,
                     });
                 }
             }
@@ -517,7 +534,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             bail!("policy_probe returned {}", out.return_value);
         }
         let lc = policy::lat_cri(a.wake_freq, a.waker_freq);
-        let want = (
+        let want = [
             lc,
             policy::deadline_delta(
                 a.avg_runtime_ns,
@@ -557,8 +574,9 @@ fn check_policy(opts: &Opts) -> Result<()> {
                 a.wait_ns,
                 opts.max_wait_ms * 1_000_000 / 2,
             ) as u64,
-        );
-        let got = (
+            policy::waited_over(a.vtime, a.vclock, a.wait_ns) as u64,
+        ];
+        let got = [
             a.lat_cri,
             a.deadline_delta_ns,
             a.slice_ns,
@@ -571,7 +589,8 @@ fn check_policy(opts: &Opts) -> Result<()> {
             a.vclock_after,
             a.yield_offset_ns,
             a.timer_needed,
-        );
+            a.waited_over,
+        ];
         if want != got {
             mismatches += 1;
             eprintln!("policy mismatch for {a:?}: rust {want:?}, bpf {got:?}");

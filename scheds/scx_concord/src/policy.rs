@@ -169,6 +169,12 @@ pub fn yield_offset(delta: u64, slice_max: u64, cap: u64) -> u64 {
     (delta + slice_max).min(cap)
 }
 
+/// Whether a wait that began at `enq_at` (0: not waiting) has lasted more than `limit` by
+/// `now`; a start ahead of `now` (another CPU's clock) has lasted nothing.
+pub fn waited_over(enq_at: u64, now: u64, limit: u64) -> bool {
+    enq_at != 0 && (now.wrapping_sub(enq_at) as i64) > 0 && now - enq_at > limit
+}
+
 pub fn wait_bucket(wait_ns: u64) -> u64 {
     let us = wait_ns / 1000;
     if us < (1 << WAIT_SUB_BITS) {
@@ -483,6 +489,16 @@ mod tests {
         assert_eq!(f, 0);
         assert_eq!(freq_update(0, 0), FREQ_MAX / 4);
         assert!(freq_update(u64::MAX / 8, 1) > 0, "no overflow at extremes");
+    }
+
+    #[test]
+    fn a_wait_started_on_a_clock_ahead_is_not_overdue() {
+        let ms = 1_000_000;
+        assert!(waited_over(100 * ms, 200 * ms, 40 * ms));
+        assert!(!waited_over(100 * ms, 120 * ms, 40 * ms));
+        assert!(!waited_over(0, 200 * ms, 40 * ms), "0 is not waiting");
+        // The queueing CPU's clock was 5 µs ahead of the peeking one's.
+        assert!(!waited_over(200 * ms + 5_000, 200 * ms, 40 * ms));
     }
 
     #[test]

@@ -33,6 +33,49 @@ pub struct Snapshot {
     pub win_ns: [u64; NR_KINDS],
 }
 
+/// Every CPU's copy of the counters (the BPF `counters` per-CPU array) added up. A CPU whose
+/// copy cannot be read (it should not happen) counts as zero rather than failing the stats.
+pub fn sum_counters(map: &impl libbpf_rs::MapCore) -> bpf_intf::cpu_counters {
+    // SAFETY: cpu_counters is plain u64 arrays, for which all zeroes is a valid value.
+    let mut sum: bpf_intf::cpu_counters = unsafe { std::mem::zeroed() };
+    let per_cpu = map
+        .lookup_percpu(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    for bytes in per_cpu {
+        if bytes.len() < std::mem::size_of::<bpf_intf::cpu_counters>() {
+            continue;
+        }
+        // SAFETY: the length is checked above and the struct is plain u64s (any bits valid);
+        // read_unaligned because the Vec<u8> gives no alignment.
+        let c: bpf_intf::cpu_counters =
+            unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const bpf_intf::cpu_counters) };
+        for (s, v) in sum.stats.iter_mut().zip(c.stats) {
+            *s += v;
+        }
+        for (sk, ck) in sum.wait_hist.iter_mut().zip(c.wait_hist) {
+            for (s, v) in sk.iter_mut().zip(ck) {
+                *s += v;
+            }
+        }
+    }
+    sum
+}
+
+/// Zero every CPU's counters (at attach: what the kernel did while switching tasks over is
+/// not ours to count).
+pub fn reset_counters(map: &impl libbpf_rs::MapCore) -> Result<()> {
+    let size = std::mem::size_of::<bpf_intf::cpu_counters>();
+    let nr = libbpf_rs::num_possible_cpus()?;
+    map.update_percpu(
+        &0u32.to_ne_bytes(),
+        &vec![vec![0u8; size]; nr],
+        libbpf_rs::MapFlags::ANY,
+    )?;
+    Ok(())
+}
+
 /// The scheduler swaps BPF's per-kind window maxima (`wait_win_ns`) with 0 at every snapshot
 /// and keeps each epoch's values here, so every stats client gets the exact longest wait since
 /// its own previous request, however many other clients read in between. Only the last
@@ -142,6 +185,10 @@ pub struct Metrics {
         desc = "Turns cut to --slice-min-us because the task before them on the CPU yielded (the yielder polls again soon)"
     )]
     pub yield_turn: u64,
+    #[stat(
+        desc = "Ticks that found an LLC queue head past the whole wait bound and woke the LLC's idle CPUs (at most one per LLC per tick)"
+    )]
+    pub net_kick: u64,
     #[stat(desc = "Enqueues of pinned tasks")]
     pub enq_pinned: u64,
     #[stat(desc = "Enqueues of migratable tasks")]
@@ -252,6 +299,7 @@ impl Metrics {
             overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
             yield_requeue: d(bpf_intf::stat_idx_STAT_YIELD),
             yield_turn: d(bpf_intf::stat_idx_STAT_YIELD_TURN),
+            net_kick: d(bpf_intf::stat_idx_STAT_NET_KICK),
             enq_pinned: d(bpf_intf::stat_idx_STAT_ENQ_PINNED),
             enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
             direct_waits: dn,
@@ -285,7 +333,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} overdue={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} overdue={} net_kick={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -304,7 +352,8 @@ impl Metrics {
             self.slice_timer,
             self.yield_requeue,
             self.yield_turn,
-            self.overdue
+            self.overdue,
+            self.net_kick
         )?;
         writeln!(
             w,

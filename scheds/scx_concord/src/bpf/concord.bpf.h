@@ -23,6 +23,13 @@ const volatile u32 cpu_llc[MAX_CPUS];
 const volatile u32 llc_node[MAX_LLCS];
 /* CPUs per scheduling domain (per LLC; with the global queue, domain 0 has them all). */
 const volatile u32 domain_cpus[MAX_LLCS];
+/*
+ * The domains' CPU ids grouped per domain: domain d's are domain_cpu_list[domain_first[d] +
+ * k] for k < domain_cpus[d], and CPU c is at k = cpu_domain_pos[c] in its own (src/domains.rs).
+ */
+const volatile u32 domain_cpu_list[MAX_CPUS];
+const volatile u32 domain_first[MAX_LLCS];
+const volatile u32 cpu_domain_pos[MAX_CPUS];
 /* Debug knob for the failure-path tests: raise a BPF error this long after init (0 = off). */
 const volatile u64 debug_error_after_ns;
 
@@ -45,7 +52,7 @@ static inline u64 urgent_wait_ns(void)
 /* Whether a wait that began at @enq_at (0: not waiting) has lasted more than @limit by @now. */
 static inline bool waited_over(u64 enq_at, u64 now, u64 limit)
 {
-	return enq_at && now - enq_at > limit;
+	return pol_waited_over(enq_at, now, limit);
 }
 
 /* Whether a wait that began at @enq_at (0: not waiting) is urgent by @now. */
@@ -66,15 +73,29 @@ static inline u64 lag_max_ns(void)
  */
 u64 tick_ns = 4000000ULL;
 
-/* Per scheduling domain (an LLC, or everything with the global queue): largest vtime started. */
-u64 vclock[MAX_LLCS];
+/*
+ * Per scheduling domain (an LLC, or everything with the global queue), each on its own cache
+ * line: the domain's CPUs write it at every switch, and with one array of bare counters eight
+ * domains' writers shared a line.
+ */
+struct llc_ctx {
+	u64 vclock;		/* largest vtime started in the domain */
+	u64 net_kick_at;	/* last kick_idle_llc() for the domain (one per tick is enough) */
+} __attribute__((aligned(64)));
+
+struct llc_ctx llcs[MAX_LLCS];
 
 /* Running average of tasks' svc_ns as they stop (greedy model; racy updates are fine). */
 u64 avg_svc_ns;
 
-/* Counters and wait histograms, read by the Rust side (stats.rs). */
-u64 stats[NR_CONCORD_STATS];
-u64 wait_hist[NR_QUEUE_KINDS][NR_WAIT_BUCKETS];
+/* Counters and wait histograms of each CPU (struct cpu_counters), summed by stats.rs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	/* by size: the skeleton's generated Rust types cannot derive Default for its arrays */
+	__uint(value_size, sizeof(struct cpu_counters));
+} counters SEC(".maps");
 u64 wait_max_ns[NR_QUEUE_KINDS];
 /* Who waited wait_max_ns (best effort under races): pid, the CPU it then ran on, its CPU count. */
 u64 wait_max_pid[NR_QUEUE_KINDS];
@@ -143,10 +164,24 @@ static inline struct cpu_ctx *cpu_ctx_of(s32 cpu)
 	return bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, cpu);
 }
 
+/*
+ * This CPU's counters. Plain increments: the callbacks that count run with interrupts off
+ * (under a run queue or task lock), so nothing else on this CPU writes meanwhile; at worst a
+ * slice timer interrupting a sleepable callback loses one count, which a counter can afford.
+ */
+static inline struct cpu_counters *my_counters(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&counters, &zero);
+}
+
 static inline void stat_inc(u32 idx)
 {
-	if (idx < NR_CONCORD_STATS)
-		__sync_fetch_and_add(&stats[idx], 1);
+	struct cpu_counters *c = my_counters();
+
+	if (c && idx < NR_CONCORD_STATS)
+		c->stats[idx]++;
 }
 
 #endif

@@ -83,16 +83,26 @@ static inline bool kick_if_idle(s32 cpu, const struct task_struct *p, u64 enq_fl
  * busy ones alone). The net behind the per-enqueue kicks: the reliability suite caught a CPU
  * sitting idle for seconds with its LLC queue full (stress-ng affinity churn), the kicks of the
  * enqueues having gone elsewhere or been lost; only ticks of busy CPUs still run then.
+ * Once per tick per domain: every busy CPU of the LLC ticks, and without the limit sustained
+ * overload had each of them kick all the others at every tick, kicks growing with the square
+ * of the CPUs per LLC. The CPU that wins the exchange kicks for all.
  */
-static inline void kick_idle_llc(s32 cpu)
+static inline void kick_idle_llc(s32 cpu, u64 now)
 {
-	u32 llc = llc_of_cpu(cpu), i;
+	u32 d = domain_of_cpu(cpu), i;
+	u64 last = llcs[d].net_kick_at;
 
-	bpf_for(i, 0, nr_cpus) {
-		if (i >= MAX_CPUS)
+	if (last && time_before(now, last + tick_ns))
+		return;
+	if (__sync_val_compare_and_swap(&llcs[d].net_kick_at, last, now) != last)
+		return;
+	stat_inc(STAT_NET_KICK);
+	bpf_for(i, 1, nr_cpus) {
+		s32 other = domain_cpu_from(cpu, i);
+
+		if (other < 0)
 			break;
-		if ((s32)i != cpu && (queue_mode == QUEUE_GLOBAL || cpu_llc[i] == llc))
-			scx_bpf_kick_cpu(i, SCX_KICK_IDLE);
+		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
 	}
 }
 

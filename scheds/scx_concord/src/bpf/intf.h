@@ -76,7 +76,18 @@ enum stat_idx {
 	STAT_SYNC_HANDOFF,		/* sync wake-ups put on the waker's CPU, next in line there */
 	STAT_YIELD,			/* yielders queued behind their equals (sched_yield) */
 	STAT_YIELD_TURN,		/* turns cut to slice_min: the task before them yielded */
+	STAT_NET_KICK,			/* an LLC queue head waited the bound: idle CPUs woken */
 	NR_CONCORD_STATS,
+};
+
+/*
+ * Counters and wait histograms, one copy per CPU (the `counters` per-CPU array), summed by the
+ * Rust side (stats.rs): every callback counts, and one shared copy was a cache line that every
+ * CPU's atomic increments pulled across the machine.
+ */
+struct cpu_counters {
+	u64 stats[NR_CONCORD_STATS];
+	u64 wait_hist[NR_QUEUE_KINDS][NR_WAIT_BUCKETS];
 };
 
 /* Input and output of the policy_probe program (BPF and Rust policy agree: tested). */
@@ -104,6 +115,7 @@ struct policy_probe_args {
 	u64 yield_offset_ns;	/* yield_offset(deadline_delta_ns, slice_max, cap) */
 	u64 timer_needed;	/* timer_needed(nr_waiting % 5, nr_waiting, domain_cpus, weight,
 				 * tick = wait_ns, urgent = cap) */
+	u64 waited_over;	/* waited_over(enq_at = vtime, now = vclock, limit = wait_ns) */
 };
 
 #endif /* __CONCORD_INTF_H */

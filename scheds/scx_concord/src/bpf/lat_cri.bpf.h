@@ -41,7 +41,7 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 		return;
 	ran = now - tctx->run_at;
 	tctx->vtime = pol_vtime_after_run(tctx->vtime, ran, p->scx.weight,
-					  vclock[domain_of_cpu(scx_bpf_task_cpu(p))], lag_max_ns());
+					  llcs[domain_of_cpu(scx_bpf_task_cpu(p))].vclock, lag_max_ns());
 	/* nor is a turn a yield cut short (take_yield_turn()) */
 	if (tctx->keep_place || tctx->yield_turn)
 		return;
@@ -52,12 +52,18 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	}
 }
 
+/* The clock of the domain whose queues @p waits in. */
+static inline u64 home_vclock(struct task_struct *p)
+{
+	return llcs[domain_of_cpu(task_home_cpu(p))].vclock;
+}
+
 /* A task starts running on @cpu: its domain's clock follows the vtimes started there (policy.h). */
 static inline void vclock_on_running(struct task_ctx *tctx, s32 cpu)
 {
 	u32 d = domain_of_cpu(cpu);
 
-	vclock[d] = pol_clock_after_start(vclock[d], tctx->vtime, lag_max_ns());
+	llcs[d].vclock = pol_clock_after_start(llcs[d].vclock, tctx->vtime, lag_max_ns());
 }
 
 /*
@@ -80,7 +86,7 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 n
 					slice_max_ns, tctx->svc_ns, avg_svc_ns);
 	delta = pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
 				   slice_max_ns, delta_cap_ns());
-	return pol_offset_with_lag(delta, tctx->vtime, vclock[domain_of_cpu(task_home_cpu(p))],
+	return pol_offset_with_lag(delta, tctx->vtime, home_vclock(p),
 				   lag_max_ns(), delta_cap_ns());
 }
 
@@ -100,7 +106,7 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 
 	if (deadline_mode == DEADLINE_GREEDY || !woken)
 		return now + delta;
-	return now + delta - pol_service_credit(tctx->vtime, vclock[domain_of_cpu(task_home_cpu(p))],
+	return now + delta - pol_service_credit(tctx->vtime, home_vclock(p),
 						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
 }
 /*
@@ -121,11 +127,11 @@ static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s
 	if (deadline_mode != DEADLINE_CAPPED)
 		return d;
 	if (pinned_mode == PINNED_PER_CPU) {
-		peek_head(pinned_dsq(cpu), &h);
+		peek_head(pinned_dsq(cpu), cpu, &h);
 		if (h.present && !time_before(h.deadline, d))
 			d = h.deadline + 1;
 	}
-	peek_head(shared_dsq(cpu), &h);
+	peek_head(shared_dsq(cpu), cpu, &h);
 	if (h.present && !time_before(h.deadline, d))
 		d = h.deadline + 1;
 	return d;

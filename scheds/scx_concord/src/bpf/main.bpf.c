@@ -231,11 +231,11 @@ static __always_inline bool hand_off_here(struct task_struct *p, struct task_ctx
 	if (waker != cpu || cpu != bpf_get_smp_processor_id() || deadline_mode != DEADLINE_CAPPED ||
 	    tctx->avg_runtime > slice_min_ns)
 		return false;
-	peek_head(shared_dsq(cpu), &shr);
+	peek_head(shared_dsq(cpu), cpu, &shr);
 	if (shr.present && (head_overdue(&shr, now) || time_before(shr.deadline, deadline)))
 		return false;
 	if (pinned_mode == PINNED_PER_CPU) {
-		peek_head(pinned_dsq(cpu), &pin);
+		peek_head(pinned_dsq(cpu), cpu, &pin);
 		if (pin.present && (head_overdue(&pin, now) || time_before(pin.deadline, deadline)))
 			return false;
 	}
@@ -361,8 +361,8 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	}
 
 	if (pinned_mode == PINNED_PER_CPU)
-		peek_head(pinned_dsq(cpu), &pin);
-	peek_head(shared_dsq(cpu), &shr);
+		peek_head(pinned_dsq(cpu), cpu, &pin);
+	peek_head(shared_dsq(cpu), cpu, &shr);
 
 	if (head_first(&pin, &shr, now, &overdue)) {
 		first = &pin;
@@ -418,9 +418,9 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	 * only happens when CPUs of the LLC sleep through it (see kick_idle_llc()).
 	 */
 	measure_tick(now);
-	peek_head(shared_dsq(cpu), &shr);
+	peek_head(shared_dsq(cpu), cpu, &shr);
 	if (shr.present && waited_over(shr.enq_at, now, max_wait_ns))
-		kick_idle_llc(cpu);
+		kick_idle_llc(cpu, now);
 	if (cctx)
 		note_busier_llc(cpu, cctx);
 
@@ -428,7 +428,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	if (!tctx || !tctx->run_at || now - tctx->run_at < slice_min_ns)
 		return;
 	if (pinned_mode == PINNED_PER_CPU) {
-		peek_head(pinned_dsq(cpu), &h);
+		peek_head(pinned_dsq(cpu), cpu, &h);
 		/* preempt_for's rule, for a more critical task than the running one only */
 		if (h.present && (head_overdue(&h, now) ||
 				  (cctx && h.offset < cctx->running_delta &&
@@ -580,7 +580,7 @@ void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
 	p->scx.dsq_vtime = scx_bpf_now();
 	/* A new task starts level with its domain: no credit, no debt. */
 	if (tctx)
-		tctx->vtime = vclock[domain_of_cpu(task_home_cpu(p))];
+		tctx->vtime = home_vclock(p);
 }
 
 s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -655,6 +655,7 @@ int policy_probe(struct policy_probe_args *a)
 	a->yield_offset_ns = pol_yield_offset(a->deadline_delta_ns, slice_max_ns, delta_cap_ns());
 	a->timer_needed = pol_timer_needed(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight,
 					   a->wait_ns, delta_cap_ns());
+	a->waited_over = pol_waited_over(a->vtime, a->vclock, a->wait_ns);
 	return 0;
 }
 

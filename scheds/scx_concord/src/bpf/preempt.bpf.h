@@ -10,7 +10,11 @@
 #include "concord.bpf.h"
 #include "queues.bpf.h"
 
-/* CPUs looked at per enqueue: enough for any LLC of today, bounded for the verifier and cost. */
+/*
+ * CPUs of the domain looked at per enqueue, from the task's own CPU on in the domain's list:
+ * bounded for the cost of a wake-up; a bigger domain (or the global queue on a big machine)
+ * gets its nearest 64 in list order.
+ */
 #define PREEMPT_SCAN_MAX	64
 
 /*
@@ -80,7 +84,6 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 {
 	/* A pinned task's queue is its CPU's, whichever CPU it last ran on. */
 	s32 start = task_home_cpu(p), victim = -1;
-	u32 llc = start >= 0 && start < MAX_CPUS ? cpu_llc[start] : 0;
 	struct cpu_ctx *cctx, *vctx = NULL;
 	u64 largest = deadline > now ? deadline - now : 0;
 	u32 i;
@@ -92,14 +95,11 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 		return kick_victim(start, cctx, deadline, now);
 	}
 	bpf_for(i, 0, PREEMPT_SCAN_MAX) {
-		s32 cpu;
+		s32 cpu = domain_cpu_from(start, i);
 
-		if (i >= nr_cpus)
-			break;
-		cpu = (start + i) % nr_cpus;
 		if (cpu < 0 || cpu >= MAX_CPUS)
 			break;
-		if (cpu == skip || (queue_mode != QUEUE_GLOBAL && cpu_llc[cpu] != llc))
+		if (cpu == skip)
 			continue;
 		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;

@@ -70,12 +70,34 @@ static inline s32 task_home_cpu(const struct task_struct *p)
 	return task_is_pinned(p) ? pinned_cpu(p) : scx_bpf_task_cpu(p);
 }
 
-/* Scheduling domain of a CPU (index into vclock): its LLC, or 0 with the global queue. */
+/* Scheduling domain of a CPU (index into llcs): its LLC, or 0 with the global queue. */
 static inline u32 domain_of_cpu(s32 cpu)
 {
 	if (queue_mode == QUEUE_GLOBAL)
 		return 0;
 	return llc_of_cpu(cpu);
+}
+
+/*
+ * The @k-th CPU of @cpu's domain counting from @cpu itself (k = 0 is @cpu), wrapping round;
+ * -1 past the domain's size. Walks cover an LLC's members wherever they are numbered.
+ */
+static inline s32 domain_cpu_from(s32 cpu, u32 k)
+{
+	u32 c = (u32)cpu, d, n, idx;
+
+	if (c >= MAX_CPUS)
+		return -1;
+	d = domain_of_cpu(cpu);
+	n = domain_cpus[d];
+	if (!n || k >= n)
+		return -1;
+	barrier_var(c);		/* clang may not drop the masks then (see llc_of_cpu()) */
+	idx = domain_first[d] + (cpu_domain_pos[c & (MAX_CPUS - 1)] + k) % n;
+	if (idx >= MAX_CPUS)
+		return -1;
+	barrier_var(idx);
+	return domain_cpu_list[idx & (MAX_CPUS - 1)];
 }
 
 struct queue_head {
@@ -84,6 +106,7 @@ struct queue_head {
 	u64 enq_at;
 	u64 offset;	/* deadline - enq_at: how urgent it was when queued */
 	bool present;
+	bool here;	/* it may run on the CPU that peeked */
 };
 
 /* How urgent a task was when queued at @enq_at with @deadline (0 if credit put it before). */
@@ -92,17 +115,20 @@ static inline u64 queued_offset(u64 enq_at, u64 deadline)
 	return enq_at && time_before(enq_at, deadline) ? deadline - enq_at : 0;
 }
 
-static inline void peek_head(u64 dsq, struct queue_head *h)
+/* The head of @dsq as seen from @cpu. */
+static inline void peek_head(u64 dsq, s32 cpu, struct queue_head *h)
 {
 	struct task_struct *p;
 	struct task_ctx *tctx;
 
 	h->dsq = dsq;
 	h->present = false;
+	h->here = false;
 	bpf_rcu_read_lock();
 	p = __COMPAT_scx_bpf_dsq_peek(dsq);
 	if (p) {
 		h->present = true;
+		h->here = cpu >= 0 && cpu < MAX_CPUS && bpf_cpumask_test_cpu(cpu, p->cpus_ptr);
 		h->deadline = p->scx.dsq_vtime;
 		tctx = task_ctx(p);
 		h->enq_at = tctx ? tctx->enq_at : 0;
@@ -111,9 +137,15 @@ static inline void peek_head(u64 dsq, struct queue_head *h)
 	bpf_rcu_read_unlock();
 }
 
+/*
+ * Whether the head's wait is urgent for the CPU that peeked: only if it may run there. An
+ * urgent head allowed on 2 of an LLC's 16 CPUs would otherwise make all 16 end their turns at
+ * every tick and put the shared queue before their own pinned tasks, for a task 14 of them
+ * cannot run (a dispatch from the queue then takes a later task that may run there, if any).
+ */
 static inline bool head_overdue(const struct queue_head *h, u64 now)
 {
-	return h->present && wait_is_urgent(h->enq_at, now);
+	return h->present && h->here && wait_is_urgent(h->enq_at, now);
 }
 
 /*

@@ -40,6 +40,7 @@ static inline void record_wait(const struct task_struct *p, struct task_ctx *tct
 {
 	u64 from = tctx->ready_at, wait, b;
 	u32 kind = tctx->enq_kind;
+	struct cpu_counters *c;
 
 	tctx->enq_at = 0;
 	tctx->ready_at = 0;
@@ -47,8 +48,8 @@ static inline void record_wait(const struct task_struct *p, struct task_ctx *tct
 		return;
 	wait = time_before(from, now) ? now - from : 0;
 	b = pol_wait_bucket(wait);
-	if (b < NR_WAIT_BUCKETS)
-		__sync_fetch_and_add(&wait_hist[kind][b], 1);
+	if (b < NR_WAIT_BUCKETS && (c = my_counters()))
+		c->wait_hist[kind][b]++;
 	note_longest(p, kind, wait, cpu);
 }
 #endif

@@ -1,0 +1,79 @@
+//! Each scheduling domain's CPUs as one flat list (the BPF side's `domain_cpu_list`): wake-up
+//! preemption and the idle kicks walk the CPUs of the task's domain, not every CPU id from
+//! the task's own onwards. Walking ids skipped LLC members numbered below the start and, on
+//! machines whose SMT siblings are numbered half the CPUs away, looked at at most 64 CPUs that
+//! were mostly other LLCs'.
+
+/// The domains' CPUs grouped per domain (`list[first[d]..first[d] + count[d]]`), and each
+/// CPU's position in its domain's group (`pos[cpu]`).
+#[derive(Debug, PartialEq)]
+pub struct DomainLists {
+    pub list: Vec<u32>,
+    pub first: Vec<u32>,
+    pub count: Vec<u32>,
+    pub pos: Vec<u32>,
+}
+
+/// `llcs`: each LLC's CPU ids in the BPF side's dense LLC order. `global`: one domain holds
+/// every CPU (the global queue). `nr_cpu_ids`: size of the per-CPU table.
+pub fn domain_lists(llcs: &[Vec<usize>], global: bool, nr_cpu_ids: usize) -> DomainLists {
+    let domains: Vec<Vec<usize>> = if global {
+        let mut all: Vec<usize> = llcs.iter().flatten().copied().collect();
+        all.sort_unstable();
+        vec![all]
+    } else {
+        llcs.iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.sort_unstable();
+                c
+            })
+            .collect()
+    };
+    let mut l = DomainLists {
+        list: Vec::new(),
+        first: Vec::new(),
+        count: Vec::new(),
+        pos: vec![0; nr_cpu_ids],
+    };
+    for cpus in &domains {
+        l.first.push(l.list.len() as u32);
+        l.count.push(cpus.len() as u32);
+        for (i, &cpu) in cpus.iter().enumerate() {
+            if cpu < nr_cpu_ids {
+                l.pos[cpu] = i as u32;
+            }
+            l.list.push(cpu as u32);
+        }
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_domain_lists_its_own_cpus_and_each_cpu_knows_its_place() {
+        // Two LLCs whose SMT siblings are numbered 4 apart: LLC 0 = {0, 1, 4, 5}.
+        let llcs = vec![vec![0, 1, 4, 5], vec![7, 2, 3, 6]];
+        let l = domain_lists(&llcs, false, 8);
+        assert_eq!(l.list, vec![0, 1, 4, 5, 2, 3, 6, 7]);
+        assert_eq!(l.first, vec![0, 4]);
+        assert_eq!(l.count, vec![4, 4]);
+        for (d, cpus) in llcs.iter().enumerate() {
+            for &c in cpus {
+                let at = (l.first[d] + l.pos[c]) as usize;
+                assert_eq!(l.list[at], c as u32, "cpu {c} found at its position");
+            }
+        }
+    }
+
+    #[test]
+    fn the_global_queue_is_one_domain_of_every_cpu() {
+        let l = domain_lists(&[vec![2, 3], vec![0, 1]], true, 4);
+        assert_eq!(l.list, vec![0, 1, 2, 3]);
+        assert_eq!((l.first.clone(), l.count.clone()), (vec![0], vec![4]));
+        assert_eq!(l.pos, vec![0, 1, 2, 3]);
+    }
+}
