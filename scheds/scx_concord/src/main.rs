@@ -341,16 +341,11 @@ fn open_and_load<'a>(
     }
     for (dense, llc) in topo.all_llcs.values().enumerate() {
         rodata.llc_node[dense] = llc.node_id as u32;
-        rodata.domain_cpus[dense] = llc.all_cpus.len().max(1) as u32;
         for cpu in llc.all_cpus.keys() {
             rodata.cpu_llc[*cpu] = dense as u32;
         }
     }
     rodata.nr_llcs = topo.all_llcs.len().max(1) as u32;
-    // Slices count waiters per CPU of the queue's domain: an LLC, or all CPUs (global queue).
-    if opts.queue == QueueMode::Global {
-        rodata.domain_cpus[0] = topo.all_cpus.len().max(1) as u32;
-    }
     let llc_cpus: Vec<Vec<usize>> = topo
         .all_llcs
         .values()
@@ -360,8 +355,16 @@ fn open_and_load<'a>(
     for (i, &cpu) in lists.list.iter().enumerate().take(max_cpus) {
         rodata.domain_cpu_list[i] = cpu;
     }
-    for (d, &first) in lists.first.iter().enumerate().take(max_llcs) {
+    // Slices count waiters per CPU of the queue's domain: an LLC, or all CPUs (global queue).
+    for (d, (&first, &count)) in lists
+        .first
+        .iter()
+        .zip(&lists.count)
+        .enumerate()
+        .take(max_llcs)
+    {
         rodata.domain_first[d] = first;
+        rodata.domain_cpus[d] = count.max(1);
     }
     rodata.cpu_domain_pos[..max_cpus].copy_from_slice(&lists.pos[..max_cpus]);
     info!(
