@@ -13,6 +13,32 @@
 #include "concord.bpf.h"
 #include "queues.bpf.h"
 
+/* An idle CPU that may run migratable @p, claimed (idle bit cleared): @prev first; -1 if none. */
+static inline s32 claim_idle_cpu(struct task_struct *p, s32 prev)
+{
+	if (bpf_cpumask_test_cpu(prev, p->cpus_ptr) && scx_bpf_test_and_clear_cpu_idle(prev))
+		return prev;
+	return scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+}
+
+/*
+ * Whether the kernel's idle answer @cpu for a sync wake-up is the waker's own, busy CPU with
+ * tasks of ours waiting for it. scx_bpf_select_cpu_dfl() answers a sync wake-up with the
+ * waker's CPU "as idle" when that CPU's local run queue is empty and any CPU is idle: the
+ * waker is about to sleep. But the local run queue is empty because our waiters are in our
+ * queues, not the kernel's: inserting the wakee there puts it ahead of all of them, and ahead
+ * of a task pinned to that CPU above all, which has nowhere else to go, while the idle CPU
+ * sleeps. A chatty unpinned chain of pipe wake-ups kept a pinned BEAM scheduler off its CPU
+ * past the wait bound this way. Then a CPU that really is idle is the answer, or none.
+ */
+static inline bool sync_idle_is_false(s32 cpu)
+{
+	if (cpu != bpf_get_smp_processor_id())
+		return false;
+	return nr_queued(shared_dsq(cpu)) ||
+	       (pinned_mode == PINNED_PER_CPU && nr_queued(pinned_dsq(cpu)));
+}
+
 static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wake_flags, bool *idle)
 {
 	s32 cpu, waker;
@@ -29,6 +55,13 @@ static inline s32 pick_cpu_on_wakeup(struct task_struct *p, s32 prev_cpu, u64 wa
 		return prev_cpu;
 	}
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, idle);
+	if (*idle && (wake_flags & SCX_WAKE_SYNC) && sync_idle_is_false(cpu)) {
+		s32 other = claim_idle_cpu(p, prev_cpu);
+
+		if (other >= 0)
+			return other;
+		*idle = false;
+	}
 	if (*idle || !(wake_flags & SCX_WAKE_SYNC))
 		return cpu;
 	/*
@@ -104,14 +137,6 @@ static inline void kick_idle_llc(s32 cpu, u64 now)
 			break;
 		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
 	}
-}
-
-/* An idle CPU that may run migratable @p, claimed (idle bit cleared): @prev first; -1 if none. */
-static inline s32 claim_idle_cpu(struct task_struct *p, s32 prev)
-{
-	if (bpf_cpumask_test_cpu(prev, p->cpus_ptr) && scx_bpf_test_and_clear_cpu_idle(prev))
-		return prev;
-	return scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 }
 
 /*

@@ -76,7 +76,10 @@
  * nobody and waits on the waker's run queue when no CPU is idle: the waker's CPU is the next
  * one free, and taking a task from one's own run queue is the cheap, local move.
  * A short one that is that CPU's next task by deadline anyway goes straight into its local run
- * queue (hand_off_here()): the same order, minus a queue insert and a dispatch.
+ * queue (hand_off_here()): the same order, minus a queue insert and a dispatch. The kernel's
+ * idle search calls the waker's CPU idle for a sync wake-up when its local run queue is empty;
+ * ours are not always, so then the wakee takes a really idle CPU or goes through the rules
+ * above (sync_idle_is_false()): it never jumps a task pinned to that CPU and waiting for it.
  *
  * Nice: a task's weight scales its offset (capped like any) and its slice. Slices end on ticks
  * in sched_ext, so the short slice of a task lighter than nice 0 is ended by a timer pinned to
