@@ -13,13 +13,13 @@ build: setup
 	$(CARGO) build --release --workspace
 
 # Seed 000's outage with the real runtime and the real schedulers: a real Erlang/OTP VM
-# (schedulers bound with +sbt db, busy-waiting with sched_yield) among unpinned chatty token
-# rings and a CPU hog, under EEVDF, scx_lavd 1.0.17 (pinned tasks in the shared LLC queue,
-# greedy deadlines: the design that broke Erlang; it loads on 7.0.x only, so the demo runs
-# 7.0.x) and scx_concord, 3 interleaved runs each at DEMO_LOAD of the BEAM's CPUs in requests
-# (~20 minutes after scx_lavd 1.0.17's one-time build of ~6 minutes). The competing load takes
-# half the machine or more, so loads much above 0.15 overload every scheduler. Prints the table
-# and a one-line verdict; writes report.md, results.json and SVGs under lab-results/.
+# (schedulers bound with +sbt db, busy-waiting with sched_yield) beside a chatty unpinned
+# service (a free-running token ring of pipe wake-ups), under EEVDF, scx_lavd 1.0.17 (pinned
+# tasks in the shared LLC queue, greedy deadlines: the design that broke Erlang; it loads on
+# 7.0.x only, so the demo runs 7.0.x) and scx_concord, 3 interleaved runs each at DEMO_LOAD of
+# the BEAM's CPUs in requests (~10 minutes after scx_lavd 1.0.17's one-time build of ~6
+# minutes). Prints the table and a one-line verdict; writes report.md, results.json and SVGs
+# under lab-results/.
 DEMO_LOAD ?= 0.1
 demo: build
 	$(LAB) kernel --kernel 7.0
@@ -28,8 +28,8 @@ demo: build
 		--scheds eevdf,lavd@1.0.17,concord --repeats 3
 
 # The longer story: the whole load sweep, with scx_lavd and scx_bpfland as shipped beside the
-# pre-fix release, 5 interleaved runs (~1 h 30 after the peers' one-time build).
-DEMO_LOADS ?= 0.05,0.1,0.15,0.2
+# pre-fix release, 5 interleaved runs (~1 h 10 after the peers' one-time build).
+DEMO_LOADS ?= 0.1,0.2,0.3
 demo-full: build
 	$(LAB) kernel --kernel 7.0
 	$(LAB) peers lavd@1.0.17 lavd bpfland

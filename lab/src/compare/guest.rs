@@ -324,7 +324,7 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
     let secs = p.secs.to_string();
     let n = p.nr_cpus;
     match p.scenario {
-        Scenario::Erlang => {
+        Scenario::Erlang | Scenario::ErlangBatch => {
             let e = p
                 .erlang
                 .as_ref()

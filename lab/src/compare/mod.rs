@@ -30,9 +30,15 @@ use concord_workloads::erlang::BusyWait;
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
     /// A real Erlang/OTP VM (schedulers bound with +sbt db, idle ones busy-waiting with
-    /// sched_yield as +sbwt says) serving open-loop requests among token rings and hogs: seed
-    /// 000's outage with the real runtime, at the offered loads of --loads.
+    /// sched_yield as +sbwt says) serving open-loop requests beside a chatty unpinned service
+    /// (a free-running token ring, no hog): seed 000's outage with the real runtime, at the
+    /// offered loads of --loads.
     Erlang,
+    /// The same BEAM beside batch work: two paced token rings and a CPU hog, whose fair share
+    /// among the spinning BEAM schedulers is what EEVDF gets wrong.
+    #[serde(rename = "erlang-batch")]
+    #[value(name = "erlang-batch")]
+    ErlangBatch,
     /// Message threads waking workers for short bursts (schbench's shape).
     Wakeup,
     /// A periodic latency-critical task next to CPU hogs and a parallel batch job.
@@ -68,8 +74,9 @@ fn m(key: &str, label: &str, better: Better) -> MetricDef {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Erlang,
+        Scenario::ErlangBatch,
         Scenario::Wakeup,
         Scenario::Interactive,
         Scenario::Throughput,
@@ -79,6 +86,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Erlang => "erlang",
+            Scenario::ErlangBatch => "erlang-batch",
             Scenario::Wakeup => "wakeup",
             Scenario::Interactive => "interactive",
             Scenario::Throughput => "throughput",
@@ -93,7 +101,7 @@ impl Scenario {
             Scenario::Wakeup => "1l4c",
             Scenario::Interactive => "2l2c",
             Scenario::Throughput => "2n1l2c",
-            Scenario::Outage | Scenario::Erlang => "1l2c",
+            Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => "1l2c",
         }
     }
 
@@ -107,7 +115,7 @@ impl Scenario {
     /// default TCG.
     pub fn default_icount(self) -> Option<u32> {
         match self {
-            Scenario::Outage | Scenario::Erlang => None,
+            Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => None,
             Scenario::Wakeup | Scenario::Throughput | Scenario::Interactive => Some(2),
         }
     }
@@ -115,7 +123,7 @@ impl Scenario {
     pub fn default_secs(self) -> f64 {
         match self {
             Scenario::Outage => 20.0,
-            Scenario::Erlang => 15.0,
+            Scenario::Erlang | Scenario::ErlangBatch => 15.0,
             _ => 10.0,
         }
     }
@@ -124,7 +132,7 @@ impl Scenario {
     pub fn metrics(self) -> Vec<MetricDef> {
         use Better::*;
         let mut v = match self {
-            Scenario::Erlang => vec![
+            Scenario::Erlang | Scenario::ErlangBatch => vec![
                 m("request_p50_ms", "request p50 (ms)", Lower),
                 m("request_p99_ms", "request p99 (ms)", Lower),
                 m("request_p999_ms", "request p99.9 (ms)", Lower),
@@ -205,23 +213,64 @@ impl Scenario {
         v
     }
 
+    /// Whether the scenario runs the real BEAM at the offered loads of --loads.
+    pub fn is_erlang(self) -> bool {
+        matches!(self, Scenario::Erlang | Scenario::ErlangBatch)
+    }
+
+    /// What runs beside the BEAM (or beam-sim) unless --rings, --hogs or --ring-laps say
+    /// otherwise; None for the scenarios without one.
+    pub fn competing_mix(self) -> Option<CompetingMix> {
+        let d = crate::bench::default_mix();
+        match self {
+            // One free-running ring, no hog: EEVDF serves the BEAM well here, so a win is not
+            // a baseline's weakness, and a chain of pipe (sync) wake-ups keeps looking more
+            // latency-critical than the pinned schedulers it overtakes: the outage's mechanism.
+            Scenario::Erlang => Some(CompetingMix {
+                rings: 1,
+                hogs: 0,
+                ring_laps: 0.0,
+            }),
+            Scenario::ErlangBatch => Some(CompetingMix {
+                rings: d.rings,
+                hogs: d.hogs,
+                ring_laps: ERLANG_BATCH_RING_LAPS,
+            }),
+            Scenario::Outage => Some(CompetingMix {
+                rings: d.rings,
+                hogs: d.hogs,
+                ring_laps: d.ring_laps,
+            }),
+            Scenario::Wakeup | Scenario::Interactive | Scenario::Throughput => None,
+        }
+    }
+
     /// The latency distribution plotted as a CDF, if the scenario has one.
     pub fn latency_label(self) -> Option<&'static str> {
         match self {
             Scenario::Wakeup => Some("worker wake-up latency"),
             Scenario::Interactive => Some("interactive task completion latency"),
             Scenario::Throughput => None,
-            Scenario::Outage | Scenario::Erlang => Some("request latency"),
+            Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => Some("request latency"),
         }
     }
 }
 
-/// Laps per second of each ring beside the real BEAM. Free-running, a 2-token ring is a
-/// CPU-bound pipeline (every hop a pipe round trip, dear under TCG); two of them and a hog
-/// left the BEAM a fair share under EEVDF below what light request loads need, so every
-/// scheduler was overloaded and a comparison showed only queue growth. Paced, the rings are
-/// chatty services with a bounded demand, and the hog takes the rest of the machine.
-pub const ERLANG_RING_LAPS: f64 = 150.0;
+/// Laps per second of each ring beside the BEAM and a hog (erlang-batch). Free-running, a
+/// 2-token ring is a CPU-bound pipeline (every hop a pipe round trip, dear under TCG); two of
+/// them and a hog left the BEAM a fair share under EEVDF below what light request loads need,
+/// so every scheduler was overloaded and a comparison showed only queue growth. Paced, the
+/// rings are chatty services with a bounded demand, and the hog takes the rest of the machine.
+pub const ERLANG_BATCH_RING_LAPS: f64 = 150.0;
+
+/// The unpinned load beside the BEAM: token rings (4 threads, 2 tokens each), CPU hogs, and
+/// how fast each ring may lap (0: free-running).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompetingMix {
+    pub rings: usize,
+    pub hogs: usize,
+    pub ring_laps: f64,
+}
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
@@ -256,8 +305,9 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_icount: bool,
     /// Offered loads of the erlang scenario, as shares of its schedulers' CPUs (0.1 = 10 %,
-    /// from the calibration of one request alone): one point of the sweep each. The competing
-    /// load takes half the machine or more, so loads much above 0.15 overload every scheduler.
+    /// from the calibration of one request alone): one point of the sweep each. In erlang-batch
+    /// the hog and rings take half the machine or more, so loads much above 0.15 overload every
+    /// scheduler there.
     #[arg(long, value_delimiter = ',', default_value = "0.1")]
     pub loads: Vec<f64>,
     /// Reductions (function calls) per request of the erlang scenario: 10000 are ~0.5 ms of a
@@ -268,17 +318,17 @@ pub struct CompareArgs {
     /// Busy wait of the erlang scenario's idle schedulers (+sbwt).
     #[arg(long, value_enum, default_value_t = BusyWait::Short)]
     pub busy_wait: BusyWait,
-    /// Unpinned token rings beside the BEAM in the erlang and outage scenarios (default: the
-    /// outage mix's, `bench outage --help`).
+    /// Unpinned token rings beside the BEAM in the erlang and outage scenarios (default: each
+    /// scenario's own: erlang 1, erlang-batch and outage 2).
     #[arg(long)]
     pub rings: Option<usize>,
-    /// Unpinned CPU hogs beside the BEAM in the erlang and outage scenarios (default: the
-    /// outage mix's).
+    /// Unpinned CPU hogs beside the BEAM in the erlang and outage scenarios (default: erlang 0,
+    /// erlang-batch and outage 1).
     #[arg(long)]
     pub hogs: Option<usize>,
     /// Laps per second each ring is held to, 0 for free-running rings (CPU-bound pipelines).
-    /// Default: the erlang scenario's chatty services are paced (ERLANG_RING_LAPS), the outage
-    /// scenario's rings run free.
+    /// Default: erlang-batch's rings are paced chatty services (150 laps/s), erlang's and
+    /// outage's run free.
     #[arg(long)]
     pub ring_laps: Option<f64>,
     /// Keep each run's raw ftrace text (large) in its run directory.
@@ -383,7 +433,7 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
         "wakeup-bench",
         "interactive-bench",
     ])?;
-    if args.scenarios.contains(&Scenario::Erlang) && crate::util::which("escript").is_none() {
+    if args.scenarios.iter().any(|s| s.is_erlang()) && crate::util::which("escript").is_none() {
         bail!("escript not found: install erlang-base (scripts/setup-host.sh)");
     }
     for (tool, pkg) in [
@@ -408,7 +458,7 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             (false, Some(n)) => Some(n),
             (false, None) => s.default_icount(),
         };
-        let points: Vec<Option<f64>> = if s == Scenario::Erlang {
+        let points: Vec<Option<f64>> = if s.is_erlang() {
             loads.iter().map(|&l| Some(l)).collect()
         } else {
             vec![None]
@@ -469,7 +519,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     args.repeats
                 ));
                 let rec = one_run(&kernel, sp, s, repeat, &args, service_us)?;
-                if sp.scenario == Scenario::Erlang && service_us.is_none() && rec.ok {
+                if sp.scenario.is_erlang() && service_us.is_none() && rec.ok {
                     service_us = rec.metrics.get("service_us").copied();
                     if let Some(us) = service_us {
                         progress(&format!(
@@ -523,14 +573,16 @@ fn one_run(
         nr_cpus: topology.nr_cpus() as usize,
         outage: {
             let d = crate::bench::default_mix();
+            let c = sp.scenario.competing_mix().unwrap_or(CompetingMix {
+                rings: d.rings,
+                hogs: d.hogs,
+                ring_laps: d.ring_laps,
+            });
             OutageMix {
                 secs,
-                rings: args.rings.unwrap_or(d.rings),
-                hogs: args.hogs.unwrap_or(d.hogs),
-                ring_laps: args.ring_laps.unwrap_or(match sp.scenario {
-                    Scenario::Erlang => ERLANG_RING_LAPS,
-                    _ => d.ring_laps,
-                }),
+                rings: args.rings.unwrap_or(c.rings),
+                hogs: args.hogs.unwrap_or(c.hogs),
+                ring_laps: args.ring_laps.unwrap_or(c.ring_laps),
                 ..d
             }
         },
@@ -552,11 +604,7 @@ fn one_run(
     // beside the competing load, and a scheduler that starves it makes that take minutes (114 s
     // of its threads' life for a 26 s run): the run must end with its figures, not be killed
     // while it copies the trace.
-    let startup = if scenario == Scenario::Erlang {
-        240.0
-    } else {
-        0.0
-    };
+    let startup = if scenario.is_erlang() { 240.0 } else { 0.0 };
     let timeout = Duration::from_secs_f64((secs + 30.0) * slowdown + 240.0 + startup);
     let (out, error) =
         crate::bench::run_guest_job(kernel, topology, sched, cmd, timeout, sp.icount)?;
@@ -627,7 +675,7 @@ fn collect(
     let mx = &mut rec.metrics;
     let mut beam_tids: Vec<u32> = Vec::new();
     match scenario {
-        Scenario::Erlang => {
+        Scenario::Erlang | Scenario::ErlangBatch => {
             let r: concord_workloads::erlang::ErlangReport =
                 serde_json::from_str(&read(&dir, guest::WORKLOAD_FILE)?)?;
             let n: concord_workloads::noise::NoiseReport =
@@ -768,6 +816,23 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn erlang_scenarios_name_their_mixes() {
+        use clap::ValueEnum;
+        let batch = Scenario::from_str("erlang-batch", false).unwrap();
+        assert_eq!(batch, Scenario::ErlangBatch);
+        assert_eq!(batch.name(), "erlang-batch");
+        assert_eq!(serde_json::to_string(&batch).unwrap(), "\"erlang-batch\"");
+        let free = Scenario::Erlang.competing_mix().unwrap();
+        assert_eq!((free.rings, free.hogs, free.ring_laps), (1, 0, 0.0));
+        let b = batch.competing_mix().unwrap();
+        assert!(b.hogs > 0 && b.rings > 0 && b.ring_laps > 0.0);
+        assert!(Scenario::ALL
+            .iter()
+            .all(|s| s.is_erlang() == s.name().starts_with("erlang")));
+        assert!(Scenario::Wakeup.competing_mix().is_none());
+    }
 
     #[test]
     fn parses_hackbench_and_stress_ng() {
