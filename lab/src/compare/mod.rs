@@ -218,29 +218,26 @@ impl Scenario {
         matches!(self, Scenario::Erlang | Scenario::ErlangBatch)
     }
 
-    /// What runs beside the BEAM (or beam-sim) unless --rings, --hogs or --ring-laps say
-    /// otherwise; None for the scenarios without one.
-    pub fn competing_mix(self) -> Option<CompetingMix> {
+    /// The outage mix as the scenario runs it beside the BEAM (or beam-sim) unless --rings,
+    /// --hogs or --ring-laps say otherwise: `bench outage`'s defaults with the scenario's
+    /// rings, hogs and pacing; None for the scenarios without one.
+    pub fn competing_mix(self) -> Option<OutageMix> {
         let d = crate::bench::default_mix();
         match self {
             // One free-running ring, no hog: EEVDF serves the BEAM well here, so a win is not
             // a baseline's weakness, and a chain of pipe (sync) wake-ups keeps looking more
             // latency-critical than the pinned schedulers it overtakes: the outage's mechanism.
-            Scenario::Erlang => Some(CompetingMix {
+            Scenario::Erlang => Some(OutageMix {
                 rings: 1,
                 hogs: 0,
                 ring_laps: 0.0,
+                ..d
             }),
-            Scenario::ErlangBatch => Some(CompetingMix {
-                rings: d.rings,
-                hogs: d.hogs,
+            Scenario::ErlangBatch => Some(OutageMix {
                 ring_laps: ERLANG_BATCH_RING_LAPS,
+                ..d
             }),
-            Scenario::Outage => Some(CompetingMix {
-                rings: d.rings,
-                hogs: d.hogs,
-                ring_laps: d.ring_laps,
-            }),
+            Scenario::Outage => Some(d),
             Scenario::Wakeup | Scenario::Interactive | Scenario::Throughput => None,
         }
     }
@@ -262,15 +259,6 @@ impl Scenario {
 /// so every scheduler was overloaded and a comparison showed only queue growth. Paced, the
 /// rings are chatty services with a bounded demand, and the hog takes the rest of the machine.
 pub const ERLANG_BATCH_RING_LAPS: f64 = 150.0;
-
-/// The unpinned load beside the BEAM: token rings (4 threads, 2 tokens each), CPU hogs, and
-/// how fast each ring may lap (0: free-running).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CompetingMix {
-    pub rings: usize,
-    pub hogs: usize,
-    pub ring_laps: f64,
-}
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
@@ -304,7 +292,7 @@ pub struct CompareArgs {
     /// Run every scenario under default multi-threaded TCG.
     #[arg(long)]
     pub no_icount: bool,
-    /// Offered loads of the erlang scenario, as shares of its schedulers' CPUs (0.1 = 10 %,
+    /// Offered loads of the erlang scenarios, as shares of its schedulers' CPUs (0.1 = 10 %,
     /// from the calibration of one request alone): one point of the sweep each. In erlang-batch
     /// the hog and rings take half the machine or more, so loads much above 0.15 overload every
     /// scheduler there.
@@ -572,18 +560,16 @@ fn one_run(
         secs,
         nr_cpus: topology.nr_cpus() as usize,
         outage: {
-            let d = crate::bench::default_mix();
-            let c = sp.scenario.competing_mix().unwrap_or(CompetingMix {
-                rings: d.rings,
-                hogs: d.hogs,
-                ring_laps: d.ring_laps,
-            });
+            let c = sp
+                .scenario
+                .competing_mix()
+                .unwrap_or_else(crate::bench::default_mix);
             OutageMix {
                 secs,
                 rings: args.rings.unwrap_or(c.rings),
                 hogs: args.hogs.unwrap_or(c.hogs),
                 ring_laps: args.ring_laps.unwrap_or(c.ring_laps),
-                ..d
+                ..c
             }
         },
         icount: sp.icount.is_some(),
