@@ -568,7 +568,7 @@ fn check_policy(opts: &Opts) -> Result<()> {
             ),
             policy::vtime_after_run(a.vtime, a.wait_ns, a.weight, a.vclock, smax),
             policy::clock_after_start(a.vclock, a.vtime, smax),
-            policy::yield_offset(a.deadline_delta_ns, smin, opts.max_wait_ms * 1_000_000 / 2),
+            policy::yield_offset(a.deadline_delta_ns, smax, opts.max_wait_ms * 1_000_000 / 2),
             policy::timer_needed(
                 a.nr_waiting % 5,
                 a.nr_waiting,

@@ -112,7 +112,7 @@ struct policy_probe_args {
 	u64 offset_ns;		/* offset_with_lag(deadline_delta_ns, vtime, vclock, ...) */
 	u64 vtime_after;	/* vtime_after_run(vtime, ran = wait_ns, weight, vclock, ...) */
 	u64 vclock_after;	/* clock_after_start(vclock, vtime, ...) */
-	u64 yield_offset_ns;	/* yield_offset(deadline_delta_ns, slice_min, cap) */
+	u64 yield_offset_ns;	/* yield_offset(deadline_delta_ns, slice_max, cap) */
 	u64 timer_needed;	/* timer_needed(nr_waiting % 5, nr_waiting, domain_cpus, weight,
 				 * tick = wait_ns, urgent = cap) */
 	u64 waited_over;	/* waited_over(enq_at = vtime, now = vclock, limit = wait_ns) */

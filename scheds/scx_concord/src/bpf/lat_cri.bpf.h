@@ -110,10 +110,10 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
 }
 /*
- * The deadline of a task that yielded: behind the heads of the queues of @cpu, where it waits
- * (a yield means "let whoever waits here run first"), and behind its equals, as EEVDF moves a
- * yielder's deadline one request on (here one minimum turn: pol_yield_offset()). With the
- * later offset alone, a CPU hog whose offset was larger stayed behind the yielder, and an
+ * The deadline of a task that yielded: behind its equals, as EEVDF moves a yielder's deadline
+ * one slice on (a slice later than its own offset gives, at most the cap), and behind the heads
+ * of the queues of @cpu, where it waits: a yield means "let whoever waits here run first". With
+ * the slice later alone, a CPU hog whose offset was larger stayed behind the yielder, and an
  * idle worker spinning with sched_yield() took the CPU back again and again while the hog
  * waited (half the CPU for a thread that polls). Heads' deadlines are within the cap of their
  * queueing, so the bound holds as for any task. Its wait starts again (no kept place): the
@@ -121,7 +121,7 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
  */
 static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
 {
-	u64 d = now + pol_yield_offset(task_delta(p, tctx, now), slice_min_ns, delta_cap_ns());
+	u64 d = now + pol_yield_offset(task_delta(p, tctx, now), slice_max_ns, delta_cap_ns());
 	struct queue_head h = {};
 
 	if (deadline_mode != DEADLINE_CAPPED)

@@ -50,11 +50,9 @@
  * takes the CPU.
  *
  * Yields: a task that calls sched_yield() (ERTS schedulers busy-wait this way, and lock
- * spinners do) ends its turn and is queued behind the tasks waiting for its CPU and its
- * equals (one minimum turn later than its own offset, within the cap); a kept place would
- * bring it straight back and its yield would yield nothing to the task with work waiting on
- * its CPU. No more than that: a whole slice later, an ERTS scheduler polling for work stayed
- * behind every wake-up of a chatty neighbour while work for it arrived. The task it yields to gets a turn of
+ * spinners do) ends its turn and is queued behind its equals (one slice later than its own
+ * offset, within the cap); a kept place would bring it straight back and its yield would
+ * yield nothing to the task with work waiting on its CPU. The task it yields to gets a turn of
  * slice_min, not a slice: the yielder is usually an idle worker polling for work, and work that
  * arrives for it should not wait behind a whole slice of a CPU hog.
  *
@@ -657,7 +655,7 @@ int policy_probe(struct policy_probe_args *a)
 					   delta_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());
 	a->vclock_after = pol_clock_after_start(a->vclock, a->vtime, lag_max_ns());
-	a->yield_offset_ns = pol_yield_offset(a->deadline_delta_ns, slice_min_ns, delta_cap_ns());
+	a->yield_offset_ns = pol_yield_offset(a->deadline_delta_ns, slice_max_ns, delta_cap_ns());
 	a->timer_needed = pol_timer_needed(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight,
 					   a->wait_ns, delta_cap_ns());
 	a->waited_over = pol_waited_over(a->vtime, a->vclock, a->wait_ns);

@@ -15,7 +15,7 @@
  *     its domain's clock, non-decreasing in how far behind it is, non-increasing in its
  *     average runtime;
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters;
- *   - a yielder's offset is one minimum turn later than its own offset, at most the cap;
+ *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap;
  *   - a wait that began after "now" (another CPU's clock ahead of this one) is never overdue;
  *   - a slice timer is needed for lighter-than-nice-0 tasks, and for the rest exactly when
  *     tick-long turns of everyone waiting would pass the urgent half of the bound.
@@ -254,17 +254,13 @@ static inline bool pol_timer_needed(u64 nr_pinned, u64 nr_shared, u64 domain_cpu
 }
 
 /*
- * Offset of a task that called sched_yield(): one minimum turn (slice_min) later than its own
- * offset would be, at most the cap. The tasks waiting when it yields go first anyway (the
- * caller puts it behind the heads of its queues); this only keeps it behind equals queued
- * right after. A whole slice (slice_max) later kept an ERTS scheduler that yielded while
- * polling for work behind every wake-up of a chatty neighbour for a slice and more, with
- * work for it arriving meanwhile. Never keyed to how late it is: a spinner that yields again
- * and again is placed the same way each time, and within the bound.
+ * Offset of a task that called sched_yield(): one slice later than its own offset would be, at
+ * most the cap. Never keyed to how late it is: a spinner that yields again and again is placed
+ * the same way each time, behind the tasks queued in the last slice, and within the bound.
  */
-static inline u64 pol_yield_offset(u64 delta, u64 slice_min, u64 cap)
+static inline u64 pol_yield_offset(u64 delta, u64 slice_max, u64 cap)
 {
-	u64 o = delta + slice_min;
+	u64 o = delta + slice_max;
 
 	return o < cap ? o : cap;
 }
