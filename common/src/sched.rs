@@ -75,6 +75,19 @@ impl SchedKind {
 /// The sched_ext ops name of scx_concord (also set in the BPF object; a test keeps them equal).
 pub const CONCORD_OPS_NAME: &str = "concord";
 
+/// scx_concord's defaults: its options take them, and the lab judges waits against them.
+pub mod concord_defaults {
+    /// --max-wait-ms: the hard wait bound.
+    pub const MAX_WAIT_MS: u64 = 40;
+    /// --slice-max-us: the longest turn.
+    pub const SLICE_MAX_US: u64 = 5000;
+    /// --slice-min-us: the shortest turn.
+    pub const SLICE_MIN_US: u64 = 500;
+    /// The sched_ext watchdog timeout scx_concord asks the kernel for (ops.timeout_ms in its
+    /// main.bpf.c; a test in scx_concord keeps the two equal).
+    pub const WATCHDOG_MS: u64 = 5000;
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedSpec {
     pub kind: SchedKind,

@@ -305,7 +305,7 @@ fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Reliability(args) => reliability::run(args),
-        Cmd::RelGuest { params } => reliability::guest::main(
+        Cmd::RelGuest { params } => reliability::harness::main(
             &serde_json::from_str(&params).context("rel-guest: bad parameters")?,
         ),
         Cmd::Guest { run_dir } => {

@@ -292,18 +292,7 @@ impl MaskScans {
 }
 
 fn bpftool_snapshot(path: &Path) -> Result<()> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .context("running bpftool (install it: scripts/setup-host.sh)")?;
-    if !out.status.success() {
-        bail!(
-            "bpftool prog show failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    std::fs::write(path, &out.stdout)?;
+    std::fs::write(path, crate::meters::bpfcost::snapshot()?)?;
     Ok(())
 }
 
@@ -443,8 +432,7 @@ pub fn main(p: &GuestParams) -> Result<()> {
     let mut meters = MetersOut::default();
     // Counting costs two clock reads per BPF program run; it is on under every scheduler alike
     // (EEVDF has no struct_ops programs to count).
-    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
-        .context("enabling kernel.bpf_stats_enabled")?;
+    crate::meters::bpfcost::enable_stats()?;
     if let Err(e) = bpftool_snapshot(&run_dir.join(BPF_BEFORE)) {
         meters.bpftool_error = Some(format!("{e:#}"));
     }

@@ -83,6 +83,29 @@ pub fn between(before: &str, after: &str) -> Result<Vec<ProgCost>> {
     Ok(out)
 }
 
+/// `bpftool prog show --json` now (the kernel counts run time only while
+/// `kernel.bpf_stats_enabled` is 1: see `enable_stats`).
+pub fn snapshot() -> Result<String> {
+    let out = std::process::Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running bpftool (install it: scripts/setup-host.sh)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "bpftool prog show failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).context("bpftool's output is not UTF-8")
+}
+
+/// Turns on the kernel's per-program run time counts (`kernel.bpf_stats_enabled`).
+pub fn enable_stats() -> Result<()> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enabling kernel.bpf_stats_enabled")
+}
+
 /// Calls and time over all callbacks: (calls, mean ns per call).
 pub fn total(progs: &[ProgCost]) -> (u64, Option<f64>) {
     let calls: u64 = progs.iter().map(|p| p.run_cnt).sum();

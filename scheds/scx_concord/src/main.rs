@@ -17,7 +17,7 @@ use log::{info, warn};
 use scx_stats::prelude::*;
 use scx_utils::{
     compat, scx_ops_attach, scx_ops_load, scx_ops_open, try_set_rlimit_infinity, uei_exited,
-    uei_report, Topology, UserExitInfo, NR_CPU_IDS,
+    uei_report, ScxExitKind, Topology, UserExitInfo, NR_CPU_IDS,
 };
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,8 +27,9 @@ use std::time::Duration;
 use stats::Snapshot;
 
 const SCHEDULER_NAME: &str = "scx_concord";
-/// The sched_ext watchdog timeout we ask the kernel for (ops.timeout_ms in main.bpf.c).
-const WATCHDOG_MS: u64 = 5000;
+use concord_common::sched::concord_defaults::{
+    MAX_WAIT_MS, SLICE_MAX_US, SLICE_MIN_US, WATCHDOG_MS,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum QueueMode {
@@ -81,16 +82,16 @@ struct Opts {
     deadline: DeadlineMode,
 
     /// Longest time slice, in microseconds (shrinks when tasks wait).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = SLICE_MAX_US)]
     slice_max_us: u64,
 
     /// Shortest time slice, in microseconds; also the least a task runs before a tick preempts it.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = SLICE_MIN_US)]
     slice_min_us: u64,
 
     /// Hard wait bound, in milliseconds: a task queued longer is dispatched before deadline
     /// order and ticks preempt for it. At most a tenth of the 5 s watchdog.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = MAX_WAIT_MS)]
     max_wait_ms: u64,
 
     /// Print statistics every SECS seconds while running.
@@ -114,6 +115,12 @@ struct Opts {
     /// failure path: the exit reason is printed and the exit code is non-zero).
     #[arg(long, value_name = "MS", hide_short_help = true)]
     debug_error_after_ms: Option<u64>,
+
+    /// Debug: never dispatch tasks named NAME (their comm), so that the kernel's watchdog
+    /// ejects the scheduler (tests the stall path: the stall reason is printed, the exit code
+    /// is non-zero, the task then runs under the kernel's own scheduler).
+    #[arg(long, value_name = "NAME", hide_short_help = true)]
+    debug_stall_comm: Option<String>,
 
     /// Exit debug dump buffer length (0: kernel default).
     #[arg(long, default_value_t = 0)]
@@ -172,6 +179,12 @@ impl Opts {
         }
         if self.debug_error_after_ms == Some(0) {
             bail!("--debug-error-after-ms must be at least 1");
+        }
+        if let Some(c) = &self.debug_stall_comm {
+            let max = bpf_intf::concord_consts_STALL_COMM_LEN as usize - 1;
+            if c.is_empty() || c.len() > max || c.contains('\0') {
+                bail!("--debug-stall-comm takes a task name of 1 to {max} bytes");
+            }
         }
         Ok(())
     }
@@ -329,6 +342,11 @@ fn open_and_load<'a>(
     rodata.slice_min_ns = opts.slice_min_us * 1000;
     rodata.max_wait_ns = opts.max_wait_ms * 1_000_000;
     rodata.debug_error_after_ns = opts.debug_error_after_ms.unwrap_or(0) * 1_000_000;
+    if let Some(comm) = &opts.debug_stall_comm {
+        for (dst, b) in rodata.debug_stall_comm.iter_mut().zip(comm.bytes()) {
+            *dst = b as _;
+        }
+    }
     // LLC ids from the kernel need not be dense: number them in order.
     let max_llcs = bpf_intf::concord_consts_MAX_LLCS as usize;
     let max_cpus = bpf_intf::concord_consts_MAX_CPUS as usize;
@@ -451,7 +469,16 @@ impl<'a> Scheduler<'a> {
             }
         }
         let _ = self.struct_ops.take();
-        uei_report!(&self.skel, uei)
+        let kind = self.skel.maps.data_data.as_ref().unwrap().uei.kind;
+        match uei_report!(&self.skel, uei) {
+            // SysRq-S is an operator pulling the emergency brake, not a failure: reported, and
+            // exit 0, so that a service manager restarting failed schedulers leaves it off.
+            Err(e) if kind == ScxExitKind::SysRq as i32 => {
+                warn!("{e}: stopped by the operator");
+                Ok(UserExitInfo::default())
+            }
+            r => r,
+        }
     }
 }
 

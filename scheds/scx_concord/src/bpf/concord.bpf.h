@@ -32,6 +32,28 @@ const volatile u32 domain_first[MAX_LLCS];
 const volatile u32 cpu_domain_pos[MAX_CPUS];
 /* Debug knob for the failure-path tests: raise a BPF error this long after init (0 = off). */
 const volatile u64 debug_error_after_ns;
+/*
+ * Debug knob for the watchdog test: tasks of this name (comm) are never dispatched, so the
+ * kernel's watchdog must eject us with its stall reason ("" = off).
+ */
+const volatile char debug_stall_comm[STALL_COMM_LEN];
+
+/* @p is named debug_stall_comm: it goes to DSQ_STALL, which no CPU ever consumes. */
+static __always_inline bool debug_stalled(const struct task_struct *p)
+{
+	u32 i;
+
+	if (!debug_stall_comm[0])
+		return false;
+#pragma unroll
+	for (i = 0; i < STALL_COMM_LEN; i++) {
+		if (p->comm[i] != debug_stall_comm[i])
+			return false;
+		if (!p->comm[i])
+			return true;
+	}
+	return true;
+}
 
 /* Deadline offsets are capped at half the wait bound (see task_deadline()). */
 static inline u64 delta_cap_ns(void)

@@ -23,6 +23,8 @@ enum concord_consts {
 	DSQ_PINNED_BASE		= 0,
 	DSQ_LLC_BASE		= 0x10000,
 	DSQ_GLOBAL		= 0x20000,
+	DSQ_STALL		= 0x20001,	/* --debug-stall-comm: never dispatched */
+	STALL_COMM_LEN		= 16,		/* the kernel's TASK_COMM_LEN */
 
 	/* Wait histogram: 4 sub-buckets per power of two of microseconds, up to ~2^24 us. */
 	WAIT_SUB_BITS		= 2,

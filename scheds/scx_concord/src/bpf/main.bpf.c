@@ -254,6 +254,8 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 	bool idle;
 	s32 cpu;
 
+	if (debug_stalled(p))
+		return prev_cpu;
 	cpu = pick_cpu_on_wakeup(p, prev_cpu, wake_flags, &idle);
 	tctx = task_ctx(p);
 	if (tctx && !idle)
@@ -274,6 +276,10 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 
 	if (!tctx) {
 		scx_bpf_error("task %d has no context", p->pid);
+		return;
+	}
+	if (debug_stalled(p)) {
+		scx_bpf_dsq_insert(p, DSQ_STALL, slice_max_ns, enq_flags);
 		return;
 	}
 	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
@@ -394,7 +400,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 
 	/* Nothing waits that may run here: let the previous task go on (a yield found nobody). */
-	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
+	if (prev && (prev->scx.flags & SCX_TASK_QUEUED) && !debug_stalled(prev)) {
 		struct task_ctx *pctx = task_ctx(prev);
 		struct cpu_ctx *cctx = cpu_ctx_of(cpu);
 
@@ -627,8 +633,15 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
 		}
 	}
 	err = scx_bpf_create_dsq(DSQ_GLOBAL, -1);
-	if (err)
+	if (err) {
 		scx_bpf_error("creating global queue: %d", err);
+		return err;
+	}
+	if (debug_stall_comm[0]) {
+		err = scx_bpf_create_dsq(DSQ_STALL, -1);
+		if (err)
+			scx_bpf_error("creating the debug stall queue: %d", err);
+	}
 	return err;
 }
 

@@ -1,0 +1,211 @@
+//! Guest side of the reliability suite (`concord-lab rel-guest`): runs the checks it is given,
+//! one verdict each with its evidence, and the helpers they share (processes, waiting, a
+//! scx_concord started by the check itself). Runs as root inside the lab VM.
+
+use anyhow::{Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Check, GuestParams, Verdict};
+use crate::guest::{ops_matches, sched_ops, sched_state};
+use concord_common::sched::CONCORD_OPS_NAME;
+
+pub(super) const NOBODY: u32 = 65534;
+/// scx_stats' default socket (scx_concord does not move it).
+pub(super) const STATS_SOCKET: &str = "/var/run/scx/root/stats";
+
+pub(super) fn run_dir() -> Result<PathBuf> {
+    Ok(PathBuf::from(
+        std::env::var_os("CONCORD_LAB_RUN_DIR")
+            .context("CONCORD_LAB_RUN_DIR not set: rel-guest runs inside the lab VM")?,
+    ))
+}
+
+pub(super) fn online_cpus() -> Result<Vec<u32>> {
+    concord_common::topology::parse_cpulist(
+        std::fs::read_to_string("/sys/devices/system/cpu/online")?.trim(),
+    )
+}
+
+pub(super) fn concord_attached() -> bool {
+    sched_state() == "enabled" && ops_matches(&sched_ops(), CONCORD_OPS_NAME)
+}
+
+pub(super) fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub(super) fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// scx_concord started by the check itself, its output in a file of the run directory.
+pub(super) struct Concord {
+    pub(super) child: Child,
+    log: PathBuf,
+}
+
+impl Concord {
+    pub(super) fn spawn(args: &[&str], log_name: &str, uid: Option<u32>) -> Result<Self> {
+        let log = run_dir()?.join(log_name);
+        let f = std::fs::File::create(&log)?;
+        // Another user may not reach the build directory (a clone under /root): give them a
+        // copy on the guest's /tmp.
+        let prog = match uid {
+            Some(_) => world_copy()?,
+            None => PathBuf::from("scx_concord"),
+        };
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f);
+        if let Some(u) = uid {
+            cmd.uid(u).gid(u);
+        }
+        let child = cmd.spawn().context("starting scx_concord")?;
+        Ok(Self { child, log })
+    }
+
+    pub(super) fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs to its end (at most `limit`): exit status (None: had to be killed) and output.
+    pub(super) fn finish(mut self, limit: Duration) -> (Option<ExitStatus>, String) {
+        let st = wait_child(&mut self.child, limit);
+        (st, self.output())
+    }
+
+    pub(super) fn stop(self) -> (Option<ExitStatus>, String) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Sends @sig and waits (at most 15 s) for the exit.
+    pub(super) fn stop_with(mut self, sig: i32) -> (Option<ExitStatus>, String) {
+        crate::util::signal_child(&self.child, sig);
+        let st = wait_child(&mut self.child, Duration::from_secs(15));
+        (st, self.output())
+    }
+}
+
+pub(super) fn world_copy() -> Result<PathBuf> {
+    let src = crate::util::which("scx_concord").context("scx_concord not on PATH")?;
+    let dst = PathBuf::from("/tmp/scx_concord-copy");
+    if !dst.exists() {
+        std::fs::copy(&src, &dst)?;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(dst)
+}
+
+/// The first line that looks like the error message (clap's or ours).
+pub(super) fn error_line(out: &str) -> String {
+    out.lines()
+        .find(|l| l.contains("error"))
+        .unwrap_or_else(|| out.lines().next().unwrap_or(""))
+        .trim()
+        .to_string()
+}
+
+pub(super) fn code(st: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match st {
+        None => "no exit (killed after the time limit)".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => "?".into(),
+        },
+    }
+}
+
+/// Ended by itself with a non-zero exit code (not killed, not hung).
+pub(super) fn exited_nonzero(st: Option<ExitStatus>) -> bool {
+    st.and_then(|s| s.code()).is_some_and(|c| c != 0)
+}
+
+pub(super) fn stress(args: &[String]) -> Result<Child> {
+    Command::new("stress-ng")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting stress-ng")
+}
+
+pub fn main(params: &GuestParams) -> Result<i32> {
+    let mut verdicts = Vec::new();
+    for &name in &params.checks {
+        let mut v = Verdict::new(name.name());
+        let r = match name {
+            Check::Fairness => super::fairness::run(params, &mut v),
+            Check::Affinity => super::affinity::run(params, &mut v),
+            Check::Hotplug => super::hotplug::run(params, &mut v),
+            Check::Exits => super::exits::run(params, &mut v),
+            Check::BadInput => super::bad_input::run(&mut v),
+            Check::Access => super::access::run(&mut v),
+            Check::Resources => super::resources::run(params, &mut v),
+            Check::RtMix => super::rt_mix::run(params, &mut v),
+            Check::Watchdog => super::watchdog::run(params, &mut v),
+            Check::Takeover => super::takeover::run(params, &mut v),
+        };
+        if let Err(e) = r {
+            v.fail(format!("the check itself failed: {e:#}"));
+        }
+        // Whatever happened, leave no scheduler of ours behind for the next check.
+        if sched_state() != "disabled" && params.self_managed {
+            let _ = Command::new("pkill")
+                .args(["-INT", "-x", "scx_concord"])
+                .status();
+            wait_for(Duration::from_secs(15), || sched_state() == "disabled");
+        }
+        println!("[{}] {}", if v.pass() { "PASS" } else { "FAIL" }, v.check);
+        for e in &v.evidence {
+            println!("    {e}");
+        }
+        for f in &v.failures {
+            println!("    FAILED: {f}");
+        }
+        verdicts.push(v);
+    }
+    std::fs::write(
+        run_dir()?.join(super::VERDICTS_FILE),
+        serde_json::to_vec_pretty(&verdicts)?,
+    )?;
+    Ok(if verdicts.iter().all(Verdict::pass) {
+        0
+    } else {
+        1
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_line_finds_the_error() {
+        assert!(super::error_line("usage\nerror: bad\nmore").contains("bad"));
+    }
+}
