@@ -272,7 +272,6 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             cmd: rel_guest(&params(&[Check::Affinity], load_secs, false))?,
             icount: None,
             timeout: Duration::from_secs(400),
-
             expected_klog: &[],
         });
         runs.push(Run {
@@ -283,7 +282,6 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             cmd: rel_guest(&params(&[Check::Hotplug], load_secs, false))?,
             icount: None,
             timeout: Duration::from_secs(400),
-
             expected_klog: &[],
         });
         // 5-7, 9. scx_concord started and stopped by the checks.
@@ -299,7 +297,6 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             ))?,
             icount: None,
             timeout: Duration::from_secs(600),
-
             expected_klog: &[],
         });
         runs.push(Run {
@@ -310,22 +307,26 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             cmd: rel_guest(&params(&[Check::RtMix], load_secs, false))?,
             icount: None,
             timeout: Duration::from_secs(400),
-
             expected_klog: &[],
         });
         runs.push(Run {
-            name: "watchdog, takeover".into(),
+            name: "watchdog".into(),
             kernel: k.clone(),
             topology: t("1l2c")?,
             sched: SchedSpec::eevdf(),
-            cmd: rel_guest(&params(
-                &[Check::Watchdog, Check::Takeover],
-                load_secs,
-                true,
-            ))?,
+            cmd: rel_guest(&params(&[Check::Watchdog], load_secs, true))?,
             icount: None,
-            timeout: Duration::from_secs(600),
-
+            timeout: Duration::from_secs(400),
+            expected_klog: &["runnable task stall", "failed to run for"],
+        });
+        runs.push(Run {
+            name: "takeover".into(),
+            kernel: k.clone(),
+            topology: t("1l2c")?,
+            sched: SchedSpec::eevdf(),
+            cmd: rel_guest(&params(&[Check::Takeover], load_secs, true))?,
+            icount: None,
+            timeout: Duration::from_secs(900),
             expected_klog: &[],
         });
         runs.push(Run {
@@ -336,7 +337,6 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             cmd: rel_guest(&params(&[Check::Resources], resource_secs, true))?,
             icount: None,
             timeout: Duration::from_secs(resource_secs as u64 + 300),
-
             expected_klog: &[],
         });
     }
