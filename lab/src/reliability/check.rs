@@ -28,11 +28,14 @@ pub enum Check {
     Watchdog,
     /// SIGTERM, SysRq-S and a second scheduler under load: documented exits, clean detach.
     Takeover,
+    /// 10,000 threads and a fork/exec storm: all progress and exit, waits bounded, the
+    /// scheduler's memory flat.
+    ManyThreads,
 }
 
 impl Check {
     #[cfg(test)]
-    pub const ALL: [Check; 10] = [
+    pub const ALL: [Check; 11] = [
         Check::Fairness,
         Check::Affinity,
         Check::Hotplug,
@@ -43,6 +46,7 @@ impl Check {
         Check::RtMix,
         Check::Watchdog,
         Check::Takeover,
+        Check::ManyThreads,
     ];
 
     /// The name in reports and for `--only` (as serialized).
@@ -58,6 +62,7 @@ impl Check {
             Check::RtMix => "rt-mix",
             Check::Watchdog => "watchdog",
             Check::Takeover => "takeover",
+            Check::ManyThreads => "many-threads",
         }
     }
 }

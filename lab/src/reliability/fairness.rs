@@ -5,7 +5,8 @@ use anyhow::Result;
 
 use super::harness::online_cpus;
 use super::spin::{
-    judge_waits, longest_wait, measured_phase, ms, p10_over_mean, QueueWaits, SpinResult, SpinSpec,
+    calibrated_bound, judge_waits, longest_wait, measured_phase, ms, p10_over_mean, QueueWaits,
+    SpinResult, SpinSpec,
 };
 use super::{GuestParams, Verdict};
 
@@ -16,15 +17,6 @@ const NICE19_MAX_FRACTION_OF_NICE0: f64 = 4.0;
 pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     let cpus = online_cpus()?;
     let n = cpus.len();
-    // The host's own noise: one pinned spinner per CPU and nothing else. Its longest gap is
-    // what TCG and the host add to any wait (vCPU threads descheduled, interrupts).
-    let calib: Vec<SpinSpec> = cpus
-        .iter()
-        .map(|&c| SpinSpec {
-            cpu: Some(c),
-            nice: 0,
-        })
-        .collect();
     let mut waits = QueueWaits::open()?;
     if let Some(w) = waits.as_mut() {
         let before = w.phase()?;
@@ -33,20 +25,17 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             ms(before.exact_since_start_ns)
         ));
     }
-    let (calibration, calibration_waits) = measured_phase(&mut waits, &calib, 3.0)?;
-    let noise = calibration.iter().map(|r| r.max_gap_ns).max().unwrap_or(0);
-    let bound = (p.max_wait_ms + p.slice_max_ms) * 1_000_000 + noise;
-    v.note(format!(
-        "wait bound = --max-wait-ms {} + one {} ms slice + {:.1} ms host noise (longest gap of lone pinned spinners) = {:.1} ms",
-        p.max_wait_ms,
-        p.slice_max_ms,
-        ms(noise),
-        ms(bound)
-    ));
+    let (bound, calibration_waits) = calibrated_bound(p, &cpus, &mut waits, v)?;
     judge_waits(v, "calibration", &[], &calibration_waits, bound);
 
     // 1. One pinned spinner per CPU plus as many unpinned: every thread's fair share is 1/2.
-    let mut specs: Vec<SpinSpec> = calib.clone();
+    let mut specs: Vec<SpinSpec> = cpus
+        .iter()
+        .map(|&c| SpinSpec {
+            cpu: Some(c),
+            nice: 0,
+        })
+        .collect();
     specs.extend((0..n).map(|_| SpinSpec { cpu: None, nice: 0 }));
     let (r, waits_seen) = measured_phase(&mut waits, &specs, p.secs)?;
     let even = p10_over_mean(&r);

@@ -171,6 +171,7 @@ pub fn main(params: &GuestParams) -> Result<i32> {
             Check::RtMix => super::rt_mix::run(params, &mut v),
             Check::Watchdog => super::watchdog::run(params, &mut v),
             Check::Takeover => super::takeover::run(params, &mut v),
+            Check::ManyThreads => super::many_threads::run(params, &mut v),
         };
         if let Err(e) = r {
             v.fail(format!("the check itself failed: {e:#}"));

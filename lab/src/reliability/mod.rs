@@ -1,9 +1,9 @@
 //! `concord-lab reliability`: stress, starvation, affinity, CPU hotplug, RT tasks beside ours,
-//! exit paths, the watchdog, takeover, bad input, access and resource use, each a check with a
+//! 10,000 threads, exit paths, the watchdog, takeover, bad input, access and resource use, each a check with a
 //! pass/fail verdict and the evidence printed.
 //!
 //! Every check runs in a fresh VM. Where scx_concord schedules the whole run (smoke, fairness,
-//! affinity, hotplug, rt-mix), the guest runner starts it as for `vm --sched concord` and the
+//! affinity, hotplug, rt-mix, many-threads), the guest runner starts it as for `vm --sched concord` and the
 //! host also requires what the runner saw: attached at the end, exit 0, a clean guest kernel
 //! log. The exit, watchdog, takeover, input, access and resource checks start and stop
 //! scx_concord themselves (`rel-guest`, `harness.rs`). One check runs on the host: a kernel
@@ -17,6 +17,7 @@ mod exits;
 mod fairness;
 pub mod harness;
 mod hotplug;
+mod many_threads;
 mod resources;
 mod rt_mix;
 mod spin;
@@ -281,7 +282,7 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             sched: concord("")?,
             cmd: rel_guest(&params(&[Check::Hotplug], load_secs, false))?,
             icount: None,
-            timeout: Duration::from_secs(400),
+            timeout: Duration::from_secs(900),
             expected_klog: &[],
         });
         // 5-7, 9. scx_concord started and stopped by the checks.
@@ -307,6 +308,16 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             cmd: rel_guest(&params(&[Check::RtMix], load_secs, false))?,
             icount: None,
             timeout: Duration::from_secs(400),
+            expected_klog: &[],
+        });
+        runs.push(Run {
+            name: "many-threads".into(),
+            kernel: k.clone(),
+            topology: t("1l2c")?,
+            sched: concord("")?,
+            cmd: rel_guest(&params(&[Check::ManyThreads], load_secs, false))?,
+            icount: None,
+            timeout: Duration::from_secs(900),
             expected_klog: &[],
         });
         runs.push(Run {

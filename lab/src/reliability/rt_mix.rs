@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::harness::online_cpus;
 use super::spin::{
-    judge_waits, longest_wait, measured_phase, ms, spin_group, QueueWaits, SpinSpec,
+    calibrated_bound, judge_waits, longest_wait, ms, spin_group, QueueWaits, SpinSpec,
 };
 use super::{GuestParams, Verdict};
 
@@ -53,28 +53,14 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         bail!("rt-mix needs at least 2 CPUs (got {})", cpus.len());
     }
     let rt_cpu = *cpus.last().unwrap();
-    let calib: Vec<SpinSpec> = cpus
-        .iter()
-        .map(|&c| SpinSpec {
-            cpu: Some(c),
-            nice: 0,
-        })
-        .collect();
     let mut waits = QueueWaits::open()?;
     if let Some(w) = waits.as_mut() {
         w.phase()?;
     }
-    // The host's own noise, as in fairness: the longest gap of lone pinned spinners.
-    let (calibration, _) = measured_phase(&mut waits, &calib, 3.0)?;
-    let noise = calibration.iter().map(|r| r.max_gap_ns).max().unwrap_or(0);
-    let bound = (p.max_wait_ms + p.slice_max_ms) * 1_000_000 + noise;
+    let (bound, _) = calibrated_bound(p, &cpus, &mut waits, v)?;
     let pinned_bound = bound + BURST_MS * 1_000_000;
     v.note(format!(
-        "wait bound {:.1} ms (--max-wait-ms {} + a {} ms slice + {:.1} ms host noise); for the task pinned to the RT CPU one {BURST_MS} ms burst more: {:.1} ms",
-        ms(bound),
-        p.max_wait_ms,
-        p.slice_max_ms,
-        ms(noise),
+        "for the task pinned to the RT CPU one {BURST_MS} ms burst more: {:.1} ms",
         ms(pinned_bound)
     ));
 

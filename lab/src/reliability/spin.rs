@@ -5,9 +5,9 @@
 
 use anyhow::{Context, Result};
 use concord_workloads::sys::{now_ns, pin_current_thread, SchedStat};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::Verdict;
+use super::{GuestParams, Verdict};
 use crate::guest::{ops_matches, sched_ops};
 use concord_common::sched::CONCORD_OPS_NAME;
 
@@ -71,10 +71,33 @@ impl SpinResult {
     }
 }
 
+/// Live view of a spin group, for checks that act while it runs: each spinner's loop count
+/// (updated every 256 loops) and a flag that ends the group before its time.
+pub(super) struct Progress {
+    pub(super) loops: Vec<AtomicU64>,
+    pub(super) stop: AtomicBool,
+}
+
+impl Progress {
+    pub(super) fn new(n: usize) -> Self {
+        Self {
+            loops: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            stop: AtomicBool::new(false),
+        }
+    }
+    pub(super) fn snapshot(&self) -> Vec<u64> {
+        self.loops
+            .iter()
+            .map(|x| x.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+/// Runs one spinner per spec for @secs (or until @progress.stop), started together.
 pub(super) fn spin_group(
     specs: &[SpinSpec],
     secs: f64,
-    progress: Option<&[AtomicU64]>,
+    progress: Option<&Progress>,
 ) -> Vec<SpinResult> {
     let barrier = std::sync::Barrier::new(specs.len());
     std::thread::scope(|s| {
@@ -138,7 +161,10 @@ pub(super) fn spin_group(
                         loops += 1;
                         if loops % 256 == 0 {
                             if let Some(p) = progress {
-                                p[i].store(loops, Ordering::Relaxed);
+                                p.loops[i].store(loops, Ordering::Relaxed);
+                                if p.stop.load(Ordering::Relaxed) {
+                                    break;
+                                }
                             }
                         }
                         if t >= end {
@@ -349,6 +375,47 @@ pub(super) fn judge_waits(
             ));
         }
     }
+}
+
+/// The host's own noise, measured first in the same VM: one pinned spinner per CPU and nothing
+/// else for 3 s. Its longest gap is what TCG and the host add to any wait (vCPU threads
+/// descheduled, interrupts). Returns the wait bound, `--max-wait-ms` + one slice + that noise,
+/// and the calibration's own waits as scx_concord counted them. The noise may widen the bound
+/// by at most three quarters of `--max-wait-ms`: a VM noisier than that fails the check (it
+/// cannot tell a scheduler's waits from the host's), instead of widening the bound until
+/// nothing can fail.
+pub(super) fn calibrated_bound(
+    p: &GuestParams,
+    cpus: &[u32],
+    waits: &mut Option<QueueWaits>,
+    v: &mut Verdict,
+) -> Result<(u64, Option<PhaseWaits>)> {
+    let calib: Vec<SpinSpec> = cpus
+        .iter()
+        .map(|&c| SpinSpec {
+            cpu: Some(c),
+            nice: 0,
+        })
+        .collect();
+    let (calibration, calibration_waits) = measured_phase(waits, &calib, 3.0)?;
+    let noise = calibration.iter().map(|r| r.max_gap_ns).max().unwrap_or(0);
+    let bound = (p.max_wait_ms + p.slice_max_ms) * 1_000_000 + noise;
+    v.note(format!(
+        "wait bound = --max-wait-ms {} + one {} ms slice + {:.1} ms host noise (longest gap of lone pinned spinners) = {:.1} ms",
+        p.max_wait_ms,
+        p.slice_max_ms,
+        ms(noise),
+        ms(bound)
+    ));
+    let cap = p.max_wait_ms * 1_000_000 * 3 / 4;
+    if noise > cap {
+        v.fail(format!(
+            "the VM is too noisy to judge waits: lone pinned spinners saw a {:.1} ms gap > {:.1} ms (3/4 of --max-wait-ms)",
+            ms(noise),
+            ms(cap)
+        ));
+    }
+    Ok((bound, calibration_waits))
 }
 
 #[cfg(test)]
