@@ -590,6 +590,11 @@ fn reliability_quick_suite_passes_on_both_kernels() {
             "bad-input",
             "access",
             "resources",
+            "rt-mix",
+            "watchdog",
+            "takeover",
+            "many-threads",
+            "cgroup-moves",
         ] {
             assert!(
                 rows.iter()

@@ -31,11 +31,14 @@ pub enum Check {
     /// 10,000 threads and a fork/exec storm: all progress and exit, waits bounded, the
     /// scheduler's memory flat.
     ManyThreads,
+    /// Tasks moved between cpuset cgroups and re-pinned from outside under load: nobody lost,
+    /// waits bounded, nothing run outside its mask.
+    CgroupMoves,
 }
 
 impl Check {
     #[cfg(test)]
-    pub const ALL: [Check; 11] = [
+    pub const ALL: [Check; 12] = [
         Check::Fairness,
         Check::Affinity,
         Check::Hotplug,
@@ -47,6 +50,7 @@ impl Check {
         Check::Watchdog,
         Check::Takeover,
         Check::ManyThreads,
+        Check::CgroupMoves,
     ];
 
     /// The name in reports and for `--only` (as serialized).
@@ -63,6 +67,7 @@ impl Check {
             Check::Watchdog => "watchdog",
             Check::Takeover => "takeover",
             Check::ManyThreads => "many-threads",
+            Check::CgroupMoves => "cgroup-moves",
         }
     }
 }

@@ -172,6 +172,7 @@ pub fn main(params: &GuestParams) -> Result<i32> {
             Check::Watchdog => super::watchdog::run(params, &mut v),
             Check::Takeover => super::takeover::run(params, &mut v),
             Check::ManyThreads => super::many_threads::run(params, &mut v),
+            Check::CgroupMoves => super::cgroup_moves::run(params, &mut v),
         };
         if let Err(e) = r {
             v.fail(format!("the check itself failed: {e:#}"));

@@ -1,9 +1,9 @@
 //! `concord-lab reliability`: stress, starvation, affinity, CPU hotplug, RT tasks beside ours,
-//! 10,000 threads, exit paths, the watchdog, takeover, bad input, access and resource use, each a check with a
+//! 10,000 threads, cgroup moves, exit paths, the watchdog, takeover, bad input, access and resource use, each a check with a
 //! pass/fail verdict and the evidence printed.
 //!
 //! Every check runs in a fresh VM. Where scx_concord schedules the whole run (smoke, fairness,
-//! affinity, hotplug, rt-mix, many-threads), the guest runner starts it as for `vm --sched concord` and the
+//! affinity, hotplug, rt-mix, many-threads, cgroup-moves), the guest runner starts it as for `vm --sched concord` and the
 //! host also requires what the runner saw: attached at the end, exit 0, a clean guest kernel
 //! log. The exit, watchdog, takeover, input, access and resource checks start and stop
 //! scx_concord themselves (`rel-guest`, `harness.rs`). One check runs on the host: a kernel
@@ -12,6 +12,7 @@
 mod access;
 mod affinity;
 mod bad_input;
+mod cgroup_moves;
 mod check;
 mod exits;
 mod fairness;
@@ -306,6 +307,16 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             topology: t("1l2c")?,
             sched: concord("")?,
             cmd: rel_guest(&params(&[Check::RtMix], load_secs, false))?,
+            icount: None,
+            timeout: Duration::from_secs(400),
+            expected_klog: &[],
+        });
+        runs.push(Run {
+            name: "cgroup-moves".into(),
+            kernel: k.clone(),
+            topology: t("1l2c")?,
+            sched: concord("")?,
+            cmd: rel_guest(&params(&[Check::CgroupMoves], load_secs, false))?,
             icount: None,
             timeout: Duration::from_secs(400),
             expected_klog: &[],
