@@ -303,6 +303,11 @@ pub struct CompareArgs {
     /// time slices (a process is switched out every ~4000 reductions).
     #[arg(long, default_value_t = 10_000)]
     pub reductions: u64,
+    /// One request's service time alone, µs, instead of measuring it in the first erlang run.
+    /// The measurement moves with the host's load at that moment, and the rate of every run
+    /// follows from it: give the figure to compare one set's load points with another's.
+    #[arg(long, value_name = "US", value_parser = parse_service_us)]
+    pub service_us: Option<f64>,
     /// Busy wait of the erlang scenario's idle schedulers (+sbwt).
     #[arg(long, value_enum, default_value_t = BusyWait::Short)]
     pub busy_wait: BusyWait,
@@ -325,6 +330,13 @@ pub struct CompareArgs {
     /// Where the report goes (default: lab-results/compare-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+fn parse_service_us(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (10.0..=100_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}': a service time in µs between 10 and 100000")),
+    }
 }
 
 /// One VM run: the figures, the meters' detail and where its files are.
@@ -487,7 +499,12 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     // The erlang scenario's rate follows one calibration, made in its first run: the same
     // offered work for every scheduler and repeat (a calibration per run moved the rate by up
     // to 18 % between runs with TCG's speed, which decides an overloaded point by itself).
-    let mut service_us: Option<f64> = None;
+    let mut service_us: Option<f64> = args.service_us;
+    if let Some(us) = service_us {
+        progress(&format!(
+            "erlang: one request alone taken as {us:.0} µs (--service-us); every run offers the rate that follows from it"
+        ));
+    }
     for repeat in 0..args.repeats {
         for sp in &plan.scenarios {
             for s in &plan.scheds {
@@ -802,6 +819,14 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_time_is_checked() {
+        assert_eq!(parse_service_us("345"), Ok(345.0));
+        for bad in ["0", "-3", "nan", "inf", "1e9", "fast"] {
+            assert!(parse_service_us(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn erlang_scenarios_name_their_mixes() {
