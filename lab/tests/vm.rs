@@ -593,7 +593,6 @@ fn reliability_quick_suite_passes_on_both_kernels() {
             "rt-mix",
             "watchdog",
             "takeover",
-            "many-threads",
             "cgroup-moves",
         ] {
             assert!(

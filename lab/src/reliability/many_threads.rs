@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::harness::{online_cpus, wait_for};
-use super::spin::{calibrated_bound, judge_waits, ms, spin_group, QueueWaits, SpinSpec};
+use super::spin::{
+    calibrated_bound, judge_waits, longest_wait, ms, spin_group, QueueWaits, SpinSpec,
+};
 use super::{GuestParams, Verdict};
 
 const THREADS: usize = 10_000;
@@ -230,7 +232,29 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             "the storm: {execs} execs, {exec_failures} failed, {cloned} threads"
         ));
     }
-    judge_waits(v, "10,000 threads", &r, &phase, bound);
+    // Waits by the kernel's run delay inside the spinners' longest single-wait gaps, and by
+    // scx_concord's count of every task; not the gaps themselves: with 10,000 timers, a CPU
+    // spends long stretches in interrupts waking sleepers (every wake-up runs the scheduler's
+    // callbacks there), time that is neither the spinner's wait nor its run.
+    let waited = r
+        .iter()
+        .map(|x| x.longest_wait.waited_ns)
+        .max()
+        .unwrap_or(0);
+    judge_waits(v, "10,000 threads", &[], &phase, bound);
+    let gap = longest_wait(&r);
+    v.note(format!(
+        "    spinners' longest single-wait gap {}; the most the kernel counted waiting in such a gap {:.1} ms",
+        gap.describe(),
+        ms(waited)
+    ));
+    if waited > bound {
+        v.fail(format!(
+            "10,000 threads: a spinner waited {:.1} ms (kernel run delay) > bound {:.1} ms",
+            ms(waited),
+            ms(bound)
+        ));
+    }
     if let (Some(a), Some(b)) = (rss0, rss1) {
         v.note(format!(
             "scx_concord's RSS {:.1} MiB before the threads, {:.1} MiB after",
