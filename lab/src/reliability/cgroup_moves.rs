@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::harness::online_cpus;
-use super::spin::{calibrated_bound, ms, QueueWaits};
+use super::spin::{calibrated_bound, judge_waits, ms, QueueWaits};
 use super::{GuestParams, Verdict};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -203,16 +203,6 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
             ms(limit)
         ));
     }
-    if let Some(w) = &phase {
-        v.note(format!("    {}", w.describe()));
-        let longest = w.shared_ns.max(w.pinned_ns);
-        if longest > bound {
-            v.fail(format!(
-                "scx_concord's longest queue wait up to {:.1} ms > bound {:.1} ms",
-                ms(longest),
-                ms(bound)
-            ));
-        }
-    }
+    judge_waits(v, "cgroup moves", &[], &phase, bound);
     Ok(())
 }

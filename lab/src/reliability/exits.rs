@@ -2,10 +2,11 @@
 //! exit reason is printed, the exit code says what happened, nothing hangs.
 
 use anyhow::Result;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::harness::{
-    code, concord_attached, exited_nonzero, online_cpus, stress, wait_child, wait_for, Concord,
+    code, concord_attached, end_load, exit_line, exited_nonzero, online_cpus, stop_cleanly, stress,
+    wait_for, Concord,
 };
 use super::{GuestParams, Verdict};
 use crate::guest::sched_state;
@@ -13,7 +14,7 @@ use crate::guest::sched_state;
 /// kill -9, a BPF-side error and SIGINT, each under load.
 pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     let n = online_cpus()?.len();
-    let mut load = stress(&[
+    let load = stress(&[
         "-q".into(),
         "-c".into(),
         n.to_string(),
@@ -49,12 +50,7 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         None,
     )?;
     let (st, out) = c.finish(Duration::from_secs(60));
-    let reason = out
-        .lines()
-        .find(|l| l.contains("EXIT:"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let reason = exit_line(&out);
     v.note(format!(
         "scx_bpf_error after {} ms: {}, exit reason printed: '{reason}', state {}",
         p.error_after_ms,
@@ -80,26 +76,8 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         v.fail(format!("did not attach: {}", c.output()));
     } else {
         std::thread::sleep(Duration::from_secs(2));
-        let t0 = Instant::now();
-        let (st, _) = c.stop();
-        v.note(format!(
-            "SIGINT under load: {} after {:.2} s, state {}",
-            code(st),
-            t0.elapsed().as_secs_f64(),
-            sched_state()
-        ));
-        if !st.is_some_and(|s| s.success()) {
-            v.fail(format!("SIGINT: expected exit 0, got {}", code(st)));
-        }
-        if sched_state() != "disabled" {
-            v.fail("SIGINT: sched_ext still enabled afterwards".into());
-        }
+        stop_cleanly(v, c, libc::SIGINT, "SIGINT");
     }
-    crate::util::signal_child(&load, libc::SIGINT);
-    let st = wait_child(&mut load, Duration::from_secs(30));
-    v.note(format!("the load (stress-ng) ended: {}", code(st)));
-    if st.is_none() {
-        v.fail("the load did not end after the scheduler exits".into());
-    }
+    end_load(v, load, "after the scheduler exits");
     Ok(())
 }

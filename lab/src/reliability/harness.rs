@@ -141,6 +141,44 @@ pub(super) fn code(st: Option<ExitStatus>) -> String {
     }
 }
 
+/// The line of scx_concord's output with the kernel's exit reason ("" if none).
+pub(super) fn exit_line(out: &str) -> String {
+    out.lines()
+        .find(|l| l.contains("EXIT:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Stops an attached scx_concord with @sig under load: it must exit 0 and leave sched_ext
+/// disabled.
+pub(super) fn stop_cleanly(v: &mut Verdict, c: Concord, sig: i32, what: &str) {
+    let t0 = Instant::now();
+    let (st, _) = c.stop_with(sig);
+    v.note(format!(
+        "{what} under load: {} after {:.2} s, state {}",
+        code(st),
+        t0.elapsed().as_secs_f64(),
+        sched_state()
+    ));
+    if !st.is_some_and(|s| s.success()) {
+        v.fail(format!("{what}: expected exit 0, got {}", code(st)));
+    }
+    if sched_state() != "disabled" {
+        v.fail(format!("{what}: sched_ext still enabled afterwards"));
+    }
+}
+
+/// Ends the check's load (a stress-ng started with `stress`): it must end within 30 s.
+pub(super) fn end_load(v: &mut Verdict, mut load: Child, after: &str) {
+    crate::util::signal_child(&load, libc::SIGINT);
+    let st = wait_child(&mut load, Duration::from_secs(30));
+    v.note(format!("the load (stress-ng) ended: {}", code(st)));
+    if st.is_none() {
+        v.fail(format!("the load did not end {after}"));
+    }
+}
+
 /// Ended by itself with a non-zero exit code (not killed, not hung).
 pub(super) fn exited_nonzero(st: Option<ExitStatus>) -> bool {
     st.and_then(|s| s.code()).is_some_and(|c| c != 0)

@@ -6,11 +6,11 @@
 //! each; nothing of it is left behind.
 
 use anyhow::Result;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::harness::{
-    code, concord_attached, error_line, exited_nonzero, online_cpus, stress, wait_child, wait_for,
-    Concord,
+    code, concord_attached, end_load, error_line, exit_line, exited_nonzero, online_cpus,
+    stop_cleanly, stress, wait_for, Concord,
 };
 use super::{GuestParams, Verdict};
 use crate::guest::sched_state;
@@ -47,20 +47,7 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
 
     // SIGTERM: clean detach, exit 0.
     if let Some(c) = attached(v, "takeover-sigterm.log")? {
-        let t0 = Instant::now();
-        let (st, _) = c.stop_with(libc::SIGTERM);
-        v.note(format!(
-            "SIGTERM under load: {} after {:.2} s, state {}",
-            code(st),
-            t0.elapsed().as_secs_f64(),
-            sched_state()
-        ));
-        if !st.is_some_and(|s| s.success()) {
-            v.fail(format!("SIGTERM: expected exit 0, got {}", code(st)));
-        }
-        if sched_state() != "disabled" {
-            v.fail("SIGTERM: sched_ext still enabled afterwards".into());
-        }
+        stop_cleanly(v, c, libc::SIGTERM, "SIGTERM");
     }
 
     // SysRq-S: the kernel disables sched_ext; we say why and exit 0. The trigger file works for
@@ -69,12 +56,7 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
         std::fs::write("/proc/sysrq-trigger", "S")?;
         let gone = wait_for(Duration::from_secs(10), || sched_state() == "disabled");
         let (st, out) = c.finish(Duration::from_secs(15));
-        let said = out
-            .lines()
-            .find(|l| l.contains("EXIT:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let said = exit_line(&out);
         v.note(format!(
             "SysRq-S under load: sched_ext disabled {}; scx_concord {}: '{said}'",
             gone.map(|d| format!("after {:.2} s", d.as_secs_f64()))
@@ -132,10 +114,6 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
     if !load_alive {
         v.fail("the load died during the takeovers".into());
     }
-    crate::util::signal_child(&load, libc::SIGINT);
-    let st = wait_child(&mut load, Duration::from_secs(30));
-    if st.is_none() {
-        v.fail("the load did not end".into());
-    }
+    end_load(v, load, "after the takeovers");
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::harness::{
-    code, concord_attached, exited_nonzero, online_cpus, stress, wait_child, wait_for, Concord,
+    code, concord_attached, end_load, exit_line, exited_nonzero, online_cpus, stress, wait_for,
+    Concord,
 };
 use super::{GuestParams, Verdict};
 use crate::guest::sched_state;
@@ -22,7 +23,7 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
     let n = online_cpus()?.len();
     // Every CPU busy: a task whose turn ends on a CPU with nothing else to run is kept on by
     // the kernel without a dispatch, and the victim would never stall.
-    let mut load = stress(&[
+    let load = stress(&[
         "-q".into(),
         "-c".into(),
         n.to_string(),
@@ -32,8 +33,7 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
     let c = Concord::spawn(&["--debug-stall-comm", VICTIM], "watchdog.log", None)?;
     if wait_for(Duration::from_secs(60), concord_attached).is_none() {
         v.fail(format!("did not attach: {}", c.output()));
-        crate::util::signal_child(&load, libc::SIGINT);
-        let _ = wait_child(&mut load, Duration::from_secs(30));
+        end_load(v, load, "after the failed attach");
         return Ok(());
     }
     let progress = AtomicU64::new(0);
@@ -71,12 +71,7 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
         let after = progress.load(Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
         let (st, out) = c.finish(Duration::from_secs(20));
-        let reason = out
-            .lines()
-            .find(|l| l.contains("EXIT:"))
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let reason = exit_line(&out);
         v.note(format!(
             "a thread named {VICTIM} never dispatched (watchdog {} ms): sched_ext disabled {}; scx_concord {}: '{reason}'",
             WATCHDOG_MS,
@@ -114,11 +109,6 @@ pub(super) fn run(_p: &GuestParams, v: &mut Verdict) -> Result<()> {
             v.fail("the victim did not run after the ejection".into());
         }
     });
-    crate::util::signal_child(&load, libc::SIGINT);
-    let st = wait_child(&mut load, Duration::from_secs(30));
-    v.note(format!("the load (stress-ng) ended: {}", code(st)));
-    if st.is_none() {
-        v.fail("the load did not end after the ejection".into());
-    }
+    end_load(v, load, "after the ejection");
     Ok(())
 }
