@@ -5,15 +5,6 @@ fn main() {
         .enable_skel("src/bpf/main.bpf.c", "bpf")
         .build()
         .unwrap();
-    for f in [
-        "intf.h",
-        "policy.h",
-        "concord.bpf.h",
-        "lat_cri.bpf.h",
-        "queues.bpf.h",
-        "idle.bpf.h",
-        "stats.bpf.h",
-    ] {
-        println!("cargo:rerun-if-changed=src/bpf/{f}");
-    }
+    // Every header of the BPF side: cargo rescans the directory.
+    println!("cargo:rerun-if-changed=src/bpf");
 }

@@ -28,7 +28,7 @@ fn refused(v: &mut Verdict, what: &str, args: &[&str], says: &str) -> Result<()>
 
 pub(super) fn run(v: &mut Verdict) -> Result<()> {
     for (args, says) in [
-        (&["--queue", "per-cpu"][..], "invalid value 'per-cpu'"),
+        (&["--queue", "per-cpu"][..], "unknown variant `per-cpu`"),
         (&["--pinned-queue", "lavd"], "invalid value 'lavd'"),
         (&["--deadline", "never"], "invalid value 'never'"),
         (&["--slice-max-us", "0"], "--slice-min-us 500 is larger"),
@@ -56,18 +56,22 @@ pub(super) fn run(v: &mut Verdict) -> Result<()> {
     }
     let dir = run_dir()?;
     for (name, text, says) in [
-        ("malformed.toml", "queue = \n", "not valid TOML"),
+        ("malformed.toml", "queue = \n", "line 1: invalid string"),
         (
             "unknown.toml",
             "queues = \"global\"\n",
-            "unknown setting 'queues'",
+            "line 1: unknown field `queues`",
         ),
         (
             "badvalue.toml",
             "queue = \"per-cpu\"\n",
-            "invalid value 'per-cpu'",
+            "unknown variant `per-cpu`",
         ),
-        ("badtype.toml", "max-wait-ms = [40]\n", "wrong type"),
+        (
+            "badtype.toml",
+            "max-wait-ms = [40]\n",
+            "invalid type: sequence",
+        ),
         ("outofrange.toml", "max-wait-ms = 0\n", "at least 1"),
     ] {
         let path = dir.join(name);

@@ -61,28 +61,6 @@ static inline u64 delta_cap_ns(void)
 	return max_wait_ns / 2;
 }
 
-/*
- * A queued task is urgent once it has waited half the bound, which is past any deadline it
- * could have been given: ticks preempt for it and dispatch takes it first, leaving the other
- * half for tick granularity (4 ms at HZ=250) and the switch.
- */
-static inline u64 urgent_wait_ns(void)
-{
-	return max_wait_ns / 2;
-}
-
-/* Whether a wait that began at @enq_at (0: not waiting) has lasted more than @limit by @now. */
-static inline bool waited_over(u64 enq_at, u64 now, u64 limit)
-{
-	return pol_waited_over(enq_at, now, limit);
-}
-
-/* Whether a wait that began at @enq_at (0: not waiting) is urgent by @now. */
-static inline bool wait_is_urgent(u64 enq_at, u64 now)
-{
-	return waited_over(enq_at, now, urgent_wait_ns());
-}
-
 /* How far a task's vtime may run ahead of or behind its domain's clock (policy.h). */
 static inline u64 lag_max_ns(void)
 {

@@ -83,7 +83,7 @@
  *
  * Nice: a task's weight scales its offset (capped like any) and its slice. Slices end on ticks
  * in sched_ext, so the short slice of a task lighter than nice 0 is ended by a timer pinned to
- * its CPU (preempt.bpf.h); its offset at the cap and a sub-tick run each turn give nice 19 a
+ * its CPU (slices.bpf.h); its offset at the cap and a sub-tick run each turn give nice 19 a
  * few percent of a CPU among nice-0 spinners, and still a turn within the wait bound.
  *
  * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
@@ -100,11 +100,17 @@
  * on 2 LLCs x 2 for good. CPU hotplug makes the kernel restart us with the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
- * live in lat_cri.bpf.h, queues.bpf.h, idle.bpf.h, preempt.bpf.h, balance.bpf.h and stats.bpf.h.
+ * live in files named for them: deadline.bpf.h (latency criticality, service lag, offsets),
+ * wait_bound.bpf.h (urgency and the order of queue heads), queues.bpf.h (which queue a task
+ * waits in, peeking heads, pulls from other LLCs), slices.bpf.h (slice timers), idle.bpf.h
+ * (idle CPUs and kicks), preempt.bpf.h (wake-up preemption), balance.bpf.h (LLC load balance)
+ * and stats.bpf.h (wait accounting). This file holds the callbacks and where a task goes.
  */
 #include "concord.bpf.h"
-#include "lat_cri.bpf.h"
 #include "queues.bpf.h"
+#include "deadline.bpf.h"
+#include "wait_bound.bpf.h"
+#include "slices.bpf.h"
 #include "idle.bpf.h"
 #include "preempt.bpf.h"
 #include "balance.bpf.h"

@@ -137,56 +137,6 @@ static inline void peek_head(u64 dsq, s32 cpu, struct queue_head *h)
 	bpf_rcu_read_unlock();
 }
 
-/*
- * Whether the head's wait is urgent for the CPU that peeked: only if it may run there. An
- * urgent head allowed on 2 of an LLC's 16 CPUs would otherwise make all 16 end their turns at
- * every tick and put the shared queue before their own pinned tasks, for a task 14 of them
- * cannot run (a dispatch from the queue then takes a later task that may run there, if any).
- */
-static inline bool head_overdue(const struct queue_head *h, u64 now)
-{
-	return h->present && h->here && wait_is_urgent(h->enq_at, now);
-}
-
-/*
- * Order the pinned queue's head @a and the shared queue's head @b: an urgent task first, the
- * one that has waited longer if both are (a pinned one on a tie: no other CPU can take it),
- * else the earlier deadline, except that a pinned head with a smaller offset (more
- * latency critical) also goes first when it would preempt the shared head's task as soon as
- * that started (preempt_for's rule: its deadline is earlier than now + that task's offset).
- * Without the exception a CPU would run, say, a hog whose old deadline had come due, and the
- * pinned task would wait for the next tick (4 ms at HZ=250: sched_ext slices end only on
- * ticks) although only this CPU can run it. Equal offsets get no exception: with it, any pinned
- * task that had waited at all beat an equal shared one, and pinned spinners got 0.6 of a CPU
- * against 0.33 for unpinned ones (reliability suite, fairness check).
- * Two urgent heads go oldest first. Urgent pinned-first relied on another CPU of the LLC taking
- * the shared task: with 22 urgent pinned stress-ng workers on CPU 0 and CPU 1 idle without
- * dispatching, the LLC queue waited 3.7 s and the watchdog ejected us (reliability suite,
- * resources check, 7.3). Oldest first bounds every wait on every CPU by itself.
- * Returns true if @a should go before @b.
- */
-static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
-{
-	bool ao = head_overdue(a, now), bo = head_overdue(b, now);
-
-	*overdue = false;
-	if (!a->present)
-		return false;
-	if (!b->present)
-		return true;
-	if (ao && bo) {
-		*overdue = true;
-		return !time_before(b->enq_at, a->enq_at);
-	}
-	if (ao || bo) {
-		*overdue = true;
-		return ao;
-	}
-	if (time_before(a->deadline, b->deadline))
-		return true;
-	return a->offset < b->offset && time_before(a->deadline, now + b->offset);
-}
-
 /* Pull the best task from another LLC's queue when ours has nothing: same node first. */
 static inline bool steal_from_other_llcs(s32 cpu)
 {

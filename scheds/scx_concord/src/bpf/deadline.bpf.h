@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Latency criticality: measured from wake-ups. ops.runnable sees every wake-up: the woken task's
- * wake frequency and the waker's (current task's) waker frequency are decayed rates.
+ * Deadlines: latency criticality measured from wake-ups (ops.runnable sees every wake-up: the
+ * woken task's wake frequency and the waker's, the current task's, waker frequency are decayed
+ * rates), service lag against the domain's clock, and from these a task's offset and deadline,
+ * on wake-up, after a slice, after a yield.
  */
-#ifndef __CONCORD_LAT_CRI_H
-#define __CONCORD_LAT_CRI_H
+#ifndef __CONCORD_DEADLINE_H
+#define __CONCORD_DEADLINE_H
 #include "concord.bpf.h"
 #include "queues.bpf.h"
 

@@ -1,0 +1,165 @@
+//! `--check-policy`: the policy arithmetic run in the kernel (the `policy_probe` BPF program,
+//! by BPF_PROG_TEST_RUN) on inputs that cover each formula's corners, compared with the Rust
+//! mirror in policy.rs.
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::ProgramInput;
+use std::mem::MaybeUninit;
+
+use crate::config::Opts;
+use crate::scheduler::open_and_load;
+use crate::{bpf_intf, policy};
+
+/// Inputs that cover the corners of each formula.
+fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
+    let mut cases = Vec::new();
+    for &rt in &[0u64, 1_000, 400_000, 2_000_000, 5_000_000, 1 << 40] {
+        for &(wf, kf) in &[
+            (0u64, 0u64),
+            (3, 0),
+            (150, 40),
+            (10_000, 10_000),
+            (1 << 50, 7),
+        ] {
+            for &w in &[1u64, 100, 10_000] {
+                for &(n, wait) in &[
+                    (0u64, 0u64),
+                    (3, 2_500),
+                    (1000, 123_456_789),
+                    (u32::MAX as u64, 1 << 45),
+                ] {
+                    // behind the clock, beyond lag_max behind, ahead, far ahead
+                    let vt = match n {
+                        0 => 0,
+                        3 => (1 << 40) - 3_000_000,
+                        1000 => (1 << 40) + 2_000_000,
+                        _ => (1 << 40) + (1 << 35),
+                    };
+                    cases.push(bpf_intf::policy_probe_args {
+                        avg_runtime_ns: rt,
+                        wake_freq: wf,
+                        waker_freq: kf,
+                        weight: w,
+                        nr_waiting: n,
+                        domain_cpus: [0, 1, 4, 1024][(rt % 4) as usize],
+                        wait_ns: wait,
+                        vtime: vt,
+                        vclock: 1 << 40,
+                        lat_cri: 0,
+                        deadline_delta_ns: 0,
+                        slice_ns: 0,
+                        wait_bucket: 0,
+                        freq_after: 0,
+                        freq_since: 0,
+                        credit_ns: 0,
+                        offset_ns: 0,
+                        vtime_after: 0,
+                        vclock_after: 0,
+                        yield_offset_ns: 0,
+                        timer_needed: 0,
+                        waited_over: 0,
+                    });
+                }
+            }
+        }
+    }
+    cases
+}
+
+pub fn check_policy(opts: &Opts) -> Result<()> {
+    let mut open_object = MaybeUninit::uninit();
+    let skel = open_and_load(opts, &mut open_object)?;
+    let (smin, smax) = (opts.slice_min_us * 1000, opts.slice_max_us * 1000);
+    let cases = policy_cases();
+    let mut mismatches = 0;
+    for mut a in cases.iter().copied() {
+        let input = ProgramInput {
+            // SAFETY: policy_probe_args is a plain C struct shared with the BPF program.
+            context_in: Some(unsafe {
+                std::slice::from_raw_parts_mut(
+                    &mut a as *mut _ as *mut u8,
+                    std::mem::size_of_val(&a),
+                )
+            }),
+            ..Default::default()
+        };
+        let out = skel
+            .progs
+            .policy_probe
+            .test_run(input)
+            .context("running policy_probe")?;
+        if out.return_value != 0 {
+            bail!("policy_probe returned {}", out.return_value);
+        }
+        let lc = policy::lat_cri(a.wake_freq, a.waker_freq);
+        let want = [
+            lc,
+            policy::deadline_delta(
+                a.avg_runtime_ns,
+                a.weight,
+                lc,
+                smin,
+                smax,
+                opts.max_wait_ms * 1_000_000 / 2,
+            ),
+            policy::slice(
+                a.nr_waiting % 5,
+                a.nr_waiting,
+                a.domain_cpus,
+                a.weight,
+                smin,
+                smax,
+            ),
+            policy::wait_bucket(a.wait_ns),
+            policy::freq_update(a.wake_freq, a.wait_ns),
+            policy::freq_since(a.wake_freq, a.wait_ns),
+            policy::service_credit(a.vtime, a.vclock, smax, a.avg_runtime_ns, smin),
+            policy::offset_with_lag(
+                a.deadline_delta_ns,
+                a.vtime,
+                a.vclock,
+                smax,
+                opts.max_wait_ms * 1_000_000 / 2,
+            ),
+            policy::vtime_after_run(a.vtime, a.wait_ns, a.weight, a.vclock, smax),
+            policy::clock_after_start(a.vclock, a.vtime, smax),
+            policy::yield_offset(a.deadline_delta_ns, smax, opts.max_wait_ms * 1_000_000 / 2),
+            policy::timer_needed(
+                a.nr_waiting % 5,
+                a.nr_waiting,
+                a.domain_cpus,
+                a.weight,
+                a.wait_ns,
+                opts.max_wait_ms * 1_000_000 / 2,
+            ) as u64,
+            policy::waited_over(a.vtime, a.vclock, a.wait_ns) as u64,
+        ];
+        let got = [
+            a.lat_cri,
+            a.deadline_delta_ns,
+            a.slice_ns,
+            a.wait_bucket,
+            a.freq_after,
+            a.freq_since,
+            a.credit_ns,
+            a.offset_ns,
+            a.vtime_after,
+            a.vclock_after,
+            a.yield_offset_ns,
+            a.timer_needed,
+            a.waited_over,
+        ];
+        if want != got {
+            mismatches += 1;
+            eprintln!("policy mismatch for {a:?}: rust {want:?}, bpf {got:?}");
+        }
+    }
+    if mismatches > 0 {
+        bail!(
+            "{mismatches} of {} policy cases differ between BPF and Rust",
+            cases.len()
+        );
+    }
+    println!("policy check: BPF and Rust agree on {} cases", cases.len());
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Loading and running the BPF side: the kernel's preconditions, the read-only data from the
+//! options and the topology, attach, the stats server and the run loop until the kernel or the
+//! operator ends it.
+
+use anyhow::{bail, Context, Result};
+use crossbeam::channel::RecvTimeoutError;
+use libbpf_rs::OpenObject;
+use log::{info, warn};
+use scx_stats::prelude::*;
+use scx_utils::{
+    compat, scx_ops_attach, scx_ops_load, scx_ops_open, try_set_rlimit_infinity, uei_exited,
+    uei_report, ScxExitKind, Topology, UserExitInfo, NR_CPU_IDS,
+};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{DeadlineMode, Opts, PinnedMode, QueueMode};
+use crate::stats::{self, Snapshot};
+use crate::{bpf_intf, domains, BpfSkel, BpfSkelBuilder, SCHEDULER_NAME};
+
+/// Refuse clearly when the kernel cannot take us.
+pub fn check_kernel() -> Result<()> {
+    let state = std::path::Path::new("/sys/kernel/sched_ext/state");
+    if !state.exists() {
+        bail!("this kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT): nothing to attach to");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("loading a sched_ext scheduler needs root");
+    }
+    let s = std::fs::read_to_string(state).unwrap_or_default();
+    if s.trim() != "disabled" {
+        let ops = std::fs::read_to_string("/sys/kernel/sched_ext/root/ops").unwrap_or_default();
+        bail!(
+            "another sched_ext scheduler is active (state {}, ops '{}'): stop it first",
+            s.trim(),
+            ops.trim()
+        );
+    }
+    Ok(())
+}
+
+pub struct Scheduler<'a> {
+    skel: BpfSkel<'a>,
+    struct_ops: Option<libbpf_rs::Link>,
+    stats_server: Option<StatsServer<u64, Snapshot>>,
+    windows: stats::WaitWindows,
+}
+
+pub fn open_and_load<'a>(
+    opts: &Opts,
+    open_object: &'a mut MaybeUninit<OpenObject>,
+) -> Result<BpfSkel<'a>> {
+    try_set_rlimit_infinity();
+    let topo = Topology::new().context("reading the CPU topology")?;
+    let mut builder = BpfSkelBuilder::default();
+    builder.obj_builder.debug(opts.verbose);
+    let mut skel = scx_ops_open!(builder, open_object, concord_ops, None)?;
+    skel.struct_ops.concord_ops_mut().exit_dump_len = opts.exit_dump_len;
+    // scx_utils appends a build suffix to the ops name; users and the lab look for plain
+    // `concord` in /sys/kernel/sched_ext/root/ops (the version is in our log instead).
+    let name = &mut skel.struct_ops.concord_ops_mut().name;
+    name.fill(0);
+    for (dst, src) in name
+        .iter_mut()
+        .zip(concord_common::sched::CONCORD_OPS_NAME.bytes())
+    {
+        *dst = src as _;
+    }
+    skel.struct_ops.concord_ops_mut().flags = *compat::SCX_OPS_ENQ_EXITING
+        | *compat::SCX_OPS_ENQ_LAST
+        | *compat::SCX_OPS_ENQ_MIGRATION_DISABLED;
+
+    let rodata = skel.maps.rodata_data.as_mut().unwrap();
+    rodata.nr_cpus = *NR_CPU_IDS as u32;
+    rodata.queue_mode = match opts.queue {
+        QueueMode::PerLlc => bpf_intf::queue_mode_QUEUE_PER_LLC,
+        QueueMode::Global => bpf_intf::queue_mode_QUEUE_GLOBAL,
+    };
+    rodata.pinned_mode = match opts.pinned_queue {
+        PinnedMode::PerCpu => bpf_intf::pinned_mode_PINNED_PER_CPU,
+        PinnedMode::Shared => bpf_intf::pinned_mode_PINNED_SHARED,
+    };
+    rodata.deadline_mode = match opts.deadline {
+        DeadlineMode::Capped => bpf_intf::deadline_mode_DEADLINE_CAPPED,
+        DeadlineMode::Greedy => bpf_intf::deadline_mode_DEADLINE_GREEDY,
+    };
+    rodata.slice_max_ns = opts.slice_max_us * 1000;
+    rodata.slice_min_ns = opts.slice_min_us * 1000;
+    rodata.max_wait_ns = opts.max_wait_ms * 1_000_000;
+    rodata.debug_error_after_ns = opts.debug_error_after_ms.unwrap_or(0) * 1_000_000;
+    if let Some(comm) = &opts.debug_stall_comm {
+        for (dst, b) in rodata.debug_stall_comm.iter_mut().zip(comm.bytes()) {
+            *dst = b as _;
+        }
+    }
+    // LLC ids from the kernel need not be dense: number them in order.
+    let max_llcs = bpf_intf::concord_consts_MAX_LLCS as usize;
+    let max_cpus = bpf_intf::concord_consts_MAX_CPUS as usize;
+    if topo.all_llcs.len() > max_llcs || *NR_CPU_IDS > max_cpus {
+        bail!(
+            "{} LLCs / {} CPUs exceed the supported {max_llcs} / {max_cpus}",
+            topo.all_llcs.len(),
+            *NR_CPU_IDS
+        );
+    }
+    for (dense, llc) in topo.all_llcs.values().enumerate() {
+        rodata.llc_node[dense] = llc.node_id as u32;
+        for cpu in llc.all_cpus.keys() {
+            rodata.cpu_llc[*cpu] = dense as u32;
+        }
+    }
+    rodata.nr_llcs = topo.all_llcs.len().max(1) as u32;
+    let llc_cpus: Vec<Vec<usize>> = topo
+        .all_llcs
+        .values()
+        .map(|l| l.all_cpus.keys().copied().collect())
+        .collect();
+    let lists = domains::domain_lists(&llc_cpus, opts.queue == QueueMode::Global, max_cpus);
+    for (i, &cpu) in lists.list.iter().enumerate().take(max_cpus) {
+        rodata.domain_cpu_list[i] = cpu;
+    }
+    // Slices count waiters per CPU of the queue's domain: an LLC, or all CPUs (global queue).
+    for (d, (&first, &count)) in lists
+        .first
+        .iter()
+        .zip(&lists.count)
+        .enumerate()
+        .take(max_llcs)
+    {
+        rodata.domain_first[d] = first;
+        rodata.domain_cpus[d] = count.max(1);
+    }
+    rodata.cpu_domain_pos[..max_cpus].copy_from_slice(&lists.pos[..max_cpus]);
+    info!(
+        "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms",
+        env!("CARGO_PKG_VERSION"),
+        topo.all_cpus.len(),
+        topo.all_llcs.len(),
+        topo.nodes.len(),
+        if topo.smt_enabled { "on" } else { "off" },
+        opts.queue,
+        opts.pinned_queue,
+        opts.slice_min_us,
+        opts.slice_max_us,
+        opts.max_wait_ms
+    );
+    Ok(scx_ops_load!(skel, concord_ops, uei)?)
+}
+
+impl<'a> Scheduler<'a> {
+    pub fn init(opts: &Opts, open_object: &'a mut MaybeUninit<OpenObject>) -> Result<Self> {
+        let mut skel = open_and_load(opts, open_object)?;
+        let struct_ops = Some(scx_ops_attach!(skel, concord_ops)?);
+        // Waits measured while the kernel switched every task over (it runs them in bypass
+        // mode for tens of ms under TCG) are the kernel's, not our decisions: start counting
+        // once attached.
+        let bss = skel.maps.bss_data.as_mut().unwrap();
+        bss.wait_max_ns = [0; stats::NR_KINDS];
+        bss.wait_win_ns = [0; stats::NR_KINDS];
+        bss.wait_max_pid = [0; stats::NR_KINDS];
+        bss.wait_max_cpu = [0; stats::NR_KINDS];
+        bss.wait_max_nr_cpus = [0; stats::NR_KINDS];
+        stats::reset_counters(&skel.maps.counters)?;
+        // The stats socket (and the directories created for it) is root's alone: only root
+        // may watch the scheduler. The umask is process-wide, so it is set around the bind only.
+        // SAFETY: umask(2) has no preconditions.
+        let old_umask = unsafe { libc::umask(0o077) };
+        let server = StatsServer::new(stats::server_data()).launch();
+        // SAFETY: as above.
+        unsafe { libc::umask(old_umask) };
+        let stats_server = Some(server?);
+        info!("{SCHEDULER_NAME} attached");
+        Ok(Self {
+            skel,
+            struct_ops,
+            stats_server,
+            windows: stats::WaitWindows::default(),
+        })
+    }
+
+    /// A snapshot for a client whose previous one was `since` (0: none).
+    fn snapshot(&mut self, since: u64) -> Snapshot {
+        let bss = self.skel.maps.bss_data.as_mut().unwrap();
+        let mut taken = [0; stats::NR_KINDS];
+        for (t, w) in taken.iter_mut().zip(bss.wait_win_ns.iter_mut()) {
+            // SAFETY: the field lives in the mmapped .bss for the skeleton's lifetime and is
+            // 8-byte aligned; BPF updates it only with atomic compare-and-swap.
+            *t = unsafe { AtomicU64::from_ptr(w as *mut u64) }.swap(0, Ordering::SeqCst);
+        }
+        let seq = self.windows.close(taken);
+        let win_ns = self.windows.since(since).unwrap_or(bss.wait_max_ns);
+        let summed = stats::sum_counters(&self.skel.maps.counters);
+        let bss = self.skel.maps.bss_data.as_ref().unwrap();
+        Snapshot {
+            seq,
+            win_ns,
+            stats: summed.stats,
+            hist: summed.wait_hist,
+            max_ns: bss.wait_max_ns,
+            max_pid: bss.wait_max_pid,
+            max_cpu: bss.wait_max_cpu,
+            max_nr_cpus: bss.wait_max_nr_cpus,
+        }
+    }
+
+    pub fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
+        let (res_ch, req_ch) = self.stats_server.as_ref().unwrap().channels();
+        // Each wake-up of this loop is CPU taken from the tasks we schedule; once a second (as
+        // scx_bpfland) is soon enough to notice Ctrl-C or the kernel's exit.
+        while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
+            match req_ch.recv_timeout(Duration::from_secs(1)) {
+                Ok(since) => res_ch.send(self.snapshot(since))?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(e) => Err(e)?,
+            }
+        }
+        let _ = self.struct_ops.take();
+        let kind = self.skel.maps.data_data.as_ref().unwrap().uei.kind;
+        match uei_report!(&self.skel, uei) {
+            // SysRq-S is an operator pulling the emergency brake, not a failure: reported, and
+            // exit 0, so that a service manager restarting failed schedulers leaves it off.
+            Err(e) if kind == ScxExitKind::SysRq as i32 => {
+                warn!("{e}: stopped by the operator");
+                Ok(UserExitInfo::default())
+            }
+            r => r,
+        }
+    }
+}
