@@ -4,19 +4,20 @@
 
 use anyhow::{Context, Result};
 use concord_common::topology::{normalise_groups, parse_cpulist, CpuGroups};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{self, exit, GuestResult, Job, SchedReport, MARKER};
+use crate::sched_proc::{Attach, SchedProcess};
 
 const SCHED_EXT: &str = "/sys/kernel/sched_ext";
 
 /// One whole line on the console (ttyS1). Everything the runner prints goes through here, under
 /// the stdout lock, so the scheduler relay and the runner's own lines never interleave.
-fn console_line(line: &str) {
+pub fn console_line(line: &str) {
     let mut so = std::io::stdout().lock();
     let _ = writeln!(so, "{line}");
     let _ = so.flush();
@@ -176,12 +177,7 @@ pub fn sched_exit_reason(log: &str) -> Option<String> {
         })
 }
 
-struct RunningSched {
-    child: Child,
-    relay: Option<std::thread::JoinHandle<()>>,
-}
-
-fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String> {
+fn start_sched(job: &Job, run_dir: &Path) -> Result<(SchedProcess, f64), String> {
     let bin = job
         .sched_binary
         .clone()
@@ -197,102 +193,37 @@ fn start_sched(job: &Job, run_dir: &Path) -> Result<(RunningSched, f64), String>
             sched_ops()
         ));
     }
-    let log =
-        std::fs::File::create(run_dir.join(protocol::SCHED_LOG)).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&bin)
-        .args(&job.sched.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    // Relay scheduler output (stdout and stderr) to the console with a prefix, and to sched.log.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
-    let mut relays = Vec::new();
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        let name = job.sched.kind.name();
-        relays.push(std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = writeln!(log.lock().unwrap(), "{line}");
-                console_line(&format!("[{name}] {line}"));
-            }
-        }));
-    }
-    let relay = Some(std::thread::spawn(move || {
-        for r in relays {
-            let _ = r.join();
-        }
-    }));
-    let started = Instant::now();
+    let log = run_dir.join(protocol::SCHED_LOG);
+    let mut proc = SchedProcess::spawn(
+        &bin,
+        &job.sched.args,
+        &log,
+        None,
+        Some(job.sched.kind.name().to_string()),
+    )
+    .map_err(|e| format!("{e:#}"))?;
     let limit = Duration::from_secs(job.sched_attach_timeout_s);
-    loop {
-        if sched_state() == "enabled" && ops_matches(&sched_ops(), ops) {
-            return Ok((
-                RunningSched { child, relay },
-                started.elapsed().as_secs_f64(),
-            ));
-        }
-        if let Ok(Some(st)) = child.try_wait() {
+    match proc.wait_attached(ops, limit) {
+        Attach::Attached(secs) => Ok((proc, secs)),
+        Attach::Exited(st) => {
             let reason = sched_exit_reason(&read_kmsg())
                 .map(|r| format!("; kernel: {r}"))
                 .unwrap_or_default();
-            let mut rs = RunningSched { child, relay };
-            rs.join_relay();
-            return Err(format!(
+            Err(format!(
                 "{} exited ({st}) before attaching{reason} (its log: {})",
                 bin.display(),
-                run_dir.join(protocol::SCHED_LOG).display()
-            ));
+                log.display()
+            ))
         }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "{} did not attach within {} s (state '{}', ops '{}')",
+        Attach::TimedOut => {
+            let (state, ops) = (sched_state(), sched_ops());
+            let _ = proc.stop_with(libc::SIGKILL, Duration::from_secs(5));
+            Err(format!(
+                "{} did not attach within {} s (state '{state}', ops '{ops}')",
                 bin.display(),
                 limit.as_secs(),
-                sched_state(),
-                sched_ops()
-            ));
+            ))
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-impl RunningSched {
-    fn join_relay(&mut self) {
-        if let Some(r) = self.relay.take() {
-            let _ = r.join();
-        }
-    }
-
-    /// SIGINT, as a user would stop it; SIGKILL if it does not go within 30 s.
-    fn stop(&mut self) -> (Option<i32>, Option<i32>) {
-        use std::os::unix::process::ExitStatusExt;
-        if self.child.try_wait().ok().flatten().is_none() {
-            crate::util::signal_child(&self.child, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = self.child.kill();
-                    break self.child.wait().ok();
-                }
-            }
-        };
-        self.join_relay();
-        status
-            .map(|s| (s.code(), s.signal()))
-            .unwrap_or((None, None))
     }
 }
 
@@ -386,9 +317,15 @@ fn run_job(job: &Job, run_dir: &Path, result: &mut GuestResult) -> Result<()> {
     if let Some(mut s) = sched {
         say("stage=sched-stop");
         let ops = job.sched.kind.ops_name().unwrap_or_default();
-        let alive = s.child.try_wait().ok().flatten().is_none();
-        let attached = alive && sched_state() == "enabled" && ops_matches(&sched_ops(), ops);
-        let (code, signal) = s.stop();
+        let attached = s.alive() && sched_state() == "enabled" && ops_matches(&sched_ops(), ops);
+        // SIGINT, as a user would stop it; SIGKILL if it does not go within 30 s.
+        let (status, _) = s.stop_with(libc::SIGINT, Duration::from_secs(30));
+        let (code, signal) = {
+            use std::os::unix::process::ExitStatusExt;
+            status
+                .map(|s| (s.code(), s.signal()))
+                .unwrap_or((None, None))
+        };
         std::thread::sleep(Duration::from_millis(200));
         let rep = result.sched.as_mut().unwrap();
         rep.attached_at_end = attached;

@@ -1,15 +1,16 @@
 //! concord-lab: boot sched_ext kernels under QEMU TCG and run schedulers and workloads inside.
 
-mod bench;
+mod charts;
 mod compare;
 mod guest;
 mod initramfs;
 mod kernel;
 mod meters;
+mod outage;
 mod peers;
 mod protocol;
 mod reliability;
-mod report;
+mod sched_proc;
 mod util;
 mod vm;
 
@@ -52,9 +53,6 @@ enum Cmd {
         /// Which peers, NAME or NAME@RELEASE (default: every peer at its default release).
         names: Vec<String>,
     },
-    /// Run a scenario under several schedulers, repeated, and report them side by side.
-    #[command(subcommand)]
-    Bench(BenchCmd),
     /// Every scenario (wakeup, interactive, throughput, outage) under EEVDF, scx_concord and
     /// the peers, repeated and interleaved, with the wasted-core and BPF-cost meters. Writes
     /// report.md, results.json (for `diff`), latency CDFs and per-CPU heat maps as SVG.
@@ -71,24 +69,12 @@ enum Cmd {
     /// Guest-side runner, started by the VM's /init. Not for direct use.
     #[command(hide = true)]
     Guest { run_dir: PathBuf },
-    /// Guest side of one scenario run (started by `bench` inside the VM). Not for direct use.
-    #[command(hide = true)]
-    BenchRun { scenario: String, params: String },
     /// Guest side of one compare run (started by `compare` inside the VM). Not for direct use.
     #[command(hide = true)]
     CompareRun { params: String },
     /// Guest side of reliability checks (started by `reliability` inside the VM).
     #[command(hide = true)]
     RelGuest { params: String },
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Seed 000's outage: a BEAM-like runtime (schedulers pinned one per CPU) next to unpinned
-    /// token rings and CPU hogs, under EEVDF, concord with pinned tasks in the shared LLC
-    /// queue (the failing design) and concord default. Writes report.md, results.json and
-    /// latency-cdf.svg.
-    Outage(bench::OutageArgs),
 }
 
 #[derive(Args)]
@@ -140,6 +126,28 @@ pub fn parse_mem_mib(s: &str) -> Result<u64> {
         bail!("--mem {s}: choose between 256M and 16G");
     }
     Ok(mib)
+}
+
+/// `--scheds`: each parsed, none twice, every binary present (scx_concord built, peers
+/// installed), so a bad list fails before any VM boots.
+pub(crate) fn parse_scheds(list: &[String]) -> Result<Vec<SchedSpec>> {
+    let scheds = list
+        .iter()
+        .map(|s| SchedSpec::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    if scheds.is_empty() {
+        bail!("--scheds names no scheduler");
+    }
+    let mut labels: Vec<String> = scheds.iter().map(|s| s.label()).collect();
+    labels.sort();
+    labels.dedup();
+    if labels.len() != scheds.len() {
+        bail!("--scheds names a scheduler twice");
+    }
+    for s in &scheds {
+        crate::sched_binary(s)?;
+    }
+    Ok(scheds)
 }
 
 pub(crate) fn sched_binary(spec: &SchedSpec) -> Result<Option<PathBuf>> {
@@ -280,16 +288,6 @@ fn real_main() -> Result<i32> {
                 "llcs: {:?}\nnodes: {:?}\nsmt: {:?}",
                 g.llcs, g.nodes, g.smt_cores
             );
-            Ok(0)
-        }
-        Cmd::Bench(BenchCmd::Outage(args)) => bench::outage(args),
-        Cmd::BenchRun { scenario, params } => {
-            match scenario.as_str() {
-                "outage" => bench::guest_outage(
-                    &serde_json::from_str(&params).context("bench-run: bad parameters")?,
-                )?,
-                other => bail!("bench-run: unknown scenario {other}"),
-            }
             Ok(0)
         }
         Cmd::Compare(args) => compare::run(args),

@@ -104,3 +104,18 @@ pub fn install_signal_handlers() {
 pub fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
+
+/// The workload programs a scenario runs must be built beside concord-lab.
+pub fn require_built(programs: &[&str]) -> Result<()> {
+    for w in programs {
+        if !exe_dir()?.join(w).is_file() {
+            bail!("{w} not built beside concord-lab: run `cargo build --release --workspace` (or `make build`)");
+        }
+    }
+    Ok(())
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, for result directory names.
+pub fn utc_stamp() -> String {
+    chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string()
+}

@@ -32,6 +32,9 @@ pub struct VmConfig {
     pub icount: Option<u32>,
 }
 
+/// Steps of a vCPU thread's host run delay over 10 ms while the command ran (`HostWaits`).
+pub const HOST_WAITS_FILE: &str = "host-vcpu-waits.txt";
+
 pub struct VmOutcome {
     pub exit_code: i32,
     pub result: Option<GuestResult>,
@@ -39,6 +42,83 @@ pub struct VmOutcome {
     /// Seconds from QEMU start to the command starting in the guest.
     pub boot_to_cmd_secs: Option<f64>,
     pub message: Option<String>,
+    /// The longest a QEMU vCPU thread waited for a host CPU while the command ran (ms, host
+    /// schedstat; None when the threads were not found). See `HostWaits`.
+    pub host_vcpu_wait_max_ms: Option<f64>,
+}
+
+/// How long QEMU's vCPU threads wait for a host CPU. Under TCG a vCPU whose host thread waits
+/// is a guest CPU that runs nothing while guest time goes on: from inside, every task there
+/// waited that long, under any scheduler. The host adds a thread's wait to its schedstat
+/// run_delay when it runs again, so one long wait is one step of run_delay between two polls
+/// (short waits inside one poll interval add up, so a step is an upper bound of the longest).
+/// Steps over 10 ms go to `host-vcpu-waits.txt` of the run directory with their time since the
+/// command started, to set beside a long wait seen in the guest.
+struct HostWaits {
+    qemu_pid: u32,
+    /// (schedstat path, thread name, last run_delay in ns)
+    threads: Vec<(PathBuf, String, u64)>,
+    max_step_ns: u64,
+    log: Vec<String>,
+}
+
+impl HostWaits {
+    fn new(qemu_pid: u32) -> Self {
+        Self {
+            qemu_pid,
+            threads: Vec::new(),
+            max_step_ns: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn run_delay(path: &Path) -> Option<u64> {
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// One poll; `since_cmd` is None before the command started (nothing is counted then).
+    fn poll(&mut self, since_cmd: Option<f64>) {
+        if self.threads.is_empty() {
+            // QEMU names its vCPU threads "CPU n/TCG" (-name debug-threads=on), and "ALL
+            // CPUs/TCG" for the one thread of -icount; they appear once the machine is built.
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.qemu_pid)) else {
+                return;
+            };
+            for t in dir.flatten() {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                if comm.contains("/TCG") {
+                    let path = t.path().join("schedstat");
+                    let d = Self::run_delay(&path).unwrap_or(0);
+                    self.threads.push((path, comm.trim().to_string(), d));
+                }
+            }
+            return;
+        }
+        for (path, name, last) in &mut self.threads {
+            let Some(d) = Self::run_delay(path) else {
+                continue;
+            };
+            let step = d.saturating_sub(*last);
+            *last = d;
+            let Some(t) = since_cmd else {
+                continue;
+            };
+            self.max_step_ns = self.max_step_ns.max(step);
+            if step > 10_000_000 {
+                self.log
+                    .push(format!("{t:.3} {:.1} {name}", step as f64 / 1e6));
+            }
+        }
+    }
+
+    fn max_ms(&self) -> Option<f64> {
+        (!self.threads.is_empty()).then(|| self.max_step_ns as f64 / 1e6)
+    }
 }
 
 /// Everything the lab needs on the host, each with the fix when missing.
@@ -210,6 +290,8 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
         "-no-user-config",
         "-nographic",
         "-no-reboot",
+        "-name",
+        "concord-lab,debug-threads=on",
     ])
     .args(["-display", "none", "-monitor", "none", "-nic", "none"])
     .args(cfg.topology.qemu_args(cfg.mem_mib, true))
@@ -250,6 +332,7 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
         .spawn()
         .with_context(|| format!("starting {}", qemu.display()))?;
     let stdout = qemu_child.stdout.take().context("QEMU stdout")?;
+    let mut host_waits = HostWaits::new(qemu_child.id());
     children.0.push(qemu_child);
 
     // Reader thread: forwards the command's lines, sends markers back.
@@ -285,14 +368,14 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
 
     // What the guest's marker lines said so far; the same handling while running and after.
     let mut last_stage = "boot".to_string();
-    let mut boot_to_cmd = None;
+    let boot_to_cmd: std::cell::Cell<Option<f64>> = std::cell::Cell::new(None);
     let mut guest_fail: Option<String> = None;
     let mut take_markers = |rx: &mpsc::Receiver<(Instant, String)>| {
         while let Ok((when, m)) = rx.try_recv() {
             if let Some(stage) = m.strip_prefix("stage=") {
                 last_stage = stage.to_string();
                 if stage == "cmd" {
-                    boot_to_cmd = Some(when.duration_since(started).as_secs_f64());
+                    boot_to_cmd.set(Some(when.duration_since(started).as_secs_f64()));
                 }
             } else if let Some(f) = m.strip_prefix("fail=") {
                 guest_fail = Some(f.to_string());
@@ -322,7 +405,21 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             boot_hung = true;
             break;
         }
+        host_waits.poll(
+            boot_to_cmd
+                .get()
+                .map(|b| started.elapsed().as_secs_f64() - b),
+        );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if !host_waits.log.is_empty() {
+        let _ = std::fs::write(
+            run_dir.join(HOST_WAITS_FILE),
+            format!(
+                "# seconds since the command started, ms a vCPU thread waited for a host CPU, thread\n{}\n",
+                host_waits.log.join("\n")
+            ),
+        );
     }
     drop(children); // kills QEMU (if still running) and both virtiofsd
     let _ = reader.join();
@@ -378,7 +475,7 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     // no command started: retryable.
     let crashed_before_cmd = boot_hung
         || (result.is_none()
-            && boot_to_cmd.is_none()
+            && boot_to_cmd.get().is_none()
             && qemu_status
                 .is_some_and(|st| std::os::unix::process::ExitStatusExt::signal(&st).is_some()));
     Ok((
@@ -386,9 +483,45 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             exit_code,
             result,
             run_dir,
-            boot_to_cmd_secs: boot_to_cmd,
+            boot_to_cmd_secs: boot_to_cmd.get(),
             message,
+            host_vcpu_wait_max_ms: host_waits.max_ms(),
         },
         crashed_before_cmd,
     ))
+}
+
+/// One guest command under `sched` in a fresh VM (not streamed), and the lab's error for the
+/// run if any: its message, or the exit code when there is none.
+pub fn run_guest_job(
+    kernel: &Kernel,
+    topology: TopologySpec,
+    sched: &concord_common::sched::SchedSpec,
+    cmd: Vec<String>,
+    timeout: Duration,
+    icount: Option<u32>,
+) -> Result<(VmOutcome, Option<String>)> {
+    let job = Job {
+        cmd,
+        sched: sched.clone(),
+        sched_binary: crate::sched_binary(sched)?,
+        sched_attach_timeout_s: 120,
+        topology,
+        kernel_config: kernel.config.clone(),
+        path_prepend: crate::guest_path_prepend()?,
+    };
+    let out = run(VmConfig {
+        kernel: kernel.clone(),
+        topology,
+        mem_mib: 2048,
+        timeout,
+        job,
+        stream: false,
+        icount,
+    })?;
+    let mut error = out.message.clone();
+    if out.exit_code != 0 && error.is_none() {
+        error = Some(format!("exit code {}", out.exit_code));
+    }
+    Ok((out, error))
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Scenario;
-use crate::bench::OutageMix;
 use crate::meters::wasted::{END_MARKER, START_MARKER};
+use crate::outage::OutageMix;
 
 pub const TRACE_FILE: &str = "trace.txt";
 pub const MASKS_FILE: &str = "masks.txt";
@@ -351,7 +351,7 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             // -icount (the cap only guards against a lost stop).
             let drain = 10.0;
             let cap = p.secs + warmup + drain + 300.0;
-            let mut noise = crate::bench::spawn_noise(mix, cap, &run_dir.join(NOISE_FILE))?;
+            let mut noise = crate::outage::spawn_noise(mix, cap, &run_dir.join(NOISE_FILE))?;
             std::thread::sleep(Duration::from_millis(500));
             let mut run = Command::new("beam-real");
             run.arg("run");
@@ -418,7 +418,7 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
         Scenario::Outage => {
             let mut mix = p.outage.clone();
             mix.secs = p.secs;
-            crate::bench::guest_outage(&mix)?;
+            crate::outage::guest_outage(&mix)?;
         }
     }
     Ok(())
@@ -470,21 +470,11 @@ pub fn main(p: &GuestParams) -> Result<()> {
     };
     // scx_concord's own count of the waits, read around the load (its reader reports
     // differences since the connection's first request; the since-attach maxima are absolute).
-    let mut stats = (crate::guest::sched_state() == "enabled"
-        && crate::guest::sched_ops() == concord_common::sched::CONCORD_OPS_NAME)
-        .then(|| scx_stats::prelude::StatsClient::new().connect(Some(5000)))
-        .transpose()
-        .context("connecting to scx_concord's stats socket")?;
-    if let Some(c) = stats.as_mut() {
-        c.request::<serde_json::Value>("stats", vec![])
-            .context("reading scx_concord's stats")?;
-    }
+    let mut stats = crate::sched_proc::concord_stats()?;
     start_trace(p.nr_cpus)?;
     let result = workload(p, &run_dir);
     if let Some(c) = stats.as_mut() {
-        let v = c
-            .request::<serde_json::Value>("stats", vec![])
-            .context("reading scx_concord's stats")?;
+        let v = crate::sched_proc::read_stats(c)?;
         std::fs::write(
             run_dir.join(SCHED_STATS_FILE),
             serde_json::to_vec_pretty(&v)?,

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::bench::{OutageMix, RunOutput, RUN_OUTPUT};
 use crate::kernel;
 use crate::meters::{bpfcost, waits, wasted};
+use crate::outage::{OutageMix, RunOutput, RUN_OUTPUT};
 use crate::protocol::exit;
 use crate::util::progress;
 use crate::vm;
@@ -205,6 +205,11 @@ impl Scenario {
                 "longest wait by the scheduler's own count (ms, concord)",
                 Neither,
             ),
+            m(
+                "host_vcpu_wait_max_ms",
+                "longest wait of a vCPU for a host CPU (ms, host schedstat)",
+                Neither,
+            ),
             m("wasted_pct", "wasted cores (% CPU time)", Lower),
             m("idle_pct", "idle (% CPU time)", Neither),
             m("bpf_ns_per_call", "BPF ns per callback", Lower),
@@ -219,10 +224,10 @@ impl Scenario {
     }
 
     /// The outage mix as the scenario runs it beside the BEAM (or beam-sim) unless --rings,
-    /// --hogs or --ring-laps say otherwise: `bench outage`'s defaults with the scenario's
+    /// --hogs or --ring-laps say otherwise: the outage mix's defaults with the scenario's
     /// rings, hogs and pacing; None for the scenarios without one.
     pub fn competing_mix(self) -> Option<OutageMix> {
-        let d = crate::bench::default_mix();
+        let d = crate::outage::default_mix();
         match self {
             // One free-running ring, no hog: EEVDF serves the BEAM well here, so a win is not
             // a baseline's weakness, and a chain of pipe (sync) wake-ups keeps looking more
@@ -327,9 +332,82 @@ pub struct CompareArgs {
     /// Keep each run's raw ftrace text (large) in its run directory.
     #[arg(long)]
     pub keep_traces: bool,
-    /// Where the report goes (default: lab-results/compare-<time>).
+    /// Where the report goes (default: lab-results/compare-<time>). Every run is saved there
+    /// as it finishes (runs-so-far.json), so that an interrupted compare can be resumed.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Go on with the compare saved in DIR (give the same scenarios, schedulers, loads and
+    /// repeats): runs that finished there are kept, the rest are run, the report covers all.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+}
+
+/// The runs of a compare saved so far, rewritten after each run.
+pub const RUNS_SO_FAR: &str = "runs-so-far.json";
+
+/// Which run of the plan a saved run is.
+fn same_run(r: &CompareRun, sp: &ScenarioPlan, sched: &str, repeat: usize) -> bool {
+    r.scenario == sp.scenario && r.load == sp.load && r.sched == sched && r.repeat == repeat
+}
+
+fn saved_runs(dir: &Path) -> Result<Vec<CompareRun>> {
+    let p = dir.join(RUNS_SO_FAR);
+    let b = std::fs::read(&p)
+        .with_context(|| format!("--resume: {} has no {RUNS_SO_FAR}", dir.display()))?;
+    serde_json::from_slice(&b).with_context(|| format!("--resume: {} is not readable", p.display()))
+}
+
+fn save_runs(dir: &Path, runs: &[CompareRun]) -> Result<()> {
+    let tmp = dir.join(format!("{RUNS_SO_FAR}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(runs)?)?;
+    std::fs::rename(&tmp, dir.join(RUNS_SO_FAR))?;
+    Ok(())
+}
+
+/// What made these results: the command, the binaries' own versions, QEMU, the host.
+fn provenance(scheds: &[SchedSpec]) -> report::Provenance {
+    let first_line = |prog: &Path, arg: &str| {
+        std::process::Command::new(prog)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    report::Provenance {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_utc: crate::util::utc_stamp(),
+        lab_version: env!("CARGO_PKG_VERSION").into(),
+        scheds: scheds
+            .iter()
+            .map(|s| {
+                let v = match crate::sched_binary(s) {
+                    Ok(Some(bin)) => first_line(&bin, "--version"),
+                    Ok(None) => "the kernel's own".into(),
+                    Err(e) => format!("unknown ({e})"),
+                };
+                (s.label(), v)
+            })
+            .collect(),
+        qemu: first_line(Path::new("qemu-system-x86_64"), "--version"),
+        host_cpu: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
+            .map(|(_, m)| m.trim().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        host_cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+    }
 }
 
 fn parse_service_us(s: &str) -> Result<f64, String> {
@@ -425,8 +503,8 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
     if loads.len() != args.loads.len() {
         bail!("--loads names a load twice");
     }
-    let scheds = crate::bench::parse_scheds(&args.scheds)?;
-    crate::bench::require_built(&[
+    let scheds = crate::parse_scheds(&args.scheds)?;
+    crate::util::require_built(&[
         "beam-sim",
         "beam-real",
         "noise",
@@ -480,11 +558,16 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     let plan = validate(&args)?;
     vm::check_host()?;
     let kernel = kernel::select(&args.kernel)?;
-    let out_dir = match &args.out {
-        Some(d) => d.clone(),
-        None => PathBuf::from("lab-results").join(format!("compare-{}", crate::bench::utc_stamp())),
+    let (out_dir, saved) = match (&args.resume, &args.out) {
+        (Some(d), _) => (d.clone(), saved_runs(d)?),
+        (None, Some(d)) => (d.clone(), Vec::new()),
+        (None, None) => (
+            PathBuf::from("lab-results").join(format!("compare-{}", crate::util::utc_stamp())),
+            Vec::new(),
+        ),
     };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let provenance = provenance(&plan.scheds);
     let total = plan.scenarios.len() * plan.scheds.len() * args.repeats;
     progress(&format!(
         "compare: {} scenario(s) x {} scheduler(s) x {} repeat(s) = {total} VM runs on {}, results in {}",
@@ -496,10 +579,16 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     ));
     let started = Instant::now();
     let mut runs: Vec<CompareRun> = Vec::new();
+    let mut kept = 0;
     // The erlang scenario's rate follows one calibration, made in its first run: the same
     // offered work for every scheduler and repeat (a calibration per run moved the rate by up
     // to 18 % between runs with TCG's speed, which decides an overloaded point by itself).
-    let mut service_us: Option<f64> = args.service_us;
+    let mut service_us: Option<f64> = args.service_us.or_else(|| {
+        saved
+            .iter()
+            .filter(|r| r.ok && r.scenario.is_erlang())
+            .find_map(|r| r.metrics.get("service_us").copied())
+    });
     if let Some(us) = service_us {
         progress(&format!(
             "erlang: one request alone taken as {us:.0} µs (--service-us); every run offers the rate that follows from it"
@@ -512,6 +601,15 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     bail!("interrupted");
                 }
                 let n = runs.len() + 1;
+                if let Some(r) = saved
+                    .iter()
+                    .find(|r| r.ok && same_run(r, sp, &s.label(), repeat))
+                {
+                    progress(&format!("run {n}/{total}: kept from {}", out_dir.display()));
+                    kept += 1;
+                    runs.push(r.clone());
+                    continue;
+                }
                 progress(&format!(
                     "run {n}/{total}: {} under {} on {}{} (repeat {}/{})",
                     sp.name(),
@@ -532,7 +630,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                         ));
                     }
                 }
-                let eta = started.elapsed().as_secs_f64() / n as f64 * (total - n) as f64;
+                let eta = started.elapsed().as_secs_f64() / (n - kept) as f64 * (total - n) as f64;
                 progress(&format!(
                     "run {n}/{total}: {} ({:.0} s; ~{:.0} min left)",
                     report::run_line(&rec),
@@ -540,16 +638,18 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                     eta / 60.0
                 ));
                 runs.push(rec);
+                save_runs(&out_dir, &runs)?;
             }
         }
     }
-    let rep = report::CompareReport::build(
+    let mut rep = report::CompareReport::build(
         &kernel.release,
         args.repeats,
         &plan.scenarios,
         &plan.scheds,
         runs,
     );
+    rep.provenance = provenance;
     let files = rep.write(&out_dir)?;
     println!("{}", rep.markdown());
     for f in files {
@@ -580,7 +680,7 @@ fn one_run(
             let c = sp
                 .scenario
                 .competing_mix()
-                .unwrap_or_else(crate::bench::default_mix);
+                .unwrap_or_else(crate::outage::default_mix);
             OutageMix {
                 secs,
                 rings: args.rings.unwrap_or(c.rings),
@@ -609,8 +709,7 @@ fn one_run(
     // while it copies the trace.
     let startup = if scenario.is_erlang() { 240.0 } else { 0.0 };
     let timeout = Duration::from_secs_f64((secs + 30.0) * slowdown + 240.0 + startup);
-    let (out, error) =
-        crate::bench::run_guest_job(kernel, topology, sched, cmd, timeout, sp.icount)?;
+    let (out, error) = crate::vm::run_guest_job(kernel, topology, sched, cmd, timeout, sp.icount)?;
     let mut rec = CompareRun {
         scenario,
         load: sp.load,
@@ -631,6 +730,10 @@ fn one_run(
             Ok(()) => rec.ok = true,
             Err(e) => rec.error = Some(format!("{e:#}")),
         }
+    }
+    // A guest wait as long as this one can be the host's, whatever the guest's scheduler did.
+    if let Some(ms) = out.host_vcpu_wait_max_ms {
+        rec.metrics.insert("host_vcpu_wait_max_ms".into(), ms);
     }
     rec.wall_secs = t0.elapsed().as_secs_f64();
     Ok(rec)

@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{point_name, Better, CompareRun, MetricDef, Scenario, ScenarioPlan};
+use crate::charts::{cdf_svg, ratio, Spread};
 use crate::meters::heatmap;
-use crate::report::{cdf_svg, ratio, Spread};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SchedResult {
@@ -46,8 +46,31 @@ pub struct ScenarioResult {
     pub results: Vec<SchedResult>,
 }
 
+/// Layout version of results.json: 2 added `schema` and `provenance` (files without them read
+/// as version 0 with an empty provenance).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Where a set of results came from, enough to run it again and to tell two sets apart.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The command as typed.
+    pub command: String,
+    pub started_utc: String,
+    pub lab_version: String,
+    /// Each scheduler's label and what its binary says of its version (scx_concord's carries
+    /// the commit it was built from).
+    pub scheds: Vec<(String, String)>,
+    pub qemu: String,
+    pub host_cpu: String,
+    pub host_cpus: usize,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompareReport {
+    #[serde(default)]
+    pub schema: u32,
+    #[serde(default)]
+    pub provenance: Provenance,
     pub kernel: String,
     pub repeats: usize,
     pub scenarios: Vec<ScenarioResult>,
@@ -164,6 +187,8 @@ impl CompareReport {
             })
             .collect();
         Self {
+            schema: SCHEMA_VERSION,
+            provenance: Provenance::default(),
             kernel: kernel.into(),
             repeats,
             scenarios,
@@ -347,6 +372,24 @@ impl CompareReport {
             s,
             "Median (min–max) over the repeats; `·0.80x` is the ratio of medians to the baseline. Wasted cores: CPU time a CPU was idle while a task allowed on it had waited > 1 ms (ftrace replay). BPF: struct_ops callbacks' mean run time (kernel.bpf_stats_enabled).\n"
         );
+        let p = &self.provenance;
+        if !p.command.is_empty() {
+            let _ = writeln!(
+                s,
+                "Run {} with `{}` (concord-lab {}); {}; host: {} ({} CPUs); QEMU: {}.\n",
+                p.started_utc,
+                p.command,
+                p.lab_version,
+                p.scheds
+                    .iter()
+                    .map(|(l, v)| format!("{l}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                p.host_cpu,
+                p.host_cpus,
+                p.qemu
+            );
+        }
         for v in self.verdicts() {
             let _ = writeln!(s, "- {v}");
         }
@@ -547,7 +590,7 @@ pub fn sweep_svg(
     xaxis: &XAxis,
     series: &[(String, Vec<(f64, Spread)>)],
 ) -> String {
-    use crate::report::{fmt_ns, xml_escape, COLORS};
+    use crate::charts::{fmt_ns, xml_escape, COLORS};
     let (w, h) = (860.0, 500.0);
     let (l, r, t, b) = (70.0, 220.0, 40.0, 50.0);
     let (pw, ph) = (w - l - r, h - t - b);

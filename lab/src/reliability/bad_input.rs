@@ -28,7 +28,7 @@ fn refused(v: &mut Verdict, what: &str, args: &[&str], says: &str) -> Result<()>
 
 pub(super) fn run(v: &mut Verdict) -> Result<()> {
     for (args, says) in [
-        (&["--queue", "per-cpu"][..], "unknown variant `per-cpu`"),
+        (&["--queue", "per-cpu"][..], "invalid value 'per-cpu'"),
         (&["--pinned-queue", "lavd"], "invalid value 'lavd'"),
         (&["--deadline", "never"], "invalid value 'never'"),
         (&["--slice-max-us", "0"], "--slice-min-us 500 is larger"),

@@ -29,7 +29,7 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         v.fail(format!("did not attach: {}", c.output()));
     } else {
         std::thread::sleep(Duration::from_secs(2));
-        crate::util::signal_child(&c.child, libc::SIGKILL);
+        c.signal(libc::SIGKILL);
         let gone = wait_for(Duration::from_secs(10), || sched_state() == "disabled");
         let (st, _) = c.finish(Duration::from_secs(5));
         v.note(format!(

@@ -4,13 +4,13 @@
 
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Check, GuestParams, Verdict};
 use crate::guest::{ops_matches, sched_ops, sched_state};
+use crate::sched_proc::SchedProcess;
 use concord_common::sched::CONCORD_OPS_NAME;
 
 pub(super) const NOBODY: u32 = 65534;
@@ -61,41 +61,38 @@ pub(super) fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatu
 }
 
 /// scx_concord started by the check itself, its output in a file of the run directory.
-pub(super) struct Concord {
-    pub(super) child: Child,
-    log: PathBuf,
-}
+pub(super) struct Concord(SchedProcess);
 
 impl Concord {
     pub(super) fn spawn(args: &[&str], log_name: &str, uid: Option<u32>) -> Result<Self> {
-        let log = run_dir()?.join(log_name);
-        let f = std::fs::File::create(&log)?;
         // Another user may not reach the build directory (a clone under /root): give them a
         // copy on the guest's /tmp.
         let prog = match uid {
             Some(_) => world_copy()?,
-            None => PathBuf::from("scx_concord"),
+            None => crate::util::which("scx_concord").context("scx_concord not on PATH")?,
         };
-        let mut cmd = Command::new(prog);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f);
-        if let Some(u) = uid {
-            cmd.uid(u).gid(u);
-        }
-        let child = cmd.spawn().context("starting scx_concord")?;
-        Ok(Self { child, log })
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let log = run_dir()?.join(log_name);
+        SchedProcess::spawn(&prog, &args, &log, uid, None)
+            .context("starting scx_concord")
+            .map(Self)
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.0.pid()
+    }
+
+    pub(super) fn signal(&self, sig: i32) {
+        self.0.signal(sig);
     }
 
     pub(super) fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.output()
     }
 
     /// Runs to its end (at most `limit`): exit status (None: had to be killed) and output.
-    pub(super) fn finish(mut self, limit: Duration) -> (Option<ExitStatus>, String) {
-        let st = wait_child(&mut self.child, limit);
-        (st, self.output())
+    pub(super) fn finish(self, limit: Duration) -> (Option<ExitStatus>, String) {
+        self.0.finish(limit)
     }
 
     pub(super) fn stop(self) -> (Option<ExitStatus>, String) {
@@ -103,10 +100,8 @@ impl Concord {
     }
 
     /// Sends @sig and waits (at most 15 s) for the exit.
-    pub(super) fn stop_with(mut self, sig: i32) -> (Option<ExitStatus>, String) {
-        crate::util::signal_child(&self.child, sig);
-        let st = wait_child(&mut self.child, Duration::from_secs(15));
-        (st, self.output())
+    pub(super) fn stop_with(self, sig: i32) -> (Option<ExitStatus>, String) {
+        self.0.stop_with(sig, Duration::from_secs(15))
     }
 }
 

@@ -409,7 +409,7 @@ fn host_check() -> Row {
 fn one_run(run: &Run, kernel: &kernel::Kernel) -> Result<Vec<Row>> {
     let t0 = Instant::now();
     // The verdicts below read the outcome itself (its message, exit code and result).
-    let (out, _) = crate::bench::run_guest_job(
+    let (out, _) = crate::vm::run_guest_job(
         kernel,
         run.topology,
         &run.sched,
@@ -549,7 +549,7 @@ pub fn run(args: ReliabilityArgs) -> Result<i32> {
         kernels.push((k.clone(), kernel::select(k)?));
     }
     let out_dir = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("lab-results").join(format!("reliability-{}", crate::bench::utc_stamp()))
+        PathBuf::from("lab-results").join(format!("reliability-{}", crate::util::utc_stamp()))
     });
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     progress(&format!(

@@ -59,7 +59,7 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         v.fail(format!("did not attach: {}", sched.output()));
         return Ok(());
     }
-    let pid = sched.child.id();
+    let pid = sched.pid();
     // CPU time from each thread's schedstat (the scheduler core's exact run time): utime and
     // stime come in 10 ms clock ticks, a twentieth of the whole budget of a 20 s run.
     let threads0 = thread_times(pid);

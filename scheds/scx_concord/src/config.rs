@@ -45,7 +45,7 @@ pub enum DeadlineMode {
 /// Tasks that wake often or wake others get earlier deadlines; tasks that can run on one CPU
 /// only wait in that CPU's own queue; every queued task has a hard wait bound.
 #[derive(Debug, Parser)]
-#[command(version, args_override_self = true)]
+#[command(version = crate::FULL_VERSION.as_str(), args_override_self = true)]
 pub struct Opts {
     /// Read options from a TOML file: the flags' names without the dashes, typed as the flags
     /// are, e.g. `pinned-queue = "per-cpu"`, `max-wait-ms = 40`, `verbose = true`. Flags on
@@ -78,6 +78,12 @@ pub struct Opts {
     /// order and ticks preempt for it. At most a tenth of the 5 s watchdog.
     #[arg(long, default_value_t = MAX_WAIT_MS)]
     pub max_wait_ms: u64,
+
+    /// Schedule only tasks whose policy is SCHED_EXT (the kernel's SCX_OPS_SWITCH_PARTIAL);
+    /// every other task stays with the kernel's own scheduler. The low-risk rollout: put one
+    /// service under scx_concord with `concord-ext -- CMD` or `concord-ext --pid PID`.
+    #[arg(long)]
+    pub partial: bool,
 
     /// Print statistics every SECS seconds while running.
     #[arg(long, value_name = "SECS")]
@@ -189,6 +195,7 @@ struct FileConfig {
     stats: Option<f64>,
     exit_dump_len: Option<u32>,
     verbose: Option<bool>,
+    partial: Option<bool>,
 }
 
 impl FileConfig {
@@ -227,7 +234,8 @@ impl FileConfig {
             slice_min_us,
             max_wait_ms,
             exit_dump_len,
-            verbose
+            verbose,
+            partial
         );
         if let Some(v) = self.stats {
             if !keep("stats") {

@@ -16,12 +16,36 @@ use anyhow::{Context, Result};
 use log::{info, warn};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use scheduler::{check_kernel, Scheduler};
 
 const SCHEDULER_NAME: &str = "scx_concord";
+
+/// `0.1.0-g<commit> <target>`: the crate's version, the commit built (when built from git) and
+/// scx_utils' build tag, as the scx schedulers print theirs (--version, the log).
+static FULL_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let semver = match option_env!("CONCORD_GIT_SHA") {
+        Some(sha) => format!("{}-g{sha}", env!("CARGO_PKG_VERSION")),
+        None => env!("CARGO_PKG_VERSION").to_string(),
+    };
+    scx_utils::build_id::full_version(&semver)
+});
+
+/// The name the kernel shows in /sys/kernel/sched_ext/root/ops: `concord_<version>_<target>`
+/// in scx_utils' form, with the commit, characters outside [A-Za-z0-9._] as `_`.
+pub(crate) fn ops_name() -> String {
+    let semver = match option_env!("CONCORD_GIT_SHA") {
+        Some(sha) => format!("{}_g{sha}", env!("CARGO_PKG_VERSION")),
+        None => env!("CARGO_PKG_VERSION").to_string(),
+    };
+    format!(
+        "{}{}",
+        concord_common::sched::CONCORD_OPS_NAME,
+        scx_utils::build_id::ops_version_suffix(&semver)
+    )
+}
 
 fn real_main() -> Result<()> {
     let opts = config::parse_opts(std::env::args_os().collect())?;

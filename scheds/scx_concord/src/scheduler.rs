@@ -59,19 +59,23 @@ pub fn open_and_load<'a>(
     builder.obj_builder.debug(opts.verbose);
     let mut skel = scx_ops_open!(builder, open_object, concord_ops, None)?;
     skel.struct_ops.concord_ops_mut().exit_dump_len = opts.exit_dump_len;
-    // scx_utils appends a build suffix to the ops name; users and the lab look for plain
-    // `concord` in /sys/kernel/sched_ext/root/ops (the version is in our log instead).
+    // scx_utils' scx_ops_open! appended its suffix (crate version, target); ours adds the
+    // commit, so that a fleet can tell builds apart in /sys/kernel/sched_ext/root/ops.
     let name = &mut skel.struct_ops.concord_ops_mut().name;
+    let room = name.len() - 1;
     name.fill(0);
-    for (dst, src) in name
-        .iter_mut()
-        .zip(concord_common::sched::CONCORD_OPS_NAME.bytes())
-    {
+    for (dst, src) in name.iter_mut().take(room).zip(crate::ops_name().bytes()) {
         *dst = src as _;
     }
     skel.struct_ops.concord_ops_mut().flags = *compat::SCX_OPS_ENQ_EXITING
         | *compat::SCX_OPS_ENQ_LAST
         | *compat::SCX_OPS_ENQ_MIGRATION_DISABLED;
+    if opts.partial {
+        if *compat::SCX_OPS_SWITCH_PARTIAL == 0 {
+            bail!("--partial: this kernel has no SCX_OPS_SWITCH_PARTIAL");
+        }
+        skel.struct_ops.concord_ops_mut().flags |= *compat::SCX_OPS_SWITCH_PARTIAL;
+    }
 
     let rodata = skel.maps.rodata_data.as_mut().unwrap();
     rodata.nr_cpus = *NR_CPU_IDS as u32;
@@ -135,8 +139,8 @@ pub fn open_and_load<'a>(
     }
     rodata.cpu_domain_pos[..max_cpus].copy_from_slice(&lists.pos[..max_cpus]);
     info!(
-        "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms",
-        env!("CARGO_PKG_VERSION"),
+        "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms{}",
+        *crate::FULL_VERSION,
         topo.all_cpus.len(),
         topo.all_llcs.len(),
         topo.nodes.len(),
@@ -145,7 +149,12 @@ pub fn open_and_load<'a>(
         opts.pinned_queue,
         opts.slice_min_us,
         opts.slice_max_us,
-        opts.max_wait_ms
+        opts.max_wait_ms,
+        if opts.partial {
+            "; SCHED_EXT tasks only (--partial)"
+        } else {
+            ""
+        }
     );
     Ok(scx_ops_load!(skel, concord_ops, uei)?)
 }
