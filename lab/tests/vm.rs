@@ -511,7 +511,7 @@ fn compare_smoke_writes_report_json_and_svgs() {
     }
     let out = std::env::temp_dir().join(format!("concord-compare-test-{}", std::process::id()));
     let out_s = out.display().to_string();
-    let r = lab(&[
+    let plan = [
         "compare",
         "--scenarios",
         "wakeup",
@@ -521,10 +521,47 @@ fn compare_smoke_writes_report_json_and_svgs() {
         "1",
         "--secs",
         "4",
-        "--out",
-        &out_s,
-    ]);
+    ];
+    // Interrupted once the first run is saved (the second is cut short), then resumed: the
+    // first run is kept as it was and only the second runs again.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_concord-lab"))
+        .args(plan)
+        .args(["--out", &out_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let saved_path = out.join("runs-so-far.json");
+    let saved_count = || {
+        std::fs::read(&saved_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.as_array().map(|a| a.len()))
+            .unwrap_or(0)
+    };
+    let t0 = std::time::Instant::now();
+    while saved_count() < 1 {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "compare ended before its first run was saved"
+        );
+        assert!(
+            t0.elapsed().as_secs() < 600,
+            "no run saved within 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
+    let st = first.wait().unwrap();
+    assert_eq!(st.code(), Some(130), "interrupted: {st}");
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved_path).unwrap()).unwrap();
+    assert_eq!(kept[0]["ok"], true, "{kept}");
+    let r = lab(&[&plan[..], &["--resume", &out_s]].concat());
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("kept from").count(), 1, "{}", r.stderr);
     assert!(r.stdout.contains("## wakeup: 1n1l4c1t"), "{}", r.stdout);
     assert!(r.stdout.contains("| wake-up p99 (µs) | lower |"));
     let json_path = out.join("results.json");
@@ -612,6 +649,10 @@ fn compare_smoke_writes_report_json_and_svgs() {
     let resumed: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(resumed["runs"], json["runs"]);
+    assert_eq!(
+        json["runs"][0], kept[0],
+        "the interrupted compare's run, unchanged"
+    );
     let d = lab(&[
         "diff",
         &json_path.display().to_string(),

@@ -598,7 +598,11 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         for sp in &plan.scenarios {
             for s in &plan.scheds {
                 if crate::util::interrupted() {
-                    bail!("interrupted");
+                    progress(&format!(
+                        "interrupted: the runs done so far are in {}; `--resume` it to go on",
+                        out_dir.display()
+                    ));
+                    return Ok(exit::INTERRUPTED);
                 }
                 let n = runs.len() + 1;
                 if let Some(r) = saved
@@ -639,6 +643,14 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 ));
                 runs.push(rec);
                 save_runs(&out_dir, &runs)?;
+                if crate::util::interrupted() {
+                    // The run cut short is saved as failed: --resume runs it again.
+                    progress(&format!(
+                        "interrupted: the runs done so far are in {}; `--resume` it to go on",
+                        out_dir.display()
+                    ));
+                    return Ok(exit::INTERRUPTED);
+                }
             }
         }
     }

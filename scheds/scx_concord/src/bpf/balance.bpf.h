@@ -2,14 +2,13 @@
 /*
  * Load balance between LLC queues. Idle CPUs pull from other LLCs (steal_from_other_llcs), but
  * busy ones never did: once every CPU was busy, the split of tasks between LLCs stayed as the
- * wake-ups left it. Nine spinners on 2 LLCs x 2 CPUs settled at 3 and 6 in one run of eight:
- * the 6 got 0.33 of a CPU each, the other LLC's 0.88, and a nice-19 task among them 0.14
- * (reliability suite, fairness, niced mix). So a CPU's tick compares the tasks waiting per CPU
- * in its LLC queue with every other LLC's, and when one has at least one more per CPU (two
- * across NUMA nodes: moving costs memory locality there) its next dispatch pulls that queue's
- * head, unless a task of its own has waited the urgent half of the bound. A pull moves one
- * task and narrows the gap by one task per CPU at most; the one-per-CPU margin keeps two LLCs
- * from passing a task back and forth.
+ * wake-ups left it: nine spinners on 2 LLCs x 2 CPUs could settle at 3 and 6 for good, the 6
+ * getting half the CPU of the other 3 (the reliability suite's fairness check saw it). So a
+ * CPU's tick compares the tasks waiting per CPU in its LLC queue with every other LLC's, and
+ * when one has at least one more per CPU (two across NUMA nodes: moving costs memory locality
+ * there) its next dispatch pulls that queue's head, unless a task of its own has waited the
+ * urgent half of the bound. A pull moves one task and narrows the gap by one task per CPU at
+ * most; the one-per-CPU margin keeps two LLCs from passing a task back and forth.
  */
 #ifndef __CONCORD_BALANCE_H
 #define __CONCORD_BALANCE_H

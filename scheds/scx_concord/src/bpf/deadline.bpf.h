@@ -99,8 +99,8 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 n
  * A woken task that is behind its domain's clock in service also gets that lag (at most one
  * slice, less for long runs) taken off, as EEVDF places a sleeper with its lag: otherwise
  * every wake-up of a task that mostly sleeps queued behind CPU hogs whose deadlines had come
- * due while it slept (a pipe ping-pong beside hogs: 0.39x EEVDF's round trips). Only on
- * wake-ups: a task whose slice ended has just been served.
+ * due while it slept, and a pipe ping-pong beside hogs waited a hog's slice per round trip.
+ * Only on wake-ups: a task whose slice ended has just been served.
  */
 static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now, bool woken)
 {

@@ -68,7 +68,7 @@ static inline u64 pol_freq_update(u64 freq, u64 interval_ns)
  * The event rate as of @since_ns after the last event: at most one per @since_ns. The average
  * moves only on events, so without this a task that stopped waking (a thread that now spins,
  * a batch job between bursts) kept the criticality of its last wake-ups for good: a nice-19
- * spinner that had woken a few times at start got 1/8 of the capped offset and 0.33 of a CPU.
+ * spinner that had woken a few times at start kept a short offset and a nice-0 share.
  */
 static inline u64 pol_freq_since(u64 freq, u64 since_ns)
 {
@@ -139,13 +139,14 @@ static inline u64 pol_offset_with_lag(u64 delta, u64 vtime, u64 vclock, u64 lag_
  * Service credit: how far a task's vtime is behind its domain's clock (at most lag_max, one
  * slice), taken off its deadline. A task that slept while others ran is placed like EEVDF
  * places a sleeper with its lag: not behind CPU hogs whose deadlines came due while it slept
- * (a pipe ping-pong beside hogs got 0.39x EEVDF's round trips). Bounded by service, never by
- * how late a task is: no feedback loop, and a queued task is overtaken by at most lag_max more.
+ * (each round trip of a pipe ping-pong beside hogs waited a hog's slice). Bounded by service,
+ * never by how late a task is: no feedback loop, and a queued task is overtaken by at most
+ * lag_max more.
  * The bound shrinks as lag_max * short_run / avg_runtime for tasks whose runs are longer than
  * short_run (slice_min): overtaking costs the overtaken tasks the overtaker's run, so a 40 us
  * burst may jump a whole slice of queue, an 800 us batch chunk woken at a barrier less (with
  * one bound for all sleepers, batch threads queued first kept a periodic task waiting behind
- * their chunks: interactive p99 1.38x EEVDF).
+ * all their chunks).
  */
 static inline u64 pol_service_credit(u64 vtime, u64 vclock, u64 lag_max, u64 avg_runtime,
 				     u64 short_run)

@@ -22,8 +22,8 @@
  * CPU will take the woken task from @cpu's queue as soon as the waker sleeps: the waker runs on
  * the pinned task's CPU, or on a CPU of the same LLC (or global) queue. Then no other CPU is
  * preempted for it: in a pipe ping-pong every round trip kicked a CPU running the other
- * pairs, whose task then moved to the waker's freed CPU (stress-ng switch without any other
- * load: 0.54x EEVDF's round trips, ~10k preemption kicks per second). If the waker runs on
+ * pairs, whose task then moved to the waker's freed CPU (a preemption IPI and a migration per
+ * round trip, for a task that the waker's CPU takes next anyway). If the waker runs on
  * instead, its slice or the wait bound still ends the wait.
  */
 static inline bool sync_waker_frees(s32 waker, s32 cpu, bool pinned)
@@ -75,8 +75,8 @@ static inline s32 kick_victim(s32 victim, struct cpu_ctx *vctx, u64 deadline, u6
  * that offset). The waking CPU itself when it qualifies and @p last ran there (a timer or
  * device interrupt waking a task that slept there): its preemption takes effect on the way out
  * of the interrupt, where a remote CPU waits for an IPI (under single-threaded TCG, for the
- * emulator to get round to that vCPU: the interactive task's wake-ups waited 3.5 ms at p99), and
- * the task finds its cache there. Else the one whose running task has the largest offset.
+ * emulator to get round to that vCPU), and the task finds its cache there. Else the one whose
+ * running task has the largest offset.
  * Returns the CPU or -1.
  */
 static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, s32 skip,

@@ -11,15 +11,15 @@
  * Slice timers. sched_ext ends a slice only on a tick (4 ms at HZ=250), so a slice shorter
  * than a tick is a tick. pol_slice shares slice_max among the tasks waiting for a CPU, and the
  * wait bound rests on those turns being short: with N tasks waiting per CPU and every turn a
- * tick long, the last waits N ticks (at 40 ms, ten waiters per CPU broke the bound and the
+ * tick long, the last waits N ticks (with ten waiters per CPU a 40 ms bound broke and the
  * queue turned FIFO at tick grain, everyone urgent). So once so many wait that tick-long turns
  * would pass the urgent half of the bound (pol_timer_needed), every run whose slice is shorter
  * than slice_max is ended by a timer pinned to its CPU: turns shrink with the number waiting,
- * to slice_min, below the tick. Weights below nice 0's act through such shorter slices too (a
- * nice-19 spinner cut to ticks got 0.14-0.32 of a CPU among nice-0 spinners), so theirs always
- * get one. A run with the whole slice_max (nobody waited) sets no timer, nor one with fewer
- * waiters: a timer per run, programmed and fired, was an interrupt per run for turns that
- * ticks end soon enough.
+ * to slice_min, below the tick. Weights below nice 0's act through such shorter slices too (cut
+ * to ticks, a nice-19 spinner got several times its weight's share among nice-0 spinners), so
+ * theirs always get one. A run with the whole slice_max (nobody waited) sets no timer, nor one
+ * with fewer waiters: a timer per run, programmed and fired, was an interrupt per run for turns
+ * that ticks end soon enough.
  */
 struct slice_timer {
 	struct bpf_timer timer;

@@ -51,12 +51,12 @@ static inline bool head_overdue(const struct queue_head *h, u64 now)
  * Without the exception a CPU would run, say, a hog whose old deadline had come due, and the
  * pinned task would wait for the next tick (4 ms at HZ=250: sched_ext slices end only on
  * ticks) although only this CPU can run it. Equal offsets get no exception: with it, any pinned
- * task that had waited at all beat an equal shared one, and pinned spinners got 0.6 of a CPU
- * against 0.33 for unpinned ones (reliability suite, fairness check).
+ * task that had waited at all beat an equal shared one, and pinned spinners got about twice the
+ * CPU of unpinned ones (reliability suite, fairness check).
  * Two urgent heads go oldest first. Urgent pinned-first relied on another CPU of the LLC taking
- * the shared task: with 22 urgent pinned stress-ng workers on CPU 0 and CPU 1 idle without
- * dispatching, the LLC queue waited 3.7 s and the watchdog ejected us (reliability suite,
- * resources check, 7.3). Oldest first bounds every wait on every CPU by itself.
+ * the shared task: with many urgent pinned workers on one CPU and the other CPU idle without
+ * dispatching, the LLC queue's head waited seconds and the watchdog ejected us (reliability
+ * suite, resources check). Oldest first bounds every wait on every CPU by itself.
  * Returns true if @a should go before @b.
  */
 static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
