@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAB := target/release/concord-lab
 CARGO ?= cargo
 
-.PHONY: setup build demo demo-full compare test unit vm-tests lint reliability reliability-long
+.PHONY: reliability-topologies setup build demo demo-full compare test unit vm-tests lint reliability reliability-long
 
 setup:
 	@./scripts/setup-host.sh
@@ -57,7 +57,7 @@ unit: build
 
 # Integration tests that boot VMs (need root, QEMU, the kernel cache; take ~10 minutes).
 vm-tests: build
-	CONCORD_LAB_VM_TESTS=1 $(CARGO) test --release -p concord-lab --test vm -- --test-threads=1
+	$(CARGO) test --release -p concord-lab --test vm -- --ignored --test-threads=1
 
 test: build lint unit vm-tests
 
@@ -68,3 +68,13 @@ reliability: build
 
 reliability-long: build
 	$(LAB) reliability --kernels 7.3,7.0 --long
+
+# Smoke (every queue mode) and fairness on NUMA, multi-LLC and SMT guests, then a 64-vCPU and a
+# 176-vCPU guest that attach, run a short stress-ng and detach (~1 h under TCG).
+BIG_TOPOLOGIES ?= 4n4l4c 2n4l11c2t
+reliability-topologies: build
+	$(LAB) reliability --kernels 7.3 --quick --only smoke,fairness --topologies 2n2l2c,2n2l4c,1l2c2t
+	for t in $(BIG_TOPOLOGIES); do \
+		$(LAB) vm --topology $$t --mem 8G --sched concord --sched-timeout 1800 --timeout 3600 -- \
+			stress-ng -t 20 --aggressive -M -c 0 -f 0 --affinity 0 --affinity-pin || exit 1; \
+	done

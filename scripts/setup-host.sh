@@ -8,7 +8,18 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo $0)"
-[ -r /etc/debian_version ] || die "this script supports Debian 12 (bookworm) only"
+# Debian 12 itself, not a derivative that carries /etc/debian_version (Ubuntu does).
+os_id=$(. /etc/os-release 2>/dev/null && echo "${ID:-}:${VERSION_ID:-}")
+[ "$os_id" = "debian:12" ] || die "this script supports Debian 12 (bookworm) only (/etc/os-release says ${os_id:-nothing})"
+
+# The Rust toolchain the workspace asks for (rust-version in Cargo.toml); rustup installs it.
+here=$(cd "$(dirname "$0")/.." && pwd)
+need_rust=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$here/Cargo.toml" | head -1)
+command -v cargo >/dev/null 2>&1 || die "no cargo on PATH: install Rust >= $need_rust with rustup (rustup toolchain install stable), then run this again"
+have_rust=$(rustc --version 2>/dev/null | awk '{print $2}')
+if [ -n "$need_rust" ] && [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -1)" != "$need_rust" ]; then
+    die "rustc $have_rust is older than the workspace's rust-version $need_rust: rustup update stable"
+fi
 
 SOURCES=/etc/apt/sources.list.d/concord-lab.sources
 PREFS=/etc/apt/preferences.d/concord-lab
@@ -28,9 +39,9 @@ mirror_uri() {
         awk '$1=="deb" && $3 ~ /^bookworm$/ { print $2; exit }' /etc/apt/sources.list
     fi
 }
-MIRROR=$(mirror_uri | head -1)
-[ -n "$MIRROR" ] || die "no Debian bookworm mirror in /etc/apt/sources.list{,.d/*.sources}: configure apt first"
-grep -q '^12\.' /etc/debian_version || die "this script supports Debian 12 (bookworm) only (found $(cat /etc/debian_version))"
+# CONCORD_DEBIAN_MIRROR overrides it (a local mirror, a proxy).
+MIRROR=${CONCORD_DEBIAN_MIRROR:-$(mirror_uri | head -1)}
+[ -n "$MIRROR" ] || die "no Debian bookworm mirror in /etc/apt/sources.list{,.d/*.sources}: configure apt first, or set CONCORD_DEBIAN_MIRROR"
 
 want_sources="Types: deb
 URIs: $MIRROR
@@ -82,8 +93,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     for p in "${missing[@]}"; do
         case " ${BPO_PKGS[*]} " in *" $p "*) bpo+=("$p");; *) base+=("$p");; esac
     done
-    [ ${#base[@]} -eq 0 ] || { log "installing: ${base[*]}"; apt-get install -y -qq --no-install-recommends "${base[@]}" >/dev/null; }
-    [ ${#bpo[@]} -eq 0 ] || { log "installing from bookworm-backports: ${bpo[*]}"; apt-get install -y -qq --no-install-recommends -t bookworm-backports "${bpo[@]}" >/dev/null; }
+    # apt's own progress lines (one per package fetched and set up), not a silent wait.
+    [ ${#base[@]} -eq 0 ] || { log "installing ${#base[@]} package(s): ${base[*]}"; apt-get install -y --no-install-recommends "${base[@]}" | grep --line-buffered -E '^(Get:|Setting up)' >&2 || true; }
+    [ ${#bpo[@]} -eq 0 ] || { log "installing from bookworm-backports: ${bpo[*]}"; apt-get install -y --no-install-recommends -t bookworm-backports "${bpo[@]}" | grep --line-buffered -E '^(Get:|Setting up)' >&2 || true; }
+    still=()
+    for p in "${missing[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || still+=("$p")
+    done
+    [ ${#still[@]} -eq 0 ] || die "apt-get could not install: ${still[*]}"
 fi
 
 # libbpf and the BPF build look for plain `clang`/`llvm-strip`.

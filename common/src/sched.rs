@@ -4,7 +4,7 @@
 //! scx_concord (an executable at PATH on the host), so two commits can be measured side by side
 //! in one interleaved run.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,9 +135,13 @@ impl SchedSpec {
                 names.join(", ")
             );
         };
-        let args: Vec<String> = args
-            .map(|a| a.split_whitespace().map(String::from).collect())
-            .unwrap_or_default();
+        // Shell quoting, so an argument may hold spaces: `concord:--config '/a b/c.toml'`.
+        let args: Vec<String> = match args {
+            Some(a) => shlex::split(a).with_context(|| {
+                format!("'{s}': unbalanced quotes in the scheduler's arguments")
+            })?,
+            None => vec![],
+        };
         if kind == SchedKind::Eevdf && !args.is_empty() {
             bail!("eevdf is the kernel's own scheduler and takes no arguments");
         }
@@ -177,7 +181,10 @@ impl SchedSpec {
             l = format!("{l}@{v}");
         }
         if !self.args.is_empty() {
-            l = format!("{l}:{}", self.args.join(" "));
+            // Quoted as parse() reads it back (a NUL byte, which no argv can hold, is left as is).
+            let args = shlex::try_join(self.args.iter().map(String::as_str))
+                .unwrap_or_else(|_| self.args.join(" "));
+            l = format!("{l}:{args}");
         }
         l
     }
@@ -195,6 +202,11 @@ mod tests {
         assert_eq!(s.args, ["--pinned-queue", "shared", "--queue", "global"]);
         assert_eq!(s.label(), "concord:--pinned-queue shared --queue global");
         assert_eq!(SchedSpec::parse(&s.label()).unwrap(), s);
+        let q = SchedSpec::parse("concord:--config '/tmp/a b.toml' --stats 1").unwrap();
+        assert_eq!(q.args, ["--config", "/tmp/a b.toml", "--stats", "1"]);
+        assert_eq!(SchedSpec::parse(&q.label()).unwrap(), q);
+        let e = SchedSpec::parse("concord:--config '/tmp/a").unwrap_err();
+        assert!(e.to_string().contains("unbalanced quotes"), "{e}");
         assert_eq!(
             SchedSpec::parse("lavd").unwrap().kind.ops_name(),
             Some("lavd")

@@ -8,8 +8,14 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The largest vCPU count the lab accepts: more than this makes TCG guests crawl on 2 host cores.
-pub const MAX_LAB_CPUS: u32 = 64;
+/// The largest vCPU count the lab accepts: QEMU's default PC machine has no more. Big guests
+/// crawl under TCG on a small host (boot alone takes minutes), so they are for attach and
+/// smoke runs, not for benchmarks.
+pub const MAX_LAB_CPUS: u32 = 255;
+
+/// xAPIC ids stop below 255 (the broadcast id) without interrupt remapping, which the lab's
+/// machine lacks.
+const MAX_APIC_ID: u64 = 254;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopologySpec {
@@ -136,11 +142,29 @@ impl TopologySpec {
         if cpus > MAX_LAB_CPUS as u64 {
             bail!("topology: {cpus} CPUs is more than the lab's limit of {MAX_LAB_CPUS}");
         }
+        let id = self.max_apic_id();
+        if id > MAX_APIC_ID {
+            bail!(
+                "topology: its highest APIC id would be {id} (QEMU pads cores and threads to powers \
+                 of two per socket), past the {MAX_APIC_ID} a guest without interrupt remapping can \
+                 address: use fewer LLCs or cores per LLC"
+            );
+        }
         Ok(())
     }
 
     pub fn nr_cpus(&self) -> u32 {
         self.nodes * self.llcs_per_node * self.cores_per_llc * self.threads_per_core
+    }
+
+    /// The highest x86 APIC id QEMU gives this topology (every LLC a socket; the core and
+    /// thread fields each as many bits as their count needs).
+    pub fn max_apic_id(&self) -> u64 {
+        let bits = |n: u32| u64::from(n.max(1).next_power_of_two().trailing_zeros());
+        let (tb, cb) = (bits(self.threads_per_core), bits(self.cores_per_llc));
+        (u64::from(self.nr_llcs() - 1) << (cb + tb))
+            | (u64::from(self.cores_per_llc - 1) << tb)
+            | u64::from(self.threads_per_core - 1)
     }
 
     pub fn nr_llcs(&self) -> u32 {
@@ -275,6 +299,23 @@ pub fn normalise_groups(mut groups: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn big_topologies_fit_xapic_ids_or_are_refused() {
+        let t = TopologySpec::parse("2n4l11c2t").unwrap();
+        assert_eq!(t.nr_cpus(), 176);
+        assert_eq!(t.max_apic_id(), 7 * 32 + 10 * 2 + 1);
+        assert_eq!(TopologySpec::parse("4n4l4c").unwrap().max_apic_id(), 63);
+        assert_eq!(TopologySpec::parse("1l2c").unwrap().max_apic_id(), 1);
+        // 192 CPUs in one socket: 8 core bits, ids up to 191 fit.
+        assert!(TopologySpec::parse("1l192c").is_ok());
+        // 16 sockets of 9 cores pad to 16 each: ids up to 248 fit; 17 LLCs of 9 do not.
+        assert!(TopologySpec::parse("16l9c").is_ok());
+        let e = TopologySpec::parse("17l9c").unwrap_err().to_string();
+        assert!(e.contains("APIC id"), "{e}");
+        let e = TopologySpec::parse("2n4l16c2t").unwrap_err().to_string();
+        assert!(e.contains("limit of 255"), "{e}");
+    }
 
     #[test]
     fn compact_and_keyed_forms_agree() {

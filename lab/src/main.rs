@@ -262,7 +262,7 @@ fn vm(args: VmArgs) -> Result<i32> {
 }
 
 fn real_main() -> Result<i32> {
-    util::install_signal_handlers();
+    util::install_signal_handlers()?;
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Kernel { kernel } => {

@@ -106,6 +106,10 @@ pub struct ReliabilityArgs {
     /// Run fairness under default multi-threaded TCG (waits then include host noise).
     #[arg(long)]
     pub fairness_no_icount: bool,
+    /// Run the smoke test (every queue mode) and the fairness check on these topologies instead
+    /// of their own (e.g. `2n2l2c,2n2l4c,1l2c2t`; see `concord-lab vm --help`).
+    #[arg(long, value_delimiter = ',', value_parser = TopologySpec::parse)]
+    pub topologies: Vec<TopologySpec>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -165,7 +169,14 @@ fn rel_guest(p: &GuestParams) -> Result<Vec<String>> {
     ])
 }
 
-fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<Vec<Run>> {
+/// The runs of a suite. `topologies`, when not empty, replaces the smoke test's and the
+/// fairness check's own topologies (every queue mode on each).
+fn plan(
+    mode: Mode,
+    kernels: &[String],
+    fairness_icount: Option<u32>,
+    topologies: &[TopologySpec],
+) -> Result<Vec<Run>> {
     let t = |s: &str| TopologySpec::parse(s);
     let concord = |args: &str| SchedSpec::parse(&format!("concord:{args}"));
     let (smoke_secs, load_secs, resource_secs, smoke_repeats) = match mode {
@@ -187,26 +198,28 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
         // 1. The scx project's smoke recipe, every queue mode (and in the full suite both
         //    topologies for each).
         let mut smoke = Vec::new();
-        for (i, (queue, pinned)) in [
+        for (queue, pinned) in [
             ("per-llc", "per-cpu"),
             ("per-llc", "shared"),
             ("global", "per-cpu"),
             ("global", "shared"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let topos: &[&str] = match mode {
-                Mode::Quick => &[["1l4c", "2l2c"][i % 2]],
-                _ => &["1l4c", "2l2c"],
+        ] {
+            // Quick mode runs each queue mode once: the per-LLC ones (the default among them)
+            // where there is more than one LLC, the global ones on one.
+            let topos: Vec<TopologySpec> = if !topologies.is_empty() {
+                topologies.to_vec()
+            } else if mode == Mode::Quick {
+                vec![t(if queue == "per-llc" { "2l2c" } else { "1l4c" })?]
+            } else {
+                vec![t("1l4c")?, t("2l2c")?]
             };
             for topo in topos {
-                smoke.push((*topo, format!("--queue {queue} --pinned-queue {pinned}")));
+                smoke.push((topo, format!("--queue {queue} --pinned-queue {pinned}")));
             }
         }
         for rep in 0..smoke_repeats {
-            for (topo, args) in &smoke {
-                let topology = t(topo)?;
+            for (topology, args) in &smoke {
+                let topology = *topology;
                 let n = topology.nr_cpus().to_string();
                 let secs = smoke_secs.to_string();
                 runs.push(Run {
@@ -248,16 +261,18 @@ fn plan(mode: Mode, kernels: &[String], fairness_icount: Option<u32>) -> Result<
             }
         }
         // 2-4. Under scx_concord started by the runner.
-        let fair_topos: &[&str] = if mode == Mode::Quick {
-            &["1l2c"]
+        let fair_topos: Vec<TopologySpec> = if !topologies.is_empty() {
+            topologies.to_vec()
+        } else if mode == Mode::Quick {
+            vec![t("1l2c")?]
         } else {
-            &["1l2c", "2l2c"]
+            vec![t("1l2c")?, t("2l2c")?]
         };
-        for topo in fair_topos {
+        for topology in fair_topos {
             runs.push(Run {
                 name: "fairness".into(),
                 kernel: k.clone(),
-                topology: t(topo)?,
+                topology,
                 sched: concord("")?,
                 cmd: rel_guest(&params(&[Check::Fairness], load_secs, false))?,
                 icount: fairness_icount,
@@ -531,7 +546,7 @@ pub fn run(args: ReliabilityArgs) -> Result<i32> {
         bail!("--kernels names no kernel");
     }
     let fairness_icount = (!args.fairness_no_icount).then_some(args.fairness_icount);
-    let mut runs = plan(mode, &args.kernels, fairness_icount)?;
+    let mut runs = plan(mode, &args.kernels, fairness_icount, &args.topologies)?;
     if !args.only.is_empty() {
         runs.retain(|r| {
             args.only
@@ -620,9 +635,9 @@ mod tests {
     #[test]
     fn plans_cover_every_queue_mode_and_kernel() {
         let k = vec!["7.3".to_string(), "7.0".to_string()];
-        let quick = plan(Mode::Quick, &k, Some(2)).unwrap();
-        let normal = plan(Mode::Normal, &k, None).unwrap();
-        let long = plan(Mode::Long, &k[..1], Some(2)).unwrap();
+        let quick = plan(Mode::Quick, &k, Some(2), &[]).unwrap();
+        let normal = plan(Mode::Normal, &k, None, &[]).unwrap();
+        let long = plan(Mode::Long, &k[..1], Some(2), &[]).unwrap();
         let smokes = |p: &[Run]| p.iter().filter(|r| r.name.starts_with("smoke")).count();
         assert_eq!(smokes(&quick), 8, "4 queue modes on 2 kernels");
         assert_eq!(
@@ -645,8 +660,34 @@ mod tests {
                 }
             }
         }
-        // Quick mode still puts a smoke run on each topology.
-        assert!(quick.iter().any(|r| r.topology.to_string().contains("2l")));
+        // Quick mode (CI) runs the default queue mode on more than one LLC.
+        assert!(quick
+            .iter()
+            .any(|r| r.name == "smoke --queue per-llc --pinned-queue per-cpu"
+                && r.topology.nodes * r.topology.llcs_per_node > 1));
+        assert!(quick.iter().any(|r| r.topology.to_string().contains("1l")));
+    }
+
+    #[test]
+    fn topologies_replace_smoke_and_fairness_ones() {
+        let k = vec!["7.3".to_string()];
+        let big: Vec<TopologySpec> = ["2n2l2c", "1l2c2t"]
+            .iter()
+            .map(|s| TopologySpec::parse(s).unwrap())
+            .collect();
+        let p = plan(Mode::Normal, &k, Some(2), &big).unwrap();
+        for name in ["smoke", "fairness"] {
+            let topos: Vec<_> = p
+                .iter()
+                .filter(|r| r.name.starts_with(name))
+                .map(|r| r.topology)
+                .collect();
+            assert!(!topos.is_empty());
+            assert!(topos.iter().all(|t| big.contains(t)), "{name}: {topos:?}");
+            assert!(big.iter().all(|t| topos.contains(t)), "{name}: {topos:?}");
+        }
+        let smokes = p.iter().filter(|r| r.name.starts_with("smoke")).count();
+        assert_eq!(smokes, 8, "4 queue modes x 2 topologies");
     }
 
     #[test]

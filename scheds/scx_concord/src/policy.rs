@@ -42,7 +42,7 @@ pub fn lat_cri(wake_freq: u64, waker_freq: u64) -> u64 {
 }
 
 /// Deadline offset from the moment a task is queued; `cap` is half the wait bound.
-pub fn deadline_delta(
+pub fn deadline_offset(
     avg_runtime: u64,
     weight: u64,
     lat_cri: u64,
@@ -51,19 +51,19 @@ pub fn deadline_delta(
     cap: u64,
 ) -> u64 {
     let base = avg_runtime.clamp(slice_min, slice_max);
-    let delta = (base * WEIGHT_DEFAULT / weight.clamp(1, 10_000)).min(cap);
-    delta / lat_cri.clamp(1, LAT_CRI_MAX)
+    let offset = (base * WEIGHT_DEFAULT / weight.clamp(1, 10_000)).min(cap);
+    offset / lat_cri.clamp(1, LAT_CRI_MAX)
 }
 
 #[cfg(test)]
 pub const GREEDY_MAX: u64 = 100;
 #[cfg(test)]
-pub const GREEDY_DELTA_MAX: u64 = 250_000_000;
+pub const GREEDY_OFFSET_MAX: u64 = 250_000_000;
 
 /// `--deadline greedy`: scx_lavd's model at the time of the outage (see policy.h). Only the
 /// lab uses it, to reproduce the outage; it is here so its feedback loop can be shown in a test.
 #[cfg(test)]
-pub fn greedy_delta(
+pub fn greedy_offset(
     avg_runtime: u64,
     weight: u64,
     lat_cri: u64,
@@ -77,22 +77,22 @@ pub fn greedy_delta(
         .checked_div(avg_svc)
         .unwrap_or(1000)
         .clamp(1000, GREEDY_MAX * 1000);
-    let delta = base * WEIGHT_DEFAULT / weight.clamp(1, 10_000) * permille
+    let offset = base * WEIGHT_DEFAULT / weight.clamp(1, 10_000) * permille
         / 1000
         / lat_cri.clamp(1, LAT_CRI_MAX);
-    delta.min(GREEDY_DELTA_MAX)
+    offset.min(GREEDY_OFFSET_MAX)
 }
 
 /// Offset scaled by the task's bounded service lag (1/4 to 7/4, see policy.h), at most `cap`.
-pub fn offset_with_lag(delta: u64, vtime: u64, vclock: u64, lag_max: u64, cap: u64) -> u64 {
+pub fn offset_with_lag(offset: u64, vtime: u64, vclock: u64, lag_max: u64, cap: u64) -> u64 {
     if lag_max == 0 {
-        return delta.min(cap);
+        return offset.min(cap);
     }
-    let adj = delta * 3 / 4 * vtime.abs_diff(vclock).min(lag_max) / lag_max;
+    let adj = offset * 3 / 4 * vtime.abs_diff(vclock).min(lag_max) / lag_max;
     let out = if vtime >= vclock {
-        delta + adj
+        offset + adj
     } else {
-        delta - adj
+        offset - adj
     };
     out.min(cap)
 }
@@ -165,8 +165,8 @@ pub fn timer_needed(
 }
 
 /// Offset of a task that called sched_yield(): a slice later than its own, at most the cap.
-pub fn yield_offset(delta: u64, slice_max: u64, cap: u64) -> u64 {
-    (delta + slice_max).min(cap)
+pub fn yield_offset(offset: u64, slice_max: u64, cap: u64) -> u64 {
+    (offset + slice_max).min(cap)
 }
 
 /// Whether a wait that began at `enq_at` (0: not waiting) has lasted more than `limit` by
@@ -209,18 +209,18 @@ mod tests {
         let (lo, hi) = (MS / 2, 5 * MS);
         // A starved BEAM scheduler finally runs long to drain its backlog: its runtime and
         // its service (relative to the average task) grow, and so does its greedy offset...
-        let before = greedy_delta(MS, 100, 4, lo, hi, 10 * MS, 10 * MS);
-        let after = greedy_delta(5 * MS, 100, 4, lo, hi, 40 * MS, 10 * MS);
+        let before = greedy_offset(MS, 100, 4, lo, hi, 10 * MS, 10 * MS);
+        let after = greedy_offset(5 * MS, 100, 4, lo, hi, 40 * MS, 10 * MS);
         assert!(after >= 4 * before * 4, "{before} -> {after}");
         // ...without the bound that the capped model keeps whatever the history.
-        assert!(after > deadline_delta(5 * MS, 100, 4, lo, hi, 20 * MS));
-        assert!(deadline_delta(u64::MAX / 1000, 100, 1, lo, hi, 20 * MS) <= 20 * MS);
+        assert!(after > deadline_offset(5 * MS, 100, 4, lo, hi, 20 * MS));
+        assert!(deadline_offset(u64::MAX / 1000, 100, 1, lo, hi, 20 * MS) <= 20 * MS);
         // Under-consumers get no bonus, and the offset stays below the watchdog.
         assert_eq!(
-            greedy_delta(MS, 100, 1, lo, hi, 0, 10 * MS),
-            greedy_delta(MS, 100, 1, lo, hi, 10 * MS, 10 * MS)
+            greedy_offset(MS, 100, 1, lo, hi, 0, 10 * MS),
+            greedy_offset(MS, 100, 1, lo, hi, 10 * MS, 10 * MS)
         );
-        assert!(greedy_delta(hi, 1, 1, lo, hi, u64::MAX / 2000, 1) <= GREEDY_DELTA_MAX);
+        assert!(greedy_offset(hi, 1, 1, lo, hi, u64::MAX / 2000, 1) <= GREEDY_OFFSET_MAX);
     }
 
     #[test]
@@ -289,23 +289,23 @@ mod tests {
     }
 
     #[test]
-    fn deadline_delta_is_bounded_and_moves_the_right_way() {
+    fn deadline_offset_is_bounded_and_moves_the_right_way() {
         let (lo, hi, cap) = (MS / 2, 5 * MS, 20 * MS);
         for rt in [0, MS, 3 * MS, 100 * MS, u64::MAX / 1000] {
             for w in [1, 50, 100, 10_000, u64::MAX] {
                 for lc in [0, 1, 5, LAT_CRI_MAX, 1000] {
-                    let d = deadline_delta(rt, w, lc, lo, hi, cap);
+                    let d = deadline_offset(rt, w, lc, lo, hi, cap);
                     assert!(d <= cap, "bounded: {d}");
                     assert!(
-                        deadline_delta(rt, w, lc + 1, lo, hi, cap) <= d,
+                        deadline_offset(rt, w, lc + 1, lo, hi, cap) <= d,
                         "more critical: not later"
                     );
                     assert!(
-                        deadline_delta(rt, w.saturating_add(1), lc, lo, hi, cap) <= d,
+                        deadline_offset(rt, w.saturating_add(1), lc, lo, hi, cap) <= d,
                         "heavier: not later"
                     );
                     assert!(
-                        deadline_delta(rt.saturating_add(MS), w, lc, lo, hi, cap) >= d,
+                        deadline_offset(rt.saturating_add(MS), w, lc, lo, hi, cap) >= d,
                         "longer runs: not earlier"
                     );
                 }
@@ -313,12 +313,12 @@ mod tests {
         }
         // A critical short runner gets a much earlier deadline than a hog.
         assert!(
-            deadline_delta(MS / 10, 100, lat_cri(1000, 1000), lo, hi, cap) * 10
-                < deadline_delta(hi, 100, 1, lo, hi, cap)
+            deadline_offset(MS / 10, 100, lat_cri(1000, 1000), lo, hi, cap) * 10
+                < deadline_offset(hi, 100, 1, lo, hi, cap)
         );
         // Nice weights order tasks below the cap.
-        assert!(deadline_delta(hi, 50, 1, lo, hi, cap) > deadline_delta(hi, 100, 1, lo, hi, cap));
-        assert_eq!(deadline_delta(hi, 1, 1, lo, hi, cap), cap);
+        assert!(deadline_offset(hi, 50, 1, lo, hi, cap) > deadline_offset(hi, 100, 1, lo, hi, cap));
+        assert_eq!(deadline_offset(hi, 1, 1, lo, hi, cap), cap);
     }
 
     #[test]
@@ -329,7 +329,10 @@ mod tests {
         for _ in 0..100 {
             avg = runtime_update(avg, 10_000 * MS);
         }
-        assert_eq!(deadline_delta(avg, 100, 1, MS / 2, 5 * MS, 20 * MS), 5 * MS);
+        assert_eq!(
+            deadline_offset(avg, 100, 1, MS / 2, 5 * MS, 20 * MS),
+            5 * MS
+        );
     }
 
     #[test]
@@ -359,16 +362,16 @@ mod tests {
     #[test]
     fn a_yielder_goes_behind_its_equals_within_the_cap() {
         let (smax, cap) = (5 * MS, 20 * MS);
-        for delta in [0, MS / 10, MS, 5 * MS, 15 * MS, 20 * MS] {
-            let y = yield_offset(delta, smax, cap);
+        for offset in [0, MS / 10, MS, 5 * MS, 15 * MS, 20 * MS] {
+            let y = yield_offset(offset, smax, cap);
             assert!(y <= cap, "the wait bound holds for yielders");
             // Behind an equal queued up to a slice later (same offset), unless at the cap.
-            assert!(y >= (delta + smax).min(cap));
-            assert!(y > delta || delta >= cap);
+            assert!(y >= (offset + smax).min(cap));
+            assert!(y > offset || offset >= cap);
         }
         // A busy-waiting runtime thread (runs of a few µs, maximal criticality) no longer
         // comes back first: its offset is at least a slice, where a hog's is at most the cap.
-        let spinner = deadline_delta(20_000, 100, LAT_CRI_MAX, MS / 2, smax, cap);
+        let spinner = deadline_offset(20_000, 100, LAT_CRI_MAX, MS / 2, smax, cap);
         assert!(yield_offset(spinner, smax, cap) >= smax);
     }
 
@@ -405,7 +408,7 @@ mod tests {
     fn service_lag_is_bounded_and_never_breaks_the_cap_or_criticality() {
         let (lag, cap) = (5 * MS, 20 * MS);
         let clock = 1_000 * MS;
-        for delta in [0, MS / 10, MS, 5 * MS, cap] {
+        for offset in [0, MS / 10, MS, 5 * MS, cap] {
             for v in [
                 0,
                 clock - 6 * MS,
@@ -414,14 +417,14 @@ mod tests {
                 clock + MS,
                 clock + 6 * MS,
             ] {
-                let o = offset_with_lag(delta, v, clock, lag, cap);
+                let o = offset_with_lag(offset, v, clock, lag, cap);
                 assert!(o <= cap, "capped: {o}");
                 assert!(
-                    o * 4 + 3 >= delta && o <= delta + delta * 3 / 4,
+                    o * 4 + 3 >= offset && o <= offset + offset * 3 / 4,
                     "within 1/4..7/4"
                 );
                 // More service never earns an earlier deadline.
-                assert!(offset_with_lag(delta, v + MS, clock, lag, cap) >= o);
+                assert!(offset_with_lag(offset, v + MS, clock, lag, cap) >= o);
             }
         }
         // Equal tasks: the one ahead waits longer than the one behind.
@@ -431,8 +434,8 @@ mod tests {
         );
         assert_eq!(offset_with_lag(4 * MS, clock - lag, clock, lag, cap), MS);
         // A hog with all the credit there is still comes after a critical task with none.
-        let critical = deadline_delta(MS, 100, lat_cri(1000, 1000), MS / 2, 5 * MS, cap);
-        let hog = deadline_delta(5 * MS, 100, 1, MS / 2, 5 * MS, cap);
+        let critical = deadline_offset(MS, 100, lat_cri(1000, 1000), MS / 2, 5 * MS, cap);
+        let hog = deadline_offset(5 * MS, 100, 1, MS / 2, 5 * MS, cap);
         assert!(
             offset_with_lag(hog, 0, clock, lag, cap)
                 > offset_with_lag(critical, clock + lag, clock, lag, cap)

@@ -46,7 +46,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         vtime: vt,
                         vclock: 1 << 40,
                         lat_cri: 0,
-                        deadline_delta_ns: 0,
+                        deadline_offset_ns: 0,
                         slice_ns: 0,
                         wait_bucket: 0,
                         freq_after: 0,
@@ -94,7 +94,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
         let lc = policy::lat_cri(a.wake_freq, a.waker_freq);
         let want = [
             lc,
-            policy::deadline_delta(
+            policy::deadline_offset(
                 a.avg_runtime_ns,
                 a.weight,
                 lc,
@@ -115,7 +115,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             policy::freq_since(a.wake_freq, a.wait_ns),
             policy::service_credit(a.vtime, a.vclock, smax, a.avg_runtime_ns, smin),
             policy::offset_with_lag(
-                a.deadline_delta_ns,
+                a.deadline_offset_ns,
                 a.vtime,
                 a.vclock,
                 smax,
@@ -123,7 +123,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             ),
             policy::vtime_after_run(a.vtime, a.wait_ns, a.weight, a.vclock, smax),
             policy::clock_after_start(a.vclock, a.vtime, smax),
-            policy::yield_offset(a.deadline_delta_ns, smax, opts.max_wait_ms * 1_000_000 / 2),
+            policy::yield_offset(a.deadline_offset_ns, smax, opts.max_wait_ms * 1_000_000 / 2),
             policy::timer_needed(
                 a.nr_waiting % 5,
                 a.nr_waiting,
@@ -136,7 +136,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
         ];
         let got = [
             a.lat_cri,
-            a.deadline_delta_ns,
+            a.deadline_offset_ns,
             a.slice_ns,
             a.wait_bucket,
             a.freq_after,

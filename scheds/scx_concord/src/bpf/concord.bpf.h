@@ -56,7 +56,7 @@ static __always_inline bool debug_stalled(const struct task_struct *p)
 }
 
 /* Deadline offsets are capped at half the wait bound (see task_deadline()). */
-static inline u64 delta_cap_ns(void)
+static inline u64 offset_cap_ns(void)
 {
 	return max_wait_ns / 2;
 }
@@ -140,7 +140,7 @@ struct {
 } task_ctxs SEC(".maps");
 
 struct cpu_ctx {
-	u64 running_delta;	/* deadline offset of the task running here (for preemption) */
+	u64 running_offset;	/* deadline offset of the task running here (for preemption) */
 	u64 run_seq;		/* runs started here: a slice timer ends only the run it was set for */
 	u32 pull_llc;		/* busier LLC (+1) the next dispatch here pulls from; 0: none */
 	u32 yielder_pid;	/* the task that just yielded this CPU (0: none): see ops.yield */

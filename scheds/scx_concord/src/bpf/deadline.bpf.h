@@ -73,9 +73,9 @@ static inline void vclock_on_running(struct task_ctx *tctx, s32 cpu)
  * capped at half the wait bound, unless --deadline greedy (the lab's model of scx_lavd then) is
  * chosen.
  */
-static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 now)
+static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
-	u64 wake = tctx->wake_freq, waker = tctx->waker_freq, delta;
+	u64 wake = tctx->wake_freq, waker = tctx->waker_freq, offset;
 
 	/* rates as of now: a task that has not woken (anyone) for a while is not critical */
 	if (tctx->last_wake_at && time_before(tctx->last_wake_at, now))
@@ -84,12 +84,12 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 n
 		waker = pol_freq_since(waker, now - tctx->last_waker_at);
 	tctx->lat_cri = pol_lat_cri(wake, waker);
 	if (deadline_mode == DEADLINE_GREEDY)
-		return pol_greedy_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
+		return pol_greedy_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
 					slice_max_ns, tctx->svc_ns, avg_svc_ns);
-	delta = pol_deadline_delta(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
-				   slice_max_ns, delta_cap_ns());
-	return pol_offset_with_lag(delta, tctx->vtime, home_vclock(p),
-				   lag_max_ns(), delta_cap_ns());
+	offset = pol_deadline_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
+				   slice_max_ns, offset_cap_ns());
+	return pol_offset_with_lag(offset, tctx->vtime, home_vclock(p),
+				   lag_max_ns(), offset_cap_ns());
 }
 
 /*
@@ -104,11 +104,11 @@ static inline u64 task_delta(struct task_struct *p, struct task_ctx *tctx, u64 n
  */
 static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now, bool woken)
 {
-	u64 delta = task_delta(p, tctx, now);
+	u64 offset = task_offset(p, tctx, now);
 
 	if (deadline_mode == DEADLINE_GREEDY || !woken)
-		return now + delta;
-	return now + delta - pol_service_credit(tctx->vtime, home_vclock(p),
+		return now + offset;
+	return now + offset - pol_service_credit(tctx->vtime, home_vclock(p),
 						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
 }
 /*
@@ -123,7 +123,7 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
  */
 static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
 {
-	u64 d = now + pol_yield_offset(task_delta(p, tctx, now), slice_max_ns, delta_cap_ns());
+	u64 d = now + pol_yield_offset(task_offset(p, tctx, now), slice_max_ns, offset_cap_ns());
 	struct queue_head h = {};
 
 	if (deadline_mode != DEADLINE_CAPPED)

@@ -105,16 +105,16 @@ struct policy_probe_args {
 	u64 vclock;
 	/* outputs */
 	u64 lat_cri;
-	u64 deadline_delta_ns;
+	u64 deadline_offset_ns;
 	u64 slice_ns;
 	u64 wait_bucket;
 	u64 freq_after;		/* freq_update(wake_freq, interval = wait_ns) */
 	u64 freq_since;		/* freq_since(wake_freq, since = wait_ns) */
 	u64 credit_ns;		/* service_credit(vtime, vclock, ..., avg_runtime_ns, ...) */
-	u64 offset_ns;		/* offset_with_lag(deadline_delta_ns, vtime, vclock, ...) */
+	u64 offset_ns;		/* offset_with_lag(deadline_offset_ns, vtime, vclock, ...) */
 	u64 vtime_after;	/* vtime_after_run(vtime, ran = wait_ns, weight, vclock, ...) */
 	u64 vclock_after;	/* clock_after_start(vclock, vtime, ...) */
-	u64 yield_offset_ns;	/* yield_offset(deadline_delta_ns, slice_max, cap) */
+	u64 yield_offset_ns;	/* yield_offset(deadline_offset_ns, slice_max, cap) */
 	u64 timer_needed;	/* timer_needed(nr_waiting % 5, nr_waiting, domain_cpus, weight,
 				 * tick = wait_ns, urgent = cap) */
 	u64 waited_over;	/* waited_over(enq_at = vtime, now = vclock, limit = wait_ns) */

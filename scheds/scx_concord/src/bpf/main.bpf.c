@@ -216,7 +216,7 @@ static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx 
 	 * SCX_ENQ_PREEMPT ends the running task's slice; no kick: its irq_work would run once @p
 	 * is running and preempt @p itself.
 	 */
-	cctx->running_delta = deadline > now ? deadline - now : 0;
+	cctx->running_offset = deadline > now ? deadline - now : 0;
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
 	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_min_ns, enq_flags | SCX_ENQ_PREEMPT);
 	stat_inc(STAT_RUN_HERE);
@@ -254,6 +254,13 @@ static __always_inline bool hand_off_here(struct task_struct *p, struct task_ctx
 	return true;
 }
 
+/*
+ * ops.select_cpu - @p wakes up; pick the CPU it should wake on (@prev_cpu: where it last ran).
+ * An idle CPU that may run it (pick_cpu_on_wakeup: its own first, then its LLC's) gets it at
+ * once in that CPU's local run queue, with its wait counted from now (run_on_idle_cpu), and
+ * ops.enqueue is then skipped. Otherwise it notes whether the waker said it is about to sleep
+ * (a sync wake-up) for ops.enqueue, which places the task. Returns the CPU.
+ */
 s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	struct task_ctx *tctx;
@@ -274,6 +281,16 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 	return cpu;
 }
 
+/*
+ * ops.enqueue - @p is runnable and no CPU took it in select_cpu (or it was preempted, its slice
+ * ended, it yielded, or cpu_release gave it back: SCX_ENQ_REENQ). Gives it a deadline
+ * (task_deadline: now + its offset; a yielder's behind its equals) and puts it where it waits:
+ * a task allowed on one CPU in that CPU's queue (--pinned-queue per-cpu), any other in its
+ * LLC's (or the global) queue. A woken task may run at once instead, on this CPU when nothing
+ * queued here should go first (run_here_now, hand_off_here) or on an idle CPU; else an idle CPU
+ * is kicked, or a CPU running a less critical task is preempted (preempt_for). Every path
+ * starts or continues the wait that ops.running ends and counts.
+ */
 void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -363,6 +380,14 @@ static __always_inline bool take_head(s32 cpu, const struct queue_head *h, bool 
 	return true;
 }
 
+/*
+ * ops.dispatch - @cpu has nothing in its local run queue; @prev, if still runnable, is the
+ * task that just ran. Takes the head that should go first of this CPU's pinned queue and its
+ * LLC queue (head_first: the earlier deadline, or the oldest once either waited the urgent
+ * half of the bound), a busier LLC's head when balance asks for it (pull_for_balance), else
+ * another LLC's task (steal_from_other_llcs). If nothing may run here, @prev goes on with a
+ * full slice (a yield that found nobody).
+ */
 void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct queue_head pin = {}, shr = {};
@@ -420,6 +445,13 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	}
 }
 
+/*
+ * ops.tick - every scheduler tick on the CPU running @p. Measures the tick, kicks the LLC's
+ * idle CPUs if its queue's head has waited the whole bound (kick_idle_llc), notes whether
+ * another LLC is busier (note_busier_llc), and ends @p's slice, once it has run slice_min,
+ * when a queued task should run before it: a pinned head that is more critical or overdue, or
+ * an overdue LLC head.
+ */
 void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 {
 	struct queue_head h = {}, shr = {};
@@ -446,8 +478,8 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 		peek_head(pinned_dsq(cpu), cpu, &h);
 		/* preempt_for's rule, for a more critical task than the running one only */
 		if (h.present && (head_overdue(&h, now) ||
-				  (cctx && h.offset < cctx->running_delta &&
-				   time_before(h.deadline, now + cctx->running_delta)))) {
+				  (cctx && h.offset < cctx->running_offset &&
+				   time_before(h.deadline, now + cctx->running_offset)))) {
 			p->scx.slice = 0;
 			stat_inc(STAT_TICK_PREEMPT);
 			return;
@@ -484,6 +516,10 @@ static __always_inline void take_yield_turn(struct task_struct *p, struct task_c
 	stat_inc(STAT_YIELD_TURN);
 }
 
+/*
+ * ops.runnable - @p became runnable (SCX_ENQ_WAKEUP: it woke up). Its wait starts now, and a
+ * wake-up updates its wake frequency, and its waker's, for its latency criticality.
+ */
 void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -496,6 +532,12 @@ void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 		lat_cri_on_wakeup(p, tctx, now);
 }
 
+/*
+ * ops.running - @p starts running on its CPU. Ends and counts its wait (record_wait: every
+ * path, every queue), records the offset the running task holds against preemption, gives a
+ * short turn after another task's yield (take_yield_turn), arms the slice timer when ticks
+ * would end its turn too late, and moves its domain's virtual clock.
+ */
 void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -520,8 +562,8 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		else if (tctx->wait_from && time_before(tctx->wait_from, tctx->deadline))
 			offset = tctx->deadline - tctx->wait_from;
 		else
-			offset = task_delta(p, tctx, now);
-		cctx->running_delta = offset;
+			offset = task_offset(p, tctx, now);
+		cctx->running_offset = offset;
 		++cctx->run_seq;
 		take_yield_turn(p, tctx, cctx);
 		if (tctx->slice_timer || tctx->yield_turn || p->scx.weight < WEIGHT_DEFAULT)
@@ -532,6 +574,12 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	tctx->run_at = now;
 }
 
+/*
+ * ops.stopping - @p leaves its CPU; @runnable if it still wants one (preempted, slice over,
+ * yielded), else it sleeps. Charges the run to its vtime and run-time average, starts the next
+ * wait of a runnable task, and lets a task cut short before slice_min keep its place
+ * (keep_place) so that a kick cannot push it later and later.
+ */
 void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -588,6 +636,10 @@ void BPF_STRUCT_OPS(concord_cpu_release, s32 cpu, struct scx_cpu_release_args *a
 	scx_bpf_reenqueue_local();
 }
 
+/*
+ * ops.enable - @p comes under sched_ext (at attach, at fork, or switched in with --partial): its
+ * vtime starts level with its domain's clock.
+ */
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
@@ -598,6 +650,10 @@ void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
 		tctx->vtime = home_vclock(p);
 }
 
+/*
+ * ops.init_task - @p is about to come under sched_ext: create its context. Returns 0, or
+ * -ENOMEM, which fails the fork (or the attach) rather than leave a task without one.
+ */
 s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_task_args *args)
 {
 	struct task_ctx *tctx;
@@ -610,6 +666,11 @@ s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_tas
 	return 0;
 }
 
+/*
+ * ops.init - the scheduler loads: slice timers, per-CPU state, and the queues (a pinned queue
+ * per CPU, one per LLC, the global one). Any failure is an error that unloads us with its
+ * reason.
+ */
 s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
 {
 	u32 i;
@@ -651,6 +712,9 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(concord_init)
 	return err;
 }
 
+/*
+ * ops.exit - the scheduler unloads: keep the kernel's exit reason for user space to print.
+ */
 void BPF_STRUCT_OPS(concord_exit, struct scx_exit_info *ei)
 {
 	UEI_RECORD(uei, ei);
@@ -661,8 +725,8 @@ SEC("syscall")
 int policy_probe(struct policy_probe_args *a)
 {
 	a->lat_cri = pol_lat_cri(a->wake_freq, a->waker_freq);
-	a->deadline_delta_ns = pol_deadline_delta(a->avg_runtime_ns, a->weight, a->lat_cri,
-						  slice_min_ns, slice_max_ns, delta_cap_ns());
+	a->deadline_offset_ns = pol_deadline_offset(a->avg_runtime_ns, a->weight, a->lat_cri,
+						  slice_min_ns, slice_max_ns, offset_cap_ns());
 	a->slice_ns = pol_slice(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight, slice_min_ns,
 				slice_max_ns);
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
@@ -670,13 +734,13 @@ int policy_probe(struct policy_probe_args *a)
 	a->freq_since = pol_freq_since(a->wake_freq, a->wait_ns);
 	a->credit_ns = pol_service_credit(a->vtime, a->vclock, lag_max_ns(), a->avg_runtime_ns,
 					   slice_min_ns);
-	a->offset_ns = pol_offset_with_lag(a->deadline_delta_ns, a->vtime, a->vclock, lag_max_ns(),
-					   delta_cap_ns());
+	a->offset_ns = pol_offset_with_lag(a->deadline_offset_ns, a->vtime, a->vclock, lag_max_ns(),
+					   offset_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());
 	a->vclock_after = pol_clock_after_start(a->vclock, a->vtime, lag_max_ns());
-	a->yield_offset_ns = pol_yield_offset(a->deadline_delta_ns, slice_max_ns, delta_cap_ns());
+	a->yield_offset_ns = pol_yield_offset(a->deadline_offset_ns, slice_max_ns, offset_cap_ns());
 	a->timer_needed = pol_timer_needed(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight,
-					   a->wait_ns, delta_cap_ns());
+					   a->wait_ns, offset_cap_ns());
 	a->waited_over = pol_waited_over(a->vtime, a->vclock, a->wait_ns);
 	return 0;
 }

@@ -99,16 +99,16 @@ static inline u64 pol_lat_cri(u64 wake_freq, u64 waker_freq)
  * scaled by priority weight, capped, and divided by latency criticality. It depends only on
  * the task's recent behaviour, never on how late it already is.
  */
-static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
+static inline u64 pol_deadline_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
 				     u64 slice_max, u64 cap)
 {
 	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
 	u64 w = pol_clamp(weight, 1, 10000);
-	u64 delta = base * WEIGHT_DEFAULT / w;
+	u64 offset = base * WEIGHT_DEFAULT / w;
 
-	if (delta > cap)
-		delta = cap;
-	return delta / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
+	if (offset > cap)
+		offset = cap;
+	return offset / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
 }
 
 /*
@@ -122,17 +122,17 @@ static inline u64 pol_deadline_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u
  * the wait bound holds whatever the history. Without the term, equal CPU-bound tasks that get
  * longer slices (a pinned task alone in its queue) keep their advantage.
  */
-static inline u64 pol_offset_with_lag(u64 delta, u64 vtime, u64 vclock, u64 lag_max, u64 cap)
+static inline u64 pol_offset_with_lag(u64 offset, u64 vtime, u64 vclock, u64 lag_max, u64 cap)
 {
 	bool ahead = vtime >= vclock;
 	u64 gap = ahead ? vtime - vclock : vclock - vtime;
 
 	if (lag_max) {
-		u64 adj = delta * 3 / 4 * pol_clamp(gap, 0, lag_max) / lag_max;
+		u64 adj = offset * 3 / 4 * pol_clamp(gap, 0, lag_max) / lag_max;
 
-		delta = ahead ? delta + adj : delta - adj;
+		offset = ahead ? offset + adj : offset - adj;
 	}
-	return delta > cap ? cap : delta;
+	return offset > cap ? cap : offset;
 }
 
 /*
@@ -192,23 +192,23 @@ static inline u64 pol_clock_after_start(u64 vclock, u64 vtime, u64 lag_max)
  * The greedy model (`--deadline greedy`), kept to reproduce the outage: scx_lavd's deadline of
  * the time (seed 000), runtime x greedy penalty / latency criticality, where the penalty is the
  * task's CPU service so far over the average task's (at least 1x, at most GREEDY_MAX x), with
- * no cap tied to a wait bound (only GREEDY_DELTA_MAX, far below the 5 s watchdog). A task that
+ * no cap tied to a wait bound (only GREEDY_OFFSET_MAX, far below the 5 s watchdog). A task that
  * was starved and then ran long to catch up is pushed further back: the feedback loop.
  */
 #define GREEDY_MAX		100ULL
-#define GREEDY_DELTA_MAX	250000000ULL	/* 250 ms: the loop shows well before; runs still end */
+#define GREEDY_OFFSET_MAX	250000000ULL	/* 250 ms: the loop shows well before; runs still end */
 
-static inline u64 pol_greedy_delta(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
+static inline u64 pol_greedy_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
 				   u64 slice_max, u64 svc, u64 avg_svc)
 {
 	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
 	u64 w = pol_clamp(weight, 1, 10000);
 	u64 permille = avg_svc ? svc * 1000 / avg_svc : 1000;
-	u64 delta;
+	u64 offset;
 
 	permille = pol_clamp(permille, 1000, GREEDY_MAX * 1000);
-	delta = base * WEIGHT_DEFAULT / w * permille / 1000 / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
-	return delta > GREEDY_DELTA_MAX ? GREEDY_DELTA_MAX : delta;
+	offset = base * WEIGHT_DEFAULT / w * permille / 1000 / pol_clamp(lat_cri, 1, LAT_CRI_MAX);
+	return offset > GREEDY_OFFSET_MAX ? GREEDY_OFFSET_MAX : offset;
 }
 
 /*
@@ -259,9 +259,9 @@ static inline bool pol_timer_needed(u64 nr_pinned, u64 nr_shared, u64 domain_cpu
  * most the cap. Never keyed to how late it is: a spinner that yields again and again is placed
  * the same way each time, behind the tasks queued in the last slice, and within the bound.
  */
-static inline u64 pol_yield_offset(u64 delta, u64 slice_max, u64 cap)
+static inline u64 pol_yield_offset(u64 offset, u64 slice_max, u64 cap)
 {
-	u64 o = delta + slice_max;
+	u64 o = offset + slice_max;
 
 	return o < cap ? o : cap;
 }

@@ -56,14 +56,14 @@ static inline struct cpu_ctx *local_victim(s32 home, u64 deadline, u64 now)
 
 	if (local != home || !(cctx = cpu_ctx_of(local)))
 		return NULL;
-	return cctx->running_delta > (deadline > now ? deadline - now : 0) ? cctx : NULL;
+	return cctx->running_offset > (deadline > now ? deadline - now : 0) ? cctx : NULL;
 }
 
 /* Preempt @victim for a task with @deadline; @vctx is its cpu_ctx. */
 static inline s32 kick_victim(s32 victim, struct cpu_ctx *vctx, u64 deadline, u64 now)
 {
 	/* Claim it: a second wake-up in the same instant should pick another CPU. */
-	vctx->running_delta = deadline > now ? deadline - now : 0;
+	vctx->running_offset = deadline > now ? deadline - now : 0;
 	scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 	return victim;
 }
@@ -104,8 +104,8 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		cctx = cpu_ctx_of(cpu);
-		if (cctx && cctx->running_delta > largest) {
-			largest = cctx->running_delta;
+		if (cctx && cctx->running_offset > largest) {
+			largest = cctx->running_offset;
 			victim = cpu;
 			vctx = cctx;
 		}
