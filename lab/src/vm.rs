@@ -207,8 +207,16 @@ fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
 /// ... failed`) or the guest kernel hangs before /init prints anything. Before the command has
 /// started a retry is harmless, so boot up to this often.
 const BOOT_ATTEMPTS: u32 = 3;
-/// The kernel reaches /init in 5-14 s under TCG here; a boot that has not by then is hung.
+/// The kernel reaches /init in 5-14 s under TCG here with a few vCPUs; a boot that has not by
+/// then is hung. Bringing up each vCPU costs emulated time, so big guests get more (see
+/// boot_stage_limit).
 const BOOT_STAGE_LIMIT: Duration = Duration::from_secs(90);
+
+/// How long a guest of `cpus` vCPUs may take to reach /init: BOOT_STAGE_LIMIT, plus 5 s per
+/// vCPU beyond 8.
+fn boot_stage_limit(cpus: u32) -> Duration {
+    BOOT_STAGE_LIMIT + Duration::from_secs(5 * u64::from(cpus.saturating_sub(8)))
+}
 
 pub fn run(cfg: VmConfig) -> Result<VmOutcome> {
     let mut attempt = 1;
@@ -401,7 +409,9 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             timed_out = true;
             break;
         }
-        if still_booting && started.elapsed() > BOOT_STAGE_LIMIT.min(cfg.timeout) {
+        if still_booting
+            && started.elapsed() > boot_stage_limit(cfg.topology.nr_cpus()).min(cfg.timeout)
+        {
             boot_hung = true;
             break;
         }
@@ -442,7 +452,7 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
             exit::LAB_ERROR,
             Some(format!(
                 "the guest kernel did not reach /init within {} s; the VM was killed (kernel console: {})",
-                BOOT_STAGE_LIMIT.as_secs(),
+                boot_stage_limit(cfg.topology.nr_cpus()).as_secs(),
                 console.display()
             )),
         )
