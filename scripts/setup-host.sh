@@ -75,9 +75,10 @@ BASE_PKGS=(busybox-static cpio kmod xz-utils clang-19 llvm-19 libelf-dev zlib1g-
            libseccomp-dev libcap-ng-dev stress-ng rt-tests linux-perf sysbench python3 file erlang-base)
 BPO_PKGS=(qemu-system-x86 bpftool)
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 missing=()
 for p in "${BASE_PKGS[@]}" "${BPO_PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 # QEMU must be 10.x (bookworm's 7.2 lacks the smp-cache options the lab uses).
 if dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | grep -qv '^1:10\.'; then missing+=(qemu-system-x86); fi
@@ -93,12 +94,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     for p in "${missing[@]}"; do
         case " ${BPO_PKGS[*]} " in *" $p "*) bpo+=("$p");; *) base+=("$p");; esac
     done
-    # apt's own progress lines (one per package fetched and set up), not a silent wait.
-    [ ${#base[@]} -eq 0 ] || { log "installing ${#base[@]} package(s): ${base[*]}"; apt-get install -y --no-install-recommends "${base[@]}" | grep --line-buffered -E '^(Get:|Setting up)' >&2 || true; }
-    [ ${#bpo[@]} -eq 0 ] || { log "installing from bookworm-backports: ${bpo[*]}"; apt-get install -y --no-install-recommends -t bookworm-backports "${bpo[@]}" | grep --line-buffered -E '^(Get:|Setting up)' >&2 || true; }
+    # apt's own progress lines (one per package fetched and set up), not a silent wait; a
+    # failure shows below as a package still missing.
+    apt_install() { apt-get install -y --no-install-recommends "$@" | grep --line-buffered -E '^(Get:|Setting up)' >&2 || true; }
+    [ ${#base[@]} -eq 0 ] || { log "installing ${#base[@]} package(s): ${base[*]}"; apt_install "${base[@]}"; }
+    [ ${#bpo[@]} -eq 0 ] || { log "installing from bookworm-backports: ${bpo[*]}"; apt_install -t bookworm-backports "${bpo[@]}"; }
     still=()
     for p in "${missing[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || still+=("$p")
+        installed "$p" || still+=("$p")
     done
     [ ${#still[@]} -eq 0 ] || die "apt-get could not install: ${still[*]}"
 fi

@@ -578,6 +578,14 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         out_dir.display()
     ));
     let started = Instant::now();
+    // Every run done is already in runs-so-far.json: say how to go on, and exit as interrupted.
+    let stop_interrupted = || {
+        progress(&format!(
+            "interrupted: the runs done so far are in {}; `--resume` it to go on",
+            out_dir.display()
+        ));
+        exit::INTERRUPTED
+    };
     let mut runs: Vec<CompareRun> = Vec::new();
     let mut kept = 0;
     // The erlang scenario's rate follows one calibration, made in its first run: the same
@@ -598,11 +606,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         for sp in &plan.scenarios {
             for s in &plan.scheds {
                 if crate::util::interrupted() {
-                    progress(&format!(
-                        "interrupted: the runs done so far are in {}; `--resume` it to go on",
-                        out_dir.display()
-                    ));
-                    return Ok(exit::INTERRUPTED);
+                    return Ok(stop_interrupted());
                 }
                 let n = runs.len() + 1;
                 if let Some(r) = saved
@@ -645,11 +649,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 save_runs(&out_dir, &runs)?;
                 if crate::util::interrupted() {
                     // The run cut short is saved as failed: --resume runs it again.
-                    progress(&format!(
-                        "interrupted: the runs done so far are in {}; `--resume` it to go on",
-                        out_dir.display()
-                    ));
-                    return Ok(exit::INTERRUPTED);
+                    return Ok(stop_interrupted());
                 }
             }
         }

@@ -85,9 +85,9 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	tctx->lat_cri = pol_lat_cri(wake, waker);
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
-					slice_max_ns, tctx->svc_ns, avg_svc_ns);
+					 slice_max_ns, tctx->svc_ns, avg_svc_ns);
 	offset = pol_deadline_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
-				   slice_max_ns, offset_cap_ns());
+				     slice_max_ns, offset_cap_ns());
 	return pol_offset_with_lag(offset, tctx->vtime, home_vclock(p),
 				   lag_max_ns(), offset_cap_ns());
 }

@@ -726,7 +726,7 @@ int policy_probe(struct policy_probe_args *a)
 {
 	a->lat_cri = pol_lat_cri(a->wake_freq, a->waker_freq);
 	a->deadline_offset_ns = pol_deadline_offset(a->avg_runtime_ns, a->weight, a->lat_cri,
-						  slice_min_ns, slice_max_ns, offset_cap_ns());
+						    slice_min_ns, slice_max_ns, offset_cap_ns());
 	a->slice_ns = pol_slice(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight, slice_min_ns,
 				slice_max_ns);
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);

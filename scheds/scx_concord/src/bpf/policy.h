@@ -100,7 +100,7 @@ static inline u64 pol_lat_cri(u64 wake_freq, u64 waker_freq)
  * the task's recent behaviour, never on how late it already is.
  */
 static inline u64 pol_deadline_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
-				     u64 slice_max, u64 cap)
+				      u64 slice_max, u64 cap)
 {
 	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
 	u64 w = pol_clamp(weight, 1, 10000);
@@ -199,7 +199,7 @@ static inline u64 pol_clock_after_start(u64 vclock, u64 vtime, u64 lag_max)
 #define GREEDY_OFFSET_MAX	250000000ULL	/* 250 ms: the loop shows well before; runs still end */
 
 static inline u64 pol_greedy_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u64 slice_min,
-				   u64 slice_max, u64 svc, u64 avg_svc)
+				    u64 slice_max, u64 svc, u64 avg_svc)
 {
 	u64 base = pol_clamp(avg_runtime, slice_min, slice_max);
 	u64 w = pol_clamp(weight, 1, 10000);
