@@ -244,12 +244,12 @@ impl QueueWaits {
         let counters = [
             "dispatch_llc",
             "dispatch_pinned",
-            "steal_xllc",
+            "pull_xllc",
             "balance_pull",
             "keep_running",
             "direct_idle",
             "slice_timer",
-            "overdue",
+            "urgent",
         ]
         .iter()
         .map(|k| format!("{k} {}", num(k)))

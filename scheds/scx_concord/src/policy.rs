@@ -495,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_started_on_a_clock_ahead_is_not_overdue() {
+    fn a_wait_started_on_a_clock_ahead_is_not_urgent() {
         let ms = 1_000_000;
         assert!(waited_over(100 * ms, 200 * ms, 40 * ms));
         assert!(!waited_over(100 * ms, 120 * ms, 40 * ms));

@@ -146,9 +146,9 @@ pub struct Metrics {
     #[stat(desc = "Dispatches from the CPU's LLC queue (or the global queue)")]
     pub dispatch_llc: u64,
     #[stat(desc = "Tasks pulled from another LLC's queue on the same node")]
-    pub steal_xllc: u64,
+    pub pull_xllc: u64,
     #[stat(desc = "Tasks pulled from an LLC queue on another NUMA node")]
-    pub steal_xnode: u64,
+    pub pull_xnode: u64,
     #[stat(
         desc = "Tasks a busy CPU pulled from an LLC queue with more waiting per CPU than its own"
     )]
@@ -177,8 +177,10 @@ pub struct Metrics {
     pub tick_preempt: u64,
     #[stat(desc = "Sub-tick slices of lighter-than-nice-0 tasks ended by the slice timer")]
     pub slice_timer: u64,
-    #[stat(desc = "Dispatches out of deadline order because a task reached the wait bound")]
-    pub overdue: u64,
+    #[stat(
+        desc = "Dispatches out of deadline order because a task waited the urgent half of the wait bound"
+    )]
+    pub urgent: u64,
     #[stat(desc = "Yielders (sched_yield) queued behind their equals")]
     pub yield_requeue: u64,
     #[stat(
@@ -189,6 +191,10 @@ pub struct Metrics {
         desc = "Ticks that found an LLC queue head past the whole wait bound and woke the LLC's idle CPUs (at most one per LLC per tick)"
     )]
     pub net_kick: u64,
+    #[stat(
+        desc = "Idle CPUs kicked again by a busy CPU's tick: a task put in their local run queue waited a tick (at most one scan per LLC per tick)"
+    )]
+    pub rekick: u64,
     #[stat(desc = "Enqueues of pinned tasks")]
     pub enq_pinned: u64,
     #[stat(desc = "Enqueues of migratable tasks")]
@@ -283,8 +289,8 @@ impl Metrics {
             direct_idle: d(bpf_intf::stat_idx_STAT_DIRECT_IDLE),
             dispatch_pinned: d(bpf_intf::stat_idx_STAT_DISPATCH_PINNED),
             dispatch_llc: d(bpf_intf::stat_idx_STAT_DISPATCH_LLC),
-            steal_xllc: d(bpf_intf::stat_idx_STAT_STEAL_XLLC),
-            steal_xnode: d(bpf_intf::stat_idx_STAT_STEAL_XNODE),
+            pull_xllc: d(bpf_intf::stat_idx_STAT_PULL_XLLC),
+            pull_xnode: d(bpf_intf::stat_idx_STAT_PULL_XNODE),
             balance_pull: d(bpf_intf::stat_idx_STAT_BALANCE_PULL),
             keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
@@ -296,10 +302,11 @@ impl Metrics {
             sync_wake: d(bpf_intf::stat_idx_STAT_SYNC_WAKE),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
             slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
-            overdue: d(bpf_intf::stat_idx_STAT_OVERDUE),
+            urgent: d(bpf_intf::stat_idx_STAT_URGENT),
             yield_requeue: d(bpf_intf::stat_idx_STAT_YIELD),
             yield_turn: d(bpf_intf::stat_idx_STAT_YIELD_TURN),
             net_kick: d(bpf_intf::stat_idx_STAT_NET_KICK),
+            rekick: d(bpf_intf::stat_idx_STAT_REKICK),
             enq_pinned: d(bpf_intf::stat_idx_STAT_ENQ_PINNED),
             enq_shared: d(bpf_intf::stat_idx_STAT_ENQ_SHARED),
             direct_waits: dn,
@@ -333,12 +340,12 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} overdue={} net_kick={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} urgent={} net_kick={} rekick={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
-            self.steal_xllc,
-            self.steal_xnode,
+            self.pull_xllc,
+            self.pull_xnode,
             self.balance_pull,
             self.keep_running,
             self.kick_idle,
@@ -352,8 +359,9 @@ impl Metrics {
             self.slice_timer,
             self.yield_requeue,
             self.yield_turn,
-            self.overdue,
-            self.net_kick
+            self.urgent,
+            self.net_kick,
+            self.rekick
         )?;
         writeln!(
             w,

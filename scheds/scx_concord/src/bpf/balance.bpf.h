@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Load balance between LLC queues. Idle CPUs pull from other LLCs (steal_from_other_llcs), but
+ * Load balance between LLC queues. Idle CPUs pull from other LLCs (pull_from_other_llcs), but
  * busy ones never did: once every CPU was busy, the split of tasks between LLCs stayed as the
  * wake-ups left it: nine spinners on 2 LLCs x 2 CPUs could settle at 3 and 6 for good, the 6
  * getting half the CPU of the other 3 (the reliability suite's fairness check saw it). So a

@@ -81,6 +81,7 @@ u64 tick_ns = 4000000ULL;
 struct llc_ctx {
 	u64 vclock;		/* largest vtime started in the domain */
 	u64 net_kick_at;	/* last kick_idle_llc() for the domain (one per tick is enough) */
+	u64 rekick_at;		/* last rekick_late_direct() scan of the domain (one per tick) */
 } __attribute__((aligned(64)));
 
 struct llc_ctx llcs[MAX_LLCS];
@@ -144,6 +145,8 @@ struct cpu_ctx {
 	u64 run_seq;		/* runs started here: a slice timer ends only the run it was set for */
 	u32 pull_llc;		/* busier LLC (+1) the next dispatch here pulls from; 0: none */
 	u32 yielder_pid;	/* the task that just yielded this CPU (0: none): see ops.yield */
+	u64 direct_at;		/* a task was put in this idle CPU's local run queue then (0: it
+				 * has run something since): see rekick_late_direct() */
 };
 
 struct {

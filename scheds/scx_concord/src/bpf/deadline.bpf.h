@@ -95,7 +95,7 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 /*
  * The task's deadline: now plus its offset (at most half the wait bound when capped). Real time, not a
  * virtual clock: a task queued at t is overtaken only by tasks queued before t + max_wait/2,
- * so deadline order alone already bounds waits; the overdue path is the net.
+ * so deadline order alone already bounds waits; the urgent path is the net.
  * A woken task that is behind its domain's clock in service also gets that lag (at most one
  * slice, less for long runs) taken off, as EEVDF places a sleeper with its lag: otherwise
  * every wake-up of a task that mostly sleeps queued behind CPU hogs whose deadlines had come

@@ -112,7 +112,21 @@ static inline bool kick_if_idle(s32 cpu, const struct task_struct *p, u64 enq_fl
 }
 
 /*
- * A task in @cpu's LLC queue is overdue: wake every idle CPU of the LLC (SCX_KICK_IDLE leaves
+ * Whether this caller is the first to act since a tick before @now, by the time in *@at (which
+ * it then moves to @now): the nets below run from every busy CPU's tick, and once per tick per
+ * domain is enough. The CPU that wins the exchange acts for all.
+ */
+static inline bool first_this_tick(u64 *at, u64 now)
+{
+	u64 last = *at;
+
+	if (last && time_before(now, last + tick_ns))
+		return false;
+	return __sync_val_compare_and_swap(at, last, now) == last;
+}
+
+/*
+ * A task in @cpu's LLC queue has waited the whole bound: wake every idle CPU of the LLC (SCX_KICK_IDLE leaves
  * busy ones alone). The net behind the per-enqueue kicks: the reliability suite caught a CPU
  * sitting idle for seconds with its LLC queue full (stress-ng affinity churn), the kicks of the
  * enqueues having gone elsewhere or been lost; only ticks of busy CPUs still run then.
@@ -123,11 +137,8 @@ static inline bool kick_if_idle(s32 cpu, const struct task_struct *p, u64 enq_fl
 static inline void kick_idle_llc(s32 cpu, u64 now)
 {
 	u32 d = domain_of_cpu(cpu), i;
-	u64 last = llcs[d].net_kick_at;
 
-	if (last && time_before(now, last + tick_ns))
-		return;
-	if (__sync_val_compare_and_swap(&llcs[d].net_kick_at, last, now) != last)
+	if (!first_this_tick(&llcs[d].net_kick_at, now))
 		return;
 	stat_inc(STAT_NET_KICK);
 	bpf_for(i, 1, nr_cpus) {
@@ -136,6 +147,50 @@ static inline void kick_idle_llc(s32 cpu, u64 now)
 		if (other < 0)
 			break;
 		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
+	}
+}
+
+/*
+ * Note that a task was just put into idle @cpu's local run queue (run_on_idle_cpu()); ops.running
+ * on @cpu clears it. Only our queues are visible to the wait bound: a task in a local run queue
+ * waits for that CPU alone, and if that CPU does not wake, nothing else will run it.
+ */
+static inline void note_direct(s32 cpu, u64 now)
+{
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
+
+	if (cctx)
+		cctx->direct_at = now ?: 1;
+}
+
+/*
+ * The net under direct placements: from a busy CPU's tick, kick again every idle CPU of its
+ * domain whose local run queue got a task from us more than a tick ago that it has not run. The
+ * first kick (the wake-up's IPI, or ours) can come to nothing: a task pinned to a CPU waited in
+ * its local run queue past the wait bound while that CPU stayed idle and no other CPU could run
+ * it (a guest's halted vCPU; the same symptom showed under other schedulers). The
+ * kick is idle-only, so a CPU that did wake is left alone. Once per tick per domain, like
+ * kick_idle_llc(), for the same reason. A CPU outside every busy CPU's domain is not covered:
+ * a domain that is entirely idle has no ticks.
+ */
+static inline void rekick_late_direct(s32 cpu, u64 now)
+{
+	u32 d = domain_of_cpu(cpu), i;
+
+	if (!first_this_tick(&llcs[d].rekick_at, now))
+		return;
+	bpf_for(i, 1, nr_cpus) {
+		s32 other = domain_cpu_from(cpu, i);
+		struct cpu_ctx *cctx;
+		u64 at;
+
+		if (other < 0)
+			break;
+		cctx = cpu_ctx_of(other);
+		if (!cctx || !(at = cctx->direct_at) || !pol_waited_over(at, now, tick_ns))
+			continue;
+		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
+		stat_inc(STAT_REKICK);
 	}
 }
 

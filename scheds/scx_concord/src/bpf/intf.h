@@ -60,8 +60,8 @@ enum stat_idx {
 	STAT_DIRECT_IDLE	= 0,	/* task sent straight to an idle CPU (wake-up or enqueue) */
 	STAT_DISPATCH_PINNED,		/* dispatched from the CPU's pinned queue */
 	STAT_DISPATCH_LLC,		/* dispatched from the CPU's own LLC (or global) queue */
-	STAT_STEAL_XLLC,		/* pulled from another LLC's queue, same node */
-	STAT_STEAL_XNODE,		/* pulled from another node's LLC queue */
+	STAT_PULL_XLLC,		/* pulled from another LLC's queue, same node */
+	STAT_PULL_XNODE,		/* pulled from another node's LLC queue */
 	STAT_KEEP_RUNNING,		/* nothing queued: the previous task kept the CPU */
 	STAT_KICK_IDLE,			/* woke an idle CPU for a queued task */
 	STAT_KICK_PREEMPT,		/* preempted a CPU for a woken task with an earlier deadline */
@@ -69,7 +69,7 @@ enum stat_idx {
 	STAT_SYNC_WAKE,			/* no preemption: a sync waker's CPU will take the task */
 	STAT_TICK_PREEMPT,		/* tick shortened a slice for a waiting task */
 	STAT_SLICE_TIMER,		/* a short slice (someone waited) ended by its timer */
-	STAT_OVERDUE,			/* dispatched out of deadline order: wait bound reached */
+	STAT_URGENT,			/* dispatched out of deadline order: urgent (half the bound waited) */
 	STAT_ENQ_PINNED,		/* enqueues of pinned tasks */
 	STAT_ENQ_SHARED,		/* enqueues of migratable tasks */
 	STAT_BALANCE_PULL,		/* pulled from an LLC queue busier than ours */
@@ -79,6 +79,7 @@ enum stat_idx {
 	STAT_YIELD,			/* yielders queued behind their equals (sched_yield) */
 	STAT_YIELD_TURN,		/* turns cut to slice_min: the task before them yielded */
 	STAT_NET_KICK,			/* an LLC queue head waited the bound: idle CPUs woken */
+	STAT_REKICK,			/* an idle CPU left a task we gave it waiting a tick: kicked again */
 	NR_CONCORD_STATS,
 };
 

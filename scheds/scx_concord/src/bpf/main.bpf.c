@@ -47,7 +47,8 @@
  * (30 with the defaults); beyond that a wait grows by slice_min per further waiter. A wait is
  * counted as the kernel counts it, from becoming runnable to running, on every path
  * (stats.bpf.h), and ops.cpu_release hands tasks in a local run queue back when a higher class
- * takes the CPU.
+ * takes the CPU. A task put straight into an idle CPU's local run queue waits for that CPU
+ * alone: busy CPUs' ticks kick it again if it has not run it within a tick (idle.bpf.h).
  *
  * Yields: a task that calls sched_yield() (ERTS schedulers busy-wait this way, and lock
  * spinners do) ends its turn and is queued behind its equals (one slice later than its own
@@ -180,15 +181,17 @@ static __always_inline void queue_task(struct task_struct *p, struct task_ctx *t
 }
 
 /*
- * Put @p straight into @local_dsq, the local run queue of an idle CPU claimed for it, with a
- * full slice; its wait counts as direct. From ops.enqueue this spares the idle CPU a dispatch
- * (two peeks, the queue lock, and the move of @p inside BPF) before it runs anything.
+ * Put @p straight into @local_dsq, the local run queue of @cpu, an idle CPU claimed for it, with
+ * a full slice; its wait counts as direct, and busy CPUs' ticks kick @cpu again if it does not
+ * run it (note_direct()). From ops.enqueue this spares the idle CPU a dispatch (two peeks, the
+ * queue lock, and the move of @p inside BPF) before it runs anything.
  */
-static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_ctx *tctx,
+static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
 					    u64 local_dsq, u64 deadline, u64 enq_flags, u64 now)
 {
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
 	scx_bpf_dsq_insert(p, local_dsq, slice_max_ns, enq_flags);
+	note_direct(cpu, now);
 	stat_inc(STAT_DIRECT_IDLE);
 }
 
@@ -241,11 +244,11 @@ static __always_inline bool hand_off_here(struct task_struct *p, struct task_ctx
 	    tctx->avg_runtime > slice_min_ns)
 		return false;
 	peek_head(shared_dsq(cpu), cpu, &shr);
-	if (shr.present && (head_overdue(&shr, now) || time_before(shr.deadline, deadline)))
+	if (shr.present && (head_urgent(&shr, now) || time_before(shr.deadline, deadline)))
 		return false;
 	if (pinned_mode == PINNED_PER_CPU) {
 		peek_head(pinned_dsq(cpu), cpu, &pin);
-		if (pin.present && (head_overdue(&pin, now) || time_before(pin.deadline, deadline)))
+		if (pin.present && (head_urgent(&pin, now) || time_before(pin.deadline, deadline)))
 			return false;
 	}
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
@@ -276,7 +279,7 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 	if (idle && tctx) {
 		u64 now = scx_bpf_now();
 
-		run_on_idle_cpu(p, tctx, SCX_DSQ_LOCAL, task_deadline(p, tctx, now, true), 0, now);
+		run_on_idle_cpu(p, tctx, cpu, SCX_DSQ_LOCAL, task_deadline(p, tctx, now, true), 0, now);
 	}
 	return cpu;
 }
@@ -345,7 +348,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	idle = claim_idle_cpu(p, cpu);
 	/* An idle CPU may run it and nobody waits whom it would overtake: run it there now. */
 	if (idle >= 0 && !nr_queued(shared_dsq(cpu))) {
-		run_on_idle_cpu(p, tctx, SCX_DSQ_LOCAL_ON | idle, deadline, enq_flags, now);
+		run_on_idle_cpu(p, tctx, idle, SCX_DSQ_LOCAL_ON | idle, deadline, enq_flags, now);
 		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 		return;
 	}
@@ -385,7 +388,7 @@ static __always_inline bool take_head(s32 cpu, const struct queue_head *h, bool 
  * task that just ran. Takes the head that should go first of this CPU's pinned queue and its
  * LLC queue (head_first: the earlier deadline, or the oldest once either waited the urgent
  * half of the bound), a busier LLC's head when balance asks for it (pull_for_balance), else
- * another LLC's task (steal_from_other_llcs). If nothing may run here, @prev goes on with a
+ * another LLC's task (pull_from_other_llcs). If nothing may run here, @prev goes on with a
  * full slice (a yield that found nobody).
  */
 void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
@@ -393,7 +396,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	struct queue_head pin = {}, shr = {};
 	struct queue_head *first, *second;
 	u64 now = scx_bpf_now();
-	bool overdue;
+	bool urgent;
 
 	if (debug_error_after_ns && now - init_at > debug_error_after_ns) {
 		scx_bpf_error("debug: error requested %llu ms after init", debug_error_after_ns / 1000000);
@@ -404,7 +407,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		peek_head(pinned_dsq(cpu), cpu, &pin);
 	peek_head(shared_dsq(cpu), cpu, &shr);
 
-	if (head_first(&pin, &shr, now, &overdue)) {
+	if (head_first(&pin, &shr, now, &urgent)) {
 		first = &pin;
 		second = &shr;
 	} else {
@@ -415,11 +418,11 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	 * A busier LLC's head before ours, unless ours waited the urgent half of the bound or a
 	 * pinned task waits here (no other CPU can take it).
 	 */
-	if (!overdue && !pin.present && pull_for_balance(cpu, cpu_ctx_of(cpu)))
+	if (!urgent && !pin.present && pull_for_balance(cpu, cpu_ctx_of(cpu)))
 		return;
 	if (first->present && take_head(cpu, first, first == &shr, now)) {
-		if (overdue)
-			stat_inc(STAT_OVERDUE);
+		if (urgent)
+			stat_inc(STAT_URGENT);
 		return;
 	}
 	/* The head may have been taken by another CPU (or, in a shared queue, not be ours). */
@@ -427,7 +430,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	if (!first->present && first == &shr && take_head(cpu, &shr, true, now))
 		return;
-	if (steal_from_other_llcs(cpu))
+	if (pull_from_other_llcs(cpu))
 		return;
 
 	/* Nothing waits that may run here: let the previous task go on (a yield found nobody). */
@@ -447,10 +450,11 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 
 /*
  * ops.tick - every scheduler tick on the CPU running @p. Measures the tick, kicks the LLC's
- * idle CPUs if its queue's head has waited the whole bound (kick_idle_llc), notes whether
+ * idle CPUs if its queue's head has waited the whole bound (kick_idle_llc) and any idle CPU
+ * that left a task we put in its local run queue for a tick (rekick_late_direct), notes whether
  * another LLC is busier (note_busier_llc), and ends @p's slice, once it has run slice_min,
- * when a queued task should run before it: a pinned head that is more critical or overdue, or
- * an overdue LLC head.
+ * when a queued task should run before it: a pinned head that is more critical or urgent, or
+ * an urgent LLC head.
  */
 void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 {
@@ -468,6 +472,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	peek_head(shared_dsq(cpu), cpu, &shr);
 	if (shr.present && waited_over(shr.enq_at, now, max_wait_ns))
 		kick_idle_llc(cpu, now);
+	rekick_late_direct(cpu, now);
 	if (cctx)
 		note_busier_llc(cpu, cctx);
 
@@ -477,7 +482,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	if (pinned_mode == PINNED_PER_CPU) {
 		peek_head(pinned_dsq(cpu), cpu, &h);
 		/* preempt_for's rule, for a more critical task than the running one only */
-		if (h.present && (head_overdue(&h, now) ||
+		if (h.present && (head_urgent(&h, now) ||
 				  (cctx && h.offset < cctx->running_offset &&
 				   time_before(h.deadline, now + cctx->running_offset)))) {
 			p->scx.slice = 0;
@@ -485,7 +490,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 			return;
 		}
 	}
-	if (head_overdue(&shr, now)) {
+	if (head_urgent(&shr, now)) {
 		p->scx.slice = 0;
 		stat_inc(STAT_TICK_PREEMPT);
 	}
@@ -556,6 +561,10 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 	 */
 	if (cctx) {
 		u64 offset;
+
+		/* this CPU runs: what we put in its local run queue is not stuck (note_direct) */
+		if (cctx->direct_at)
+			cctx->direct_at = 0;
 
 		if (wait_is_urgent(tctx->enq_at, now))
 			offset = 0;

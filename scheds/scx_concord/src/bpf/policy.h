@@ -16,7 +16,7 @@
  *     average runtime;
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters;
  *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap;
- *   - a wait that began after "now" (another CPU's clock ahead of this one) is never overdue;
+ *   - a wait that began after "now" (another CPU's clock ahead of this one) is never urgent;
  *   - a slice timer is needed for lighter-than-nice-0 tasks, and for the rest exactly when
  *     tick-long turns of everyone waiting would pass the urgent half of the bound.
  */
@@ -270,7 +270,7 @@ static inline u64 pol_yield_offset(u64 offset, u64 slice_max, u64 cap)
  * Whether a wait that began at @enq_at (0: not waiting) has lasted more than @limit by @now.
  * @enq_at may come from another CPU's clock, which can be ahead of this one's: a wait that
  * began "after" @now has lasted nothing yet. Unsigned, it would have lasted ~2^64 ns and look
- * overdue: urgent dispatch, tick preemption and wake-ups of idle CPUs for a task just queued.
+ * urgent: urgent dispatch, tick preemption and wake-ups of idle CPUs for a task just queued.
  */
 static inline bool pol_waited_over(u64 enq_at, u64 now, u64 limit)
 {

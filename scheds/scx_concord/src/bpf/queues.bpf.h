@@ -138,7 +138,7 @@ static inline void peek_head(u64 dsq, s32 cpu, struct queue_head *h)
 }
 
 /* Pull the best task from another LLC's queue when ours has nothing: same node first. */
-static inline bool steal_from_other_llcs(s32 cpu)
+static inline bool pull_from_other_llcs(s32 cpu)
 {
 	u32 my_llc, my_node, i, pass;
 
@@ -158,7 +158,7 @@ static inline bool steal_from_other_llcs(s32 cpu)
 			if ((pass == 0) != (node == my_node))
 				continue;
 			if (scx_bpf_dsq_move_to_local(llc_dsq_of_llc(i), 0)) {
-				stat_inc(pass == 0 ? STAT_STEAL_XLLC : STAT_STEAL_XNODE);
+				stat_inc(pass == 0 ? STAT_PULL_XLLC : STAT_PULL_XNODE);
 				return true;
 			}
 		}

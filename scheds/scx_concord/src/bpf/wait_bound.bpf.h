@@ -37,7 +37,7 @@ static inline bool wait_is_urgent(u64 enq_at, u64 now)
  * every tick and put the shared queue before their own pinned tasks, for a task 14 of them
  * cannot run (a dispatch from the queue then takes a later task that may run there, if any).
  */
-static inline bool head_overdue(const struct queue_head *h, u64 now)
+static inline bool head_urgent(const struct queue_head *h, u64 now)
 {
 	return h->present && h->here && wait_is_urgent(h->enq_at, now);
 }
@@ -59,21 +59,21 @@ static inline bool head_overdue(const struct queue_head *h, u64 now)
  * suite, resources check). Oldest first bounds every wait on every CPU by itself.
  * Returns true if @a should go before @b.
  */
-static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *overdue)
+static inline bool head_first(const struct queue_head *a, const struct queue_head *b, u64 now, bool *urgent)
 {
-	bool ao = head_overdue(a, now), bo = head_overdue(b, now);
+	bool ao = head_urgent(a, now), bo = head_urgent(b, now);
 
-	*overdue = false;
+	*urgent = false;
 	if (!a->present)
 		return false;
 	if (!b->present)
 		return true;
 	if (ao && bo) {
-		*overdue = true;
+		*urgent = true;
 		return !time_before(b->enq_at, a->enq_at);
 	}
 	if (ao || bo) {
-		*overdue = true;
+		*urgent = true;
 		return ao;
 	}
 	if (time_before(a->deadline, b->deadline))
