@@ -76,18 +76,7 @@ pub fn cdf_svg(title: &str, series: &[(String, &Hist)]) -> String {
     let (lx0, lx1) = ((lo as f64).log10().floor(), (hi as f64).log10().ceil());
     let x = |ns: f64| l + (ns.max(1.0).log10() - lx0) / (lx1 - lx0) * pw;
     let y = |p: f64| t + ph - nines(p) / NINES_MAX * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" font-size="14" text-anchor="middle">{}</text>"#,
-        l + pw / 2.0,
-        xml_escape(title)
-    );
+    let mut s = svg_open(w, h, l + pw / 2.0, title);
     // Grid: decades on x, nines on y.
     let mut d = lx0;
     while d <= lx1 {
@@ -174,6 +163,23 @@ fn trim(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
+}
+
+/// The start of every chart: the SVG element (@w x @h), a white background and @title centred
+/// on @title_x.
+pub fn svg_open(w: f64, h: f64, title_x: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{title_x}" y="22" font-size="14" text-anchor="middle">{}</text>"#,
+        xml_escape(title)
+    );
+    s
 }
 
 pub fn xml_escape(s: &str) -> String {

@@ -55,7 +55,8 @@ enum Cmd {
     },
     /// Every scenario (wakeup, interactive, throughput, outage) under EEVDF, scx_concord and
     /// the peers, repeated and interleaved, with the wasted-core and BPF-cost meters. Writes
-    /// report.md, results.json (for `diff`), latency CDFs and per-CPU heat maps as SVG.
+    /// report.md, report.html (one file, pictures inside), results.json (for `diff`), latency
+    /// CDFs and per-CPU heat maps as SVG.
     Compare(compare::CompareArgs),
     /// Compare two `compare` results.json files: B's medians against A's, flagging changes
     /// beyond the run-to-run spread.
@@ -293,7 +294,7 @@ fn real_main() -> Result<i32> {
         Cmd::Compare(args) => compare::run(args),
         Cmd::Diff { a, b } => {
             let (a, b) = (compare::report::load(&a)?, compare::report::load(&b)?);
-            println!("{}", compare::report::diff(&a, &b));
+            println!("{}", compare::diff::diff(&a, &b));
             Ok(0)
         }
         Cmd::CompareRun { params } => {

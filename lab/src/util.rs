@@ -20,9 +20,11 @@ pub fn cache_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// One progress line on stderr, so stdout stays the guest command's output.
+/// One line of progress on stderr (stdout stays the guest command's output), with the UTC time:
+/// long runs go to logs and CI output, where a line per step reads better than a redrawn bar.
 pub fn progress(msg: &str) {
-    eprintln!("[concord-lab] {msg}");
+    let t = chrono::Utc::now().format("%H:%M:%S");
+    eprintln!("[concord-lab {t}] {msg}");
 }
 
 pub fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {

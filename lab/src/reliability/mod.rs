@@ -19,6 +19,7 @@ mod fairness;
 pub mod harness;
 mod hotplug;
 mod many_threads;
+mod plan;
 mod resources;
 mod rt_mix;
 mod spin;
@@ -26,13 +27,14 @@ mod takeover;
 mod watchdog;
 
 pub use check::Check;
+use plan::{plan, Mode, Run};
 
 use anyhow::{bail, Context, Result};
-use concord_common::sched::{concord_defaults, SchedSpec};
+use concord_common::sched::SchedSpec;
 use concord_common::topology::TopologySpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::kernel;
 use crate::util::progress;
@@ -111,43 +113,6 @@ pub struct ReliabilityArgs {
     #[arg(long, value_delimiter = ',', value_parser = TopologySpec::parse)]
     pub topologies: Vec<TopologySpec>,
 }
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Quick,
-    Normal,
-    Long,
-}
-
-/// One VM run of the plan.
-struct Run {
-    /// Row name for runner-judged runs; rel-guest runs name their checks themselves.
-    name: String,
-    kernel: String,
-    topology: TopologySpec,
-    sched: SchedSpec,
-    cmd: Vec<String>,
-    timeout: Duration,
-    /// QEMU -icount shift (None: multi-threaded TCG).
-    icount: Option<u32>,
-    /// Guest kernel log problems the check provokes on purpose (a watchdog ejection).
-    expected_klog: &'static [&'static str],
-}
-
-impl Run {
-    /// Who schedules during the checks: the boot's scheduler, or scx_concord when the checks
-    /// start and stop it themselves (the VM then boots under EEVDF).
-    fn sched_label(&self) -> String {
-        if self.sched.kind == concord_common::sched::SchedKind::Eevdf
-            && self.cmd.get(1).is_some_and(|c| c == "rel-guest")
-        {
-            "concord (started by the check)".into()
-        } else {
-            self.sched.label()
-        }
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub check: String,
@@ -160,230 +125,6 @@ pub struct Row {
     pub run_dir: Option<PathBuf>,
     pub secs: f64,
 }
-
-fn rel_guest(p: &GuestParams) -> Result<Vec<String>> {
-    Ok(vec![
-        "concord-lab".into(),
-        "rel-guest".into(),
-        serde_json::to_string(p)?,
-    ])
-}
-
-/// The runs of a suite. `topologies`, when not empty, replaces the smoke test's and the
-/// fairness check's own topologies (every queue mode on each).
-fn plan(
-    mode: Mode,
-    kernels: &[String],
-    fairness_icount: Option<u32>,
-    topologies: &[TopologySpec],
-) -> Result<Vec<Run>> {
-    let t = |s: &str| TopologySpec::parse(s);
-    let concord = |args: &str| SchedSpec::parse(&format!("concord:{args}"));
-    let (smoke_secs, load_secs, resource_secs, smoke_repeats) = match mode {
-        Mode::Quick => (10, 6.0, 20.0, 1),
-        Mode::Normal => (31, 10.0, 60.0, 1),
-        Mode::Long => (31, 20.0, 60.0, 20),
-    };
-    let params = |checks: &[Check], secs: f64, self_managed: bool| GuestParams {
-        checks: checks.to_vec(),
-        secs,
-        max_wait_ms: concord_defaults::MAX_WAIT_MS,
-        slice_max_ms: concord_defaults::SLICE_MAX_US / 1000,
-        error_after_ms: 3000,
-        self_managed,
-    };
-    let mut runs = Vec::new();
-    for kernel in kernels {
-        let k = kernel.clone();
-        // 1. The scx project's smoke recipe, every queue mode (and in the full suite both
-        //    topologies for each).
-        let mut smoke = Vec::new();
-        for (queue, pinned) in [
-            ("per-llc", "per-cpu"),
-            ("per-llc", "shared"),
-            ("global", "per-cpu"),
-            ("global", "shared"),
-        ] {
-            // Quick mode runs each queue mode once: the per-LLC ones (the default among them)
-            // where there is more than one LLC, the global ones on one.
-            let topos: Vec<TopologySpec> = if !topologies.is_empty() {
-                topologies.to_vec()
-            } else if mode == Mode::Quick {
-                vec![t(if queue == "per-llc" { "2l2c" } else { "1l4c" })?]
-            } else {
-                vec![t("1l4c")?, t("2l2c")?]
-            };
-            for topo in topos {
-                smoke.push((topo, format!("--queue {queue} --pinned-queue {pinned}")));
-            }
-        }
-        for rep in 0..smoke_repeats {
-            for (topology, args) in &smoke {
-                let topology = *topology;
-                let n = topology.nr_cpus().to_string();
-                let secs = smoke_secs.to_string();
-                runs.push(Run {
-                    name: format!(
-                        "smoke {args}{}",
-                        if smoke_repeats > 1 {
-                            format!(" #{}", rep + 1)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    kernel: k.clone(),
-                    topology,
-                    sched: concord(args)?,
-                    cmd: [
-                        "stress-ng",
-                        "-t",
-                        &secs,
-                        "--aggressive",
-                        "-M",
-                        "-c",
-                        &n,
-                        "-f",
-                        &n,
-                        "--affinity",
-                        &n,
-                        "--affinity-delay",
-                        "1",
-                        "--affinity-pin",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                    icount: None,
-                    timeout: Duration::from_secs(smoke_secs + 300),
-
-                    expected_klog: &[],
-                });
-            }
-        }
-        // 2-4. Under scx_concord started by the runner.
-        let fair_topos: Vec<TopologySpec> = if !topologies.is_empty() {
-            topologies.to_vec()
-        } else if mode == Mode::Quick {
-            vec![t("1l2c")?]
-        } else {
-            vec![t("1l2c")?, t("2l2c")?]
-        };
-        for topology in fair_topos {
-            runs.push(Run {
-                name: "fairness".into(),
-                kernel: k.clone(),
-                topology,
-                sched: concord("")?,
-                cmd: rel_guest(&params(&[Check::Fairness], load_secs, false))?,
-                icount: fairness_icount,
-                timeout: Duration::from_secs(600),
-
-                expected_klog: &[],
-            });
-        }
-        runs.push(Run {
-            name: "affinity".into(),
-            kernel: k.clone(),
-            topology: t("1l4c")?,
-            sched: concord("")?,
-            cmd: rel_guest(&params(&[Check::Affinity], load_secs, false))?,
-            icount: None,
-            timeout: Duration::from_secs(400),
-            expected_klog: &[],
-        });
-        runs.push(Run {
-            name: "hotplug".into(),
-            kernel: k.clone(),
-            topology: t("1l4c")?,
-            sched: concord("")?,
-            cmd: rel_guest(&params(&[Check::Hotplug], load_secs, false))?,
-            icount: None,
-            timeout: Duration::from_secs(900),
-            expected_klog: &[],
-        });
-        // 5-7, 9. scx_concord started and stopped by the checks.
-        runs.push(Run {
-            name: "exits, bad input, access".into(),
-            kernel: k.clone(),
-            topology: t("1l2c")?,
-            sched: SchedSpec::eevdf(),
-            cmd: rel_guest(&params(
-                &[Check::Exits, Check::BadInput, Check::Access],
-                load_secs,
-                true,
-            ))?,
-            icount: None,
-            timeout: Duration::from_secs(600),
-            expected_klog: &[],
-        });
-        runs.push(Run {
-            name: "rt-mix".into(),
-            kernel: k.clone(),
-            topology: t("1l2c")?,
-            sched: concord("")?,
-            cmd: rel_guest(&params(&[Check::RtMix], load_secs, false))?,
-            icount: None,
-            timeout: Duration::from_secs(400),
-            expected_klog: &[],
-        });
-        runs.push(Run {
-            name: "cgroup-moves".into(),
-            kernel: k.clone(),
-            topology: t("1l2c")?,
-            sched: concord("")?,
-            cmd: rel_guest(&params(&[Check::CgroupMoves], load_secs, false))?,
-            icount: None,
-            timeout: Duration::from_secs(400),
-            expected_klog: &[],
-        });
-        // Not in the CI subset: it breaks the bound on 7.0 in some runs (an open bug, issue 25's
-        // notes), and takes minutes.
-        if mode != Mode::Quick {
-            runs.push(Run {
-                name: "many-threads".into(),
-                kernel: k.clone(),
-                topology: t("1l2c")?,
-                sched: concord("")?,
-                cmd: rel_guest(&params(&[Check::ManyThreads], load_secs, false))?,
-                icount: None,
-                timeout: Duration::from_secs(900),
-                expected_klog: &[],
-            });
-        }
-        runs.push(Run {
-            name: "watchdog".into(),
-            kernel: k.clone(),
-            topology: t("1l2c")?,
-            sched: SchedSpec::eevdf(),
-            cmd: rel_guest(&params(&[Check::Watchdog], load_secs, true))?,
-            icount: None,
-            timeout: Duration::from_secs(400),
-            expected_klog: &["runnable task stall", "failed to run for"],
-        });
-        runs.push(Run {
-            name: "takeover".into(),
-            kernel: k.clone(),
-            topology: t("1l2c")?,
-            sched: SchedSpec::eevdf(),
-            cmd: rel_guest(&params(&[Check::Takeover], load_secs, true))?,
-            icount: None,
-            timeout: Duration::from_secs(900),
-            expected_klog: &[],
-        });
-        runs.push(Run {
-            name: "resources".into(),
-            kernel: k.clone(),
-            topology: t("1l2c")?,
-            sched: SchedSpec::eevdf(),
-            cmd: rel_guest(&params(&[Check::Resources], resource_secs, true))?,
-            icount: None,
-            timeout: Duration::from_secs(resource_secs as u64 + 300),
-            expected_klog: &[],
-        });
-    }
-    Ok(runs)
-}
-
 /// A kernel without sched_ext: the host's own, when it has none.
 fn host_check() -> Row {
     let mut v = Verdict::new("no sched_ext in the kernel (host)");
@@ -631,64 +372,6 @@ pub fn run(args: ReliabilityArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plans_cover_every_queue_mode_and_kernel() {
-        let k = vec!["7.3".to_string(), "7.0".to_string()];
-        let quick = plan(Mode::Quick, &k, Some(2), &[]).unwrap();
-        let normal = plan(Mode::Normal, &k, None, &[]).unwrap();
-        let long = plan(Mode::Long, &k[..1], Some(2), &[]).unwrap();
-        let smokes = |p: &[Run]| p.iter().filter(|r| r.name.starts_with("smoke")).count();
-        assert_eq!(smokes(&quick), 8, "4 queue modes on 2 kernels");
-        assert_eq!(
-            smokes(&normal),
-            16,
-            "4 queue modes x 2 topologies x 2 kernels"
-        );
-        assert_eq!(smokes(&long), 160, "20 repeats");
-        for p in [&quick, &normal] {
-            for check in Check::ALL {
-                if check == Check::ManyThreads && std::ptr::eq(p, &quick) {
-                    continue;
-                }
-                for kernel in &k {
-                    assert!(
-                        p.iter().any(|r| r.kernel == *kernel
-                            && r.cmd.join(" ").contains(&format!("\"{}\"", check.name()))),
-                        "{check} on {kernel}"
-                    );
-                }
-            }
-        }
-        // Quick mode (CI) runs the default queue mode on more than one LLC.
-        assert!(quick
-            .iter()
-            .any(|r| r.name == "smoke --queue per-llc --pinned-queue per-cpu"
-                && r.topology.nodes * r.topology.llcs_per_node > 1));
-        assert!(quick.iter().any(|r| r.topology.to_string().contains("1l")));
-    }
-
-    #[test]
-    fn topologies_replace_smoke_and_fairness_ones() {
-        let k = vec!["7.3".to_string()];
-        let big: Vec<TopologySpec> = ["2n2l2c", "1l2c2t"]
-            .iter()
-            .map(|s| TopologySpec::parse(s).unwrap())
-            .collect();
-        let p = plan(Mode::Normal, &k, Some(2), &big).unwrap();
-        for name in ["smoke", "fairness"] {
-            let topos: Vec<_> = p
-                .iter()
-                .filter(|r| r.name.starts_with(name))
-                .map(|r| r.topology)
-                .collect();
-            assert!(!topos.is_empty());
-            assert!(topos.iter().all(|t| big.contains(t)), "{name}: {topos:?}");
-            assert!(big.iter().all(|t| topos.contains(t)), "{name}: {topos:?}");
-        }
-        let smokes = p.iter().filter(|r| r.name.starts_with("smoke")).count();
-        assert_eq!(smokes, 8, "4 queue modes x 2 topologies");
-    }
 
     #[test]
     fn report_rows_escape_and_flag_failures() {
