@@ -152,6 +152,65 @@ fn concord_attaches_under_its_name() {
     assert!(r.stderr.contains("still attached at the end, exit 0"));
 }
 
+/// `--stats-group`: a member of the group reads the statistics without root, as OpenMetrics
+/// text and as JSON lines; a user outside it cannot, and the socket has the group and mode.
+#[test]
+#[ignore = "boots VMs: make vm-tests"]
+fn stats_group_lets_an_exporter_read_without_root() {
+    // nobody (65534), with and without group adm (4); the binary copied where nobody may run it
+    let as_nobody = |groups: &str, format: &str, out: &str| {
+        format!(
+            "setpriv --reuid=65534 --regid=65534 {groups} timeout -s INT 3 /tmp/sc --monitor 1 \
+             --monitor-format {format} > /tmp/{out} 2>/dev/null; "
+        )
+    };
+    let script = format!(
+        "cp $(command -v scx_concord) /tmp/sc && chmod 755 /tmp/sc; \
+         stat -c 'sock %G %a' /var/run/scx/root/stats; stat -c 'dir %G %a' /var/run/scx/root; \
+         {}{}{}\
+         echo om $(grep -c '^# EOF$' /tmp/om) $(grep -c '^scx_concord_wait_max_us ' /tmp/om); \
+         echo js $(grep -c '^{{.*\"wait_max_us\":' /tmp/js); echo no $(grep -c wait_max_us /tmp/no)",
+        as_nobody("--groups=4", "openmetrics", "om"),
+        as_nobody("--groups=4", "json", "js"),
+        as_nobody("--clear-groups", "json", "no"),
+    );
+    let r = lab(&[
+        "vm",
+        "--sched",
+        "concord:--stats-group adm",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(r.code, 0);
+    let line = |tag: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with(tag))
+            .unwrap_or_else(|| panic!("no '{tag}' line in {}", r.stdout))
+            .split_whitespace()
+            .skip(1)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("sock "), ["adm", "660"]);
+    assert_eq!(line("dir "), ["adm", "750"]);
+    let om = line("om ");
+    let n: u32 = om[0].parse().unwrap();
+    assert!(
+        n >= 1 && om[1] == om[0],
+        "one exposition per interval: {om:?}"
+    );
+    assert_ne!(line("js "), ["0"], "JSON lines read by a group member");
+    assert_eq!(
+        line("no "),
+        ["0"],
+        "a user outside the group read the statistics"
+    );
+    assert!(r.stderr.contains("still attached at the end, exit 0"));
+}
+
 /// `--partial` takes only SCHED_EXT tasks: a shell stays with the kernel's scheduler, a command
 /// started with concord-ext (and what it starts) runs under scx_concord.
 #[test]

@@ -93,6 +93,17 @@ pub struct Opts {
     #[arg(long, value_name = "SECS")]
     pub monitor: Option<f64>,
 
+    /// How --monitor and --stats print: text for people, JSON lines (one object per interval)
+    /// or OpenMetrics text (one exposition per interval) for exporters.
+    #[arg(long, value_enum, default_value_t = MonitorFormat::Text)]
+    pub monitor_format: MonitorFormat,
+
+    /// Let members of GROUP read the statistics (the stats socket, /var/run/scx/root/stats,
+    /// and its directories get that group, socket mode 0660): an exporter then needs no root.
+    /// Without it the socket is root's alone.
+    #[arg(long, value_name = "GROUP")]
+    pub stats_group: Option<String>,
+
     /// Describe the statistics and exit.
     #[arg(long)]
     pub help_stats: bool,
@@ -168,6 +179,9 @@ impl Opts {
                 }
             }
         }
+        if let Some(g) = &self.stats_group {
+            group_id(g)?;
+        }
         if self.debug_error_after_ms == Some(0) {
             bail!("--debug-error-after-ms must be at least 1");
         }
@@ -179,6 +193,32 @@ impl Opts {
         }
         Ok(())
     }
+}
+
+/// How statistics are printed (--monitor-format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MonitorFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per interval, on one line.
+    Json,
+    /// OpenMetrics text exposition, one per interval (ends with `# EOF`).
+    Openmetrics,
+}
+
+/// The id of group @name, or an error naming it.
+pub fn group_id(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| anyhow!("--stats-group {name:?}: not a group name"))?;
+    // SAFETY: getgrnam(3) takes a NUL-terminated string and returns NULL or a pointer to a
+    // static struct that we read at once, before any other call could overwrite it.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        bail!("--stats-group {name}: no such group");
+    }
+    // SAFETY: non-NULL, as checked.
+    Ok(unsafe { (*gr).gr_gid })
 }
 
 /// The settings a `--config` file may hold: every flag that configures a running scheduler,
@@ -193,6 +233,8 @@ struct FileConfig {
     slice_min_us: Option<u64>,
     max_wait_ms: Option<u64>,
     stats: Option<f64>,
+    monitor_format: Option<MonitorFormat>,
+    stats_group: Option<String>,
     exit_dump_len: Option<u32>,
     verbose: Option<bool>,
     partial: Option<bool>,
@@ -233,10 +275,16 @@ impl FileConfig {
             slice_max_us,
             slice_min_us,
             max_wait_ms,
+            monitor_format,
             exit_dump_len,
             verbose,
             partial
         );
+        if let Some(g) = &self.stats_group {
+            if !keep("stats_group") {
+                opts.stats_group = Some(g.clone());
+            }
+        }
         if let Some(v) = self.stats {
             if !keep("stats") {
                 opts.stats = Some(v);
@@ -312,6 +360,20 @@ mod tests {
         assert!(o.verbose);
         let o = with_config("stats = 2\nslice-max-us = 4000\n", &["--stats", "0.5"]).unwrap();
         assert_eq!((o.stats, o.slice_max_us), (Some(0.5), 4000));
+        // group 0 exists everywhere: root
+        let o = with_config(
+            "stats-group = \"root\"\nmonitor-format = \"openmetrics\"\n",
+            &["--monitor-format", "json"],
+        )
+        .unwrap();
+        assert_eq!(o.stats_group.as_deref(), Some("root"));
+        assert_eq!(
+            o.monitor_format,
+            MonitorFormat::Json,
+            "the command line wins"
+        );
+        let e = with_config("stats-group = \"no such group\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("no such group"), "{e}");
         for (bad, says) in [
             ("queue = \"per-cpu\"\n", "line 1: unknown variant `per-cpu`"),
             (

@@ -76,7 +76,7 @@ fn real_main() -> Result<()> {
         .context("setting the Ctrl-C handler")?;
 
     if let Some(intv) = opts.monitor {
-        return stats::monitor(Duration::from_secs_f64(intv), shutdown);
+        return stats::monitor(Duration::from_secs_f64(intv), shutdown, opts.monitor_format);
     }
     check_kernel()?;
     if opts.check_policy {
@@ -84,8 +84,9 @@ fn real_main() -> Result<()> {
     }
     if let Some(intv) = opts.stats {
         let sd = shutdown.clone();
+        let format = opts.monitor_format;
         std::thread::spawn(move || {
-            if let Err(e) = stats::monitor(Duration::from_secs_f64(intv), sd) {
+            if let Err(e) = stats::monitor(Duration::from_secs_f64(intv), sd, format) {
                 warn!("stats monitor stopped: {e}");
             }
         });

@@ -180,7 +180,11 @@ impl<'a> Scheduler<'a> {
         let server = StatsServer::new(stats::server_data()).launch();
         // SAFETY: as above.
         unsafe { libc::umask(old_umask) };
-        let stats_server = Some(server?);
+        let server = server?;
+        if let Some(g) = &opts.stats_group {
+            share_stats_socket(g)?;
+        }
+        let stats_server = Some(server);
         info!("{SCHEDULER_NAME} attached");
         Ok(Self {
             skel,
@@ -238,4 +242,26 @@ impl<'a> Scheduler<'a> {
             r => r,
         }
     }
+}
+
+/// Where scx_stats serves our statistics (its default for a scheduler).
+const STATS_SOCKET: &str = "/var/run/scx/root/stats";
+
+/// Let @group read the statistics: the socket 0660 and its two directories 0750, all root:@group
+/// (connecting to a UNIX socket takes write permission on it and search permission on every
+/// directory above).
+fn share_stats_socket(group: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let gid = crate::config::group_id(group)?;
+    let sock = std::path::Path::new(STATS_SOCKET);
+    let mut paths = vec![(sock, 0o660)];
+    paths.extend(sock.ancestors().skip(1).take(2).map(|d| (d, 0o750)));
+    for (p, mode) in paths {
+        std::os::unix::fs::chown(p, Some(0), Some(gid))
+            .with_context(|| format!("--stats-group {group}: chown {}", p.display()))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("--stats-group {group}: chmod {}", p.display()))?;
+    }
+    info!("statistics readable by group {group} ({STATS_SOCKET})");
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! attaches to a running instance, and scx_stats serves them as JSON.
 
 use crate::bpf_intf;
+use crate::config::MonitorFormat;
 use crate::policy::wait_bucket_upper_ns;
 use anyhow::Result;
 use scx_stats::prelude::*;
@@ -403,18 +404,81 @@ pub fn server_data() -> StatsServerData<u64, Snapshot> {
         .add_ops("top", StatsOps { open, close: None })
 }
 
-pub fn monitor(intv: Duration, shutdown: Arc<AtomicBool>) -> Result<()> {
+pub fn monitor(intv: Duration, shutdown: Arc<AtomicBool>, format: MonitorFormat) -> Result<()> {
     scx_utils::monitor_stats::<Metrics>(
         &[],
         intv,
         || shutdown.load(Ordering::Relaxed),
-        |m| m.format(&mut std::io::stdout()),
+        |m| {
+            let mut out = std::io::stdout().lock();
+            match format {
+                MonitorFormat::Text => m.format(&mut out)?,
+                MonitorFormat::Json => writeln!(out, "{}", serde_json::to_string(&m)?)?,
+                MonitorFormat::Openmetrics => write!(out, "{}", openmetrics(&m)?)?,
+            }
+            out.flush()?;
+            Ok(())
+        },
     )
+}
+
+/// @m as an OpenMetrics text exposition: every figure a gauge named `scx_concord_<field>` with
+/// its description as HELP (each is a figure of one interval, not a running total), then
+/// `# EOF`.
+pub fn openmetrics(m: &Metrics) -> Result<String> {
+    let meta = Metrics::meta();
+    let serde_json::Value::Object(values) = serde_json::to_value(m)? else {
+        anyhow::bail!("statistics are not a JSON object");
+    };
+    let mut s = String::new();
+    for (field, f) in &meta.fields {
+        let Some(v) = values.get(field).and_then(serde_json::Value::as_f64) else {
+            continue;
+        };
+        let name = format!("scx_concord_{field}");
+        let help = f
+            .attrs
+            .desc
+            .as_deref()
+            .unwrap_or("")
+            .replace('\\', "\\\\")
+            .replace('\n', " ");
+        s += &format!("# TYPE {name} gauge\n# HELP {name} {help}\n{name} {v}\n");
+    }
+    s += "# EOF\n";
+    Ok(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_has_every_figure_with_its_help() {
+        let m = Metrics {
+            run_here: 7,
+            wait_max_us: 12.5,
+            ..Default::default()
+        };
+        let text = openmetrics(&m).unwrap();
+        let fields = Metrics::meta().fields;
+        assert_eq!(text.matches("# TYPE ").count(), fields.len(), "{text}");
+        assert!(text.contains("\nscx_concord_run_here 7\n"), "{text}");
+        assert!(text.contains("\nscx_concord_wait_max_us 12.5\n"), "{text}");
+        assert!(
+            text.contains("# HELP scx_concord_rekick Idle CPUs kicked again"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+        // metric names are [a-zA-Z_:][a-zA-Z0-9_:]*
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(' ').next().unwrap();
+            assert!(
+                name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "{l}"
+            );
+        }
+    }
 
     #[test]
     fn percentiles_from_histograms() {
