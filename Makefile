@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAB := target/release/concord-lab
 CARGO ?= cargo
 
-.PHONY: reliability-topologies setup build demo demo-full compare test unit vm-tests lint reliability reliability-long
+.PHONY: reliability-topologies setup build demo demo-full compare test unit vm-tests lint reliability reliability-long dist install-check
 
 setup:
 	@./scripts/setup-host.sh
@@ -59,7 +59,27 @@ unit: build
 vm-tests: build
 	$(CARGO) test --release -p concord-lab --test vm -- --ignored --test-threads=1
 
-test: build lint unit vm-tests
+test: build lint unit install-check vm-tests
+
+# What an operator installs: `cargo install` of the scheduler as the README says, from a clean
+# target directory, and the man page it prints (~3 minutes).
+install-check: setup
+	rm -rf target/install-root
+	$(CARGO) install --locked --path scheds/scx_concord --root target/install-root --target-dir target/install-check
+	target/install-root/bin/scx_concord --version
+	target/install-root/bin/scx_concord --man > target/install-root/scx_concord.8
+	grep -q '^\.TH scx_concord 8' target/install-root/scx_concord.8
+	target/install-root/bin/concord-ext --help > /dev/null
+
+# The files a package ships beside the binaries: man page, shell completions, systemd unit and
+# its defaults file, under target/dist/.
+dist: build
+	mkdir -p target/dist/completions
+	target/release/scx_concord --man > target/dist/scx_concord.8
+	for s in bash zsh fish; do \
+		target/release/scx_concord --completions $$s > target/dist/completions/scx_concord.$$s || exit 1; \
+	done
+	cp dist/scx_concord.service dist/scx_concord.default target/dist/
 
 # The reliability suite on both kernel series (CI runs --quick inside vm-tests); -long is nightly.
 reliability: build

@@ -108,6 +108,14 @@ pub struct Opts {
     #[arg(long)]
     pub help_stats: bool,
 
+    /// Print the man page (roff, section 8) and exit: `scx_concord --man > scx_concord.8`.
+    #[arg(long, hide_short_help = true)]
+    pub man: bool,
+
+    /// Print a completion script for SHELL and exit.
+    #[arg(long, value_name = "SHELL", hide_short_help = true)]
+    pub completions: Option<clap_complete::Shell>,
+
     /// Load the BPF program without attaching, run the policy arithmetic in the kernel on
     /// test inputs, compare with the Rust version, and exit (non-zero on any difference).
     #[arg(long)]
@@ -293,6 +301,11 @@ impl FileConfig {
     }
 }
 
+/// The command line's definition, for the man page and completions.
+pub fn command() -> clap::Command {
+    Opts::command()
+}
+
 fn matches_to_opts(m: &ArgMatches) -> Opts {
     Opts::from_arg_matches(m).unwrap_or_else(|e| e.exit())
 }
@@ -394,6 +407,32 @@ mod tests {
             "/nonexistent/concord.toml".into(),
         ]);
         assert!(missing.unwrap_err().to_string().contains("cannot read it"));
+    }
+
+    #[test]
+    fn man_page_and_completions_cover_every_option() {
+        let mut man = Vec::new();
+        clap_mangen::Man::new(command().name("scx_concord"))
+            .section("8")
+            .render(&mut man)
+            .unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(man.contains(".TH scx_concord 8"), "{man}");
+        let mut bash = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut command(),
+            "scx_concord",
+            &mut bash,
+        );
+        let bash = String::from_utf8(bash).unwrap();
+        for a in command().get_arguments().filter_map(|a| a.get_long()) {
+            assert!(man.contains(&a.replace('-', "\\-")), "man page lacks --{a}");
+            assert!(
+                bash.contains(&format!("--{a}")),
+                "bash completion lacks --{a}"
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,18 @@ fn real_main() -> Result<()> {
         stats::server_data().describe_meta(&mut std::io::stdout(), None)?;
         return Ok(());
     }
+    if opts.man {
+        let cmd = config::command().name(SCHEDULER_NAME);
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .render(&mut std::io::stdout())?;
+        return Ok(());
+    }
+    if let Some(shell) = opts.completions {
+        let mut cmd = config::command();
+        clap_complete::generate(shell, &mut cmd, SCHEDULER_NAME, &mut std::io::stdout());
+        return Ok(());
+    }
     simplelog::TermLogger::init(
         if opts.verbose {
             simplelog::LevelFilter::Debug
