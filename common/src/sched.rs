@@ -75,6 +75,10 @@ impl SchedKind {
 /// The sched_ext ops name of scx_concord (also set in the BPF object; a test keeps them equal).
 pub const CONCORD_OPS_NAME: &str = "concord";
 
+/// Where scx_concord serves its statistics: scx_stats' default socket for a scheduler, which
+/// scx_concord does not move (`--monitor`, `--stats-group` and the lab's checks use it).
+pub const CONCORD_STATS_SOCKET: &str = "/var/run/scx/root/stats";
+
 /// scx_concord's defaults: its options take them, and the lab judges waits against them.
 pub mod concord_defaults {
     /// --max-wait-ms: the hard wait bound.

@@ -204,8 +204,8 @@ fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
 }
 
 /// QEMU 10's multi-threaded TCG sometimes aborts during boot (`iotlb_to_section: Assertion
-/// ... failed`), or the guest kernel hangs or panics before /init prints anything. Before the command has
-/// started a retry is harmless, so boot up to this often.
+/// ... failed`), or the guest kernel hangs or panics before /init prints anything. Before the
+/// command has started a retry is harmless, so boot up to this often.
 const BOOT_ATTEMPTS: u32 = 3;
 /// The kernel reaches /init in 5-14 s under TCG here with a few vCPUs; a boot that has not by
 /// then is hung. Bringing up each vCPU costs emulated time, so big guests get more (see
@@ -485,15 +485,16 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     // dying before /init reported anything (an int3 oops in patched kernel text under
     // multi-threaded TCG, under every scheduler since none has started yet), with no result
     // and no command started: retryable.
-    let panicked_in_boot = last_stage == "boot"
-        && std::fs::read_to_string(&console).is_ok_and(|c| c.contains("Kernel panic"));
+    let panicked_in_boot = || {
+        last_stage == "boot"
+            && std::fs::read_to_string(&console).is_ok_and(|c| c.contains("Kernel panic"))
+    };
     let crashed_before_cmd = boot_hung
         || (result.is_none()
             && boot_to_cmd.get().is_none()
-            && (panicked_in_boot
-                || qemu_status.is_some_and(|st| {
-                    std::os::unix::process::ExitStatusExt::signal(&st).is_some()
-                })));
+            && (qemu_status
+                .is_some_and(|st| std::os::unix::process::ExitStatusExt::signal(&st).is_some())
+                || panicked_in_boot()));
     Ok((
         VmOutcome {
             exit_code,

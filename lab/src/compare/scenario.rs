@@ -88,10 +88,9 @@ impl Scenario {
     /// multi-threaded TCG lets the host deschedule vCPUs mid-critical-section (lock-holder
     /// preemption), which inflated every sched_ext scheduler's shared-queue costs and the
     /// run-to-run spread; -icount (one host thread, guest time from instruction counts) gave
-    /// stable ratios. Interactive too, with its work sizes scaled (guest::interactive_work): there
-    /// EEVDF's completion p99 was 4.1 ms, against 20 ms under default TCG, where host noise set
-    /// the tail. Outage runs 2 vCPUs, one per host core, as tuned:
-    /// default TCG.
+    /// stable ratios. Interactive too, with its work sizes scaled (guest::interactive_work):
+    /// under default TCG host noise, not the scheduler, set its completion tail. Outage runs 2
+    /// vCPUs, one per host core, as tuned: default TCG.
     pub fn default_icount(self) -> Option<u32> {
         match self {
             Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => None,

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use super::{Check, GuestParams, Verdict};
 use crate::guest::{ops_matches, sched_ops, sched_state};
 use crate::sched_proc::SchedProcess;
-use concord_common::sched::CONCORD_OPS_NAME;
+use concord_common::sched::{CONCORD_OPS_NAME, CONCORD_STATS_SOCKET};
 
 pub(super) const NOBODY: u32 = 65534;
-/// scx_stats' default socket (scx_concord does not move it).
-pub(super) const STATS_SOCKET: &str = "/var/run/scx/root/stats";
+pub(super) const STATS_SOCKET: &str = CONCORD_STATS_SOCKET;
 
 pub(super) fn run_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(

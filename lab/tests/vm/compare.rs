@@ -3,6 +3,18 @@
 
 use super::*;
 
+/// A compare's results.json in @out: it holds @runs runs, every one of them ok.
+fn results(out: &std::path::Path, runs: usize) -> serde_json::Value {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let all = json["runs"].as_array().unwrap();
+    assert_eq!(all.len(), runs);
+    for run in all {
+        assert_eq!(run["ok"], true, "{run}");
+    }
+    json
+}
+
 /// The outage scenario end to end, short: two schedulers, one run each. Checks that the runs'
 /// raw outputs are sane (every measured request in the histogram, pinned threads stayed on
 /// their CPUs, schedstat and concord's stats read); the performance ratios are benchmark
@@ -31,13 +43,10 @@ fn outage_scenario_writes_a_sane_report() {
         "{}",
         r.stdout
     );
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let json = results(&out, 2);
     let runs = json["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2);
     let mut outputs = Vec::new();
     for run in runs {
-        assert_eq!(run["ok"], true, "{run}");
         let dir = std::path::Path::new(run["run_dir"].as_str().unwrap());
         let o: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("bench.json")).unwrap()).unwrap();
@@ -107,12 +116,9 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
     ] {
         assert!(r.stdout.contains(&format!("## {point}: ")), "{point}");
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let json = results(&out, 8);
     let runs = json["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 8);
     for run in runs {
-        assert_eq!(run["ok"], true, "{run}");
         let m = &run["metrics"];
         let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
         assert!(
@@ -261,12 +267,9 @@ fn compare_smoke_writes_report_json_and_svgs() {
     assert!(r.stdout.contains("## wakeup: 1n1l4c1t"), "{}", r.stdout);
     assert!(r.stdout.contains("| wake-up p99 (µs) | lower |"));
     let json_path = out.join("results.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let json = results(&out, 2);
     let runs = json["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 2);
     for run in runs {
-        assert_eq!(run["ok"], true, "{run}");
         let m = &run["metrics"];
         let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
         assert!(

@@ -46,6 +46,17 @@ fn run_dir(r: &Run) -> String {
         .expect("lab names its run directory")
 }
 
+/// The words of the first line of @stdout that starts with @tag (the tag among them).
+fn tagged_line(stdout: &str, tag: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("no '{tag}' line in {stdout}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
 fn nothing_left_running(dir: &str) {
     let out = Command::new("pgrep").args(["-f", dir]).output().unwrap();
     assert!(
@@ -184,16 +195,7 @@ fn stats_group_lets_an_exporter_read_without_root() {
         &script,
     ]);
     assert_eq!(r.code, 0);
-    let line = |tag: &str| {
-        r.stdout
-            .lines()
-            .find(|l| l.starts_with(tag))
-            .unwrap_or_else(|| panic!("no '{tag}' line in {}", r.stdout))
-            .split_whitespace()
-            .skip(1)
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
+    let line = |tag: &str| tagged_line(&r.stdout, tag)[1..].to_vec();
     assert_eq!(line("sock "), ["adm", "660"]);
     assert_eq!(line("dir "), ["adm", "750"]);
     let om = line("om ");
@@ -228,15 +230,7 @@ fn partial_mode_takes_only_sched_ext_tasks() {
          sleep 30 & concord-ext --pid $! && echo moved $(grep ext.enabled /proc/$!/sched); kill $!",
     ]);
     assert_eq!(r.code, 0);
-    let field = |tag: &str| {
-        r.stdout
-            .lines()
-            .find(|l| l.starts_with(tag))
-            .unwrap_or_else(|| panic!("no '{tag}' line in {}", r.stdout))
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let field = |tag: &str| tagged_line(&r.stdout, tag).join(" ");
     assert_eq!(field("plain"), "plain ext.enabled : 0");
     assert_eq!(field("ext"), "ext ext.enabled : 1 policy : 7");
     assert_eq!(field("moved"), "moved ext.enabled : 1");

@@ -288,16 +288,17 @@ impl FileConfig {
             verbose,
             partial
         );
-        if let Some(g) = &self.stats_group {
-            if !keep("stats_group") {
-                opts.stats_group = Some(g.clone());
-            }
+        // settings whose flag is itself optional
+        macro_rules! set_some {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field {
+                    if !keep(stringify!($field)) {
+                        opts.$field = Some(v.clone());
+                    }
+                }
+            )*};
         }
-        if let Some(v) = self.stats {
-            if !keep("stats") {
-                opts.stats = Some(v);
-            }
-        }
+        set_some!(stats, stats_group);
     }
 }
 

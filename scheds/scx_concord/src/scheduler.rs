@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::config::{DeadlineMode, Opts, PinnedMode, QueueMode};
 use crate::stats::{self, Snapshot};
 use crate::{bpf_intf, domains, BpfSkel, BpfSkelBuilder, SCHEDULER_NAME};
+use concord_common::sched::CONCORD_STATS_SOCKET;
 
 /// Refuse clearly when the kernel cannot take us.
 pub fn check_kernel() -> Result<()> {
@@ -244,16 +245,13 @@ impl<'a> Scheduler<'a> {
     }
 }
 
-/// Where scx_stats serves our statistics (its default for a scheduler).
-const STATS_SOCKET: &str = "/var/run/scx/root/stats";
-
 /// Let @group read the statistics: the socket 0660 and its two directories 0750, all root:@group
 /// (connecting to a UNIX socket takes write permission on it and search permission on every
 /// directory above).
 fn share_stats_socket(group: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let gid = crate::config::group_id(group)?;
-    let sock = std::path::Path::new(STATS_SOCKET);
+    let sock = std::path::Path::new(CONCORD_STATS_SOCKET);
     let mut paths = vec![(sock, 0o660)];
     paths.extend(sock.ancestors().skip(1).take(2).map(|d| (d, 0o750)));
     for (p, mode) in paths {
@@ -262,6 +260,6 @@ fn share_stats_socket(group: &str) -> Result<()> {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("--stats-group {group}: chmod {}", p.display()))?;
     }
-    info!("statistics readable by group {group} ({STATS_SOCKET})");
+    info!("statistics readable by group {group} ({CONCORD_STATS_SOCKET})");
     Ok(())
 }

@@ -126,13 +126,13 @@ static inline bool first_this_tick(u64 *at, u64 now)
 }
 
 /*
- * A task in @cpu's LLC queue has waited the whole bound: wake every idle CPU of the LLC (SCX_KICK_IDLE leaves
- * busy ones alone). The net behind the per-enqueue kicks: the reliability suite caught a CPU
- * sitting idle for seconds with its LLC queue full (stress-ng affinity churn), the kicks of the
- * enqueues having gone elsewhere or been lost; only ticks of busy CPUs still run then.
- * Once per tick per domain: every busy CPU of the LLC ticks, and without the limit sustained
- * overload had each of them kick all the others at every tick, kicks growing with the square
- * of the CPUs per LLC. The CPU that wins the exchange kicks for all.
+ * A task in @cpu's LLC queue has waited the whole bound: wake every idle CPU of the LLC
+ * (SCX_KICK_IDLE leaves busy ones alone). The net behind the per-enqueue kicks: the reliability
+ * suite caught a CPU sitting idle for seconds with its LLC queue full (stress-ng affinity
+ * churn), the kicks of the enqueues having gone elsewhere or been lost; only ticks of busy CPUs
+ * still run then. Once per tick per domain (first_this_tick()): every busy CPU of the LLC
+ * ticks, and without the limit sustained overload had each of them kick all the others at every
+ * tick, kicks growing with the square of the CPUs per LLC.
  */
 static inline void kick_idle_llc(s32 cpu, u64 now)
 {
@@ -166,10 +166,9 @@ static inline void note_direct(s32 cpu, u64 now)
 /*
  * The net under direct placements: from a busy CPU's tick, kick again every idle CPU of its
  * domain whose local run queue got a task from us more than a tick ago that it has not run. The
- * first kick (the wake-up's IPI, or ours) can come to nothing: a task pinned to a CPU waited in
- * its local run queue past the wait bound while that CPU stayed idle and no other CPU could run
- * it (a guest's halted vCPU; the same symptom showed under other schedulers). The
- * kick is idle-only, so a CPU that did wake is left alone. Once per tick per domain, like
+ * first kick (the wake-up's IPI, or ours) may come to nothing, and then a task pinned to that
+ * CPU waits past the wait bound while the CPU stays idle and no other CPU can run it. The kick
+ * is idle-only, so a CPU that did wake is left alone. Once per tick per domain, like
  * kick_idle_llc(), for the same reason. A CPU outside every busy CPU's domain is not covered:
  * a domain that is entirely idle has no ticks.
  */

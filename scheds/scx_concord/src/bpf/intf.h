@@ -60,7 +60,7 @@ enum stat_idx {
 	STAT_DIRECT_IDLE	= 0,	/* task sent straight to an idle CPU (wake-up or enqueue) */
 	STAT_DISPATCH_PINNED,		/* dispatched from the CPU's pinned queue */
 	STAT_DISPATCH_LLC,		/* dispatched from the CPU's own LLC (or global) queue */
-	STAT_PULL_XLLC,		/* pulled from another LLC's queue, same node */
+	STAT_PULL_XLLC,			/* pulled from another LLC's queue, same node */
 	STAT_PULL_XNODE,		/* pulled from another node's LLC queue */
 	STAT_KEEP_RUNNING,		/* nothing queued: the previous task kept the CPU */
 	STAT_KICK_IDLE,			/* woke an idle CPU for a queued task */
