@@ -117,7 +117,9 @@ pub struct Opts {
     pub completions: Option<clap_complete::Shell>,
 
     /// Load the BPF program without attaching, run the policy arithmetic in the kernel on
-    /// test inputs, compare with the Rust version, and exit (non-zero on any difference).
+    /// test inputs, compare with the Rust version, walk the wake-up preemption's CPU scans on
+    /// made-up 112- to 256-CPU machines, and exit (non-zero on any difference or a CPU never
+    /// looked at).
     #[arg(long)]
     pub check_policy: bool,
 

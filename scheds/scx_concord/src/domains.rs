@@ -4,6 +4,61 @@
 //! machines whose SMT siblings are numbered half the CPUs away, looked at at most 64 CPUs that
 //! were mostly other LLCs'.
 
+use scx_utils::Topology;
+
+/// The machine as the BPF side is told it: each LLC's CPU ids (in a dense LLC order), the node
+/// of each LLC, and the size of the per-CPU tables. Read from the kernel's topology, or made up
+/// for `--check-policy` to walk a big machine's CPU lists on a small one.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub llcs: Vec<Vec<usize>>,
+    pub llc_node: Vec<u32>,
+    pub nr_cpu_ids: usize,
+    pub nr_nodes: usize,
+    pub smt: bool,
+}
+
+impl Layout {
+    pub fn of_topology(topo: &Topology, nr_cpu_ids: usize) -> Self {
+        Layout {
+            llcs: topo
+                .all_llcs
+                .values()
+                .map(|l| l.all_cpus.keys().copied().collect())
+                .collect(),
+            llc_node: topo.all_llcs.values().map(|l| l.node_id as u32).collect(),
+            nr_cpu_ids,
+            nr_nodes: topo.nodes.len(),
+            smt: topo.smt_enabled,
+        }
+    }
+
+    /// `nodes` x `llcs` per node x `cores` per LLC x `threads` per core, numbered as x86
+    /// servers number them: first threads of all cores, then second threads (a core's SMT
+    /// sibling is the number of cores away), so an LLC's CPUs are two runs of ids.
+    pub fn synthetic(nodes: usize, llcs: usize, cores: usize, threads: usize) -> Self {
+        let nr_cores = nodes * llcs * cores;
+        let llc_cpus = (0..nodes * llcs)
+            .map(|l| {
+                (0..threads)
+                    .flat_map(|t| (0..cores).map(move |c| t * nr_cores + l * cores + c))
+                    .collect()
+            })
+            .collect();
+        Layout {
+            llcs: llc_cpus,
+            llc_node: (0..nodes * llcs).map(|l| (l / llcs) as u32).collect(),
+            nr_cpu_ids: nr_cores * threads,
+            nr_nodes: nodes,
+            smt: threads > 1,
+        }
+    }
+
+    pub fn nr_cpus(&self) -> usize {
+        self.llcs.iter().map(Vec::len).sum()
+    }
+}
+
 /// The domains' CPUs grouped per domain (`list[first[d]..first[d] + count[d]]`), and each
 /// CPU's position in its domain's group (`pos[cpu]`).
 #[derive(Debug, PartialEq)]
@@ -67,6 +122,18 @@ mod tests {
                 assert_eq!(l.list[at], c as u32, "cpu {c} found at its position");
             }
         }
+    }
+
+    #[test]
+    fn a_synthetic_server_numbers_smt_siblings_a_socket_apart() {
+        let l = Layout::synthetic(2, 4, 11, 2);
+        assert_eq!((l.nr_cpu_ids, l.nr_cpus(), l.llcs.len()), (176, 176, 8));
+        assert_eq!(l.llcs[0][..2], [0, 1]);
+        assert_eq!(l.llcs[0][11..13], [88, 89], "core 0's sibling is 88 away");
+        assert_eq!(l.llc_node, vec![0, 0, 0, 0, 1, 1, 1, 1]);
+        let mut all: Vec<usize> = l.llcs.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..176).collect::<Vec<_>>(), "each CPU in one LLC");
     }
 
     #[test]

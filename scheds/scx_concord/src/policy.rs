@@ -175,6 +175,33 @@ pub fn waited_over(enq_at: u64, now: u64, limit: u64) -> bool {
     enq_at != 0 && (now.wrapping_sub(enq_at) as i64) > 0 && now - enq_at > limit
 }
 
+pub const SCAN_NEAR: u32 = crate::bpf_intf::concord_consts_SCAN_NEAR;
+pub const SCAN_MAX: u32 = crate::bpf_intf::concord_consts_SCAN_MAX;
+
+/// Position (from the scanning task's CPU in its domain's list) of the `i`-th CPU a
+/// preemption scan looks at in a domain of `n` CPUs, the far window starting at `far_from`;
+/// `n` past the scan (policy.h's pol_scan_pos).
+pub fn scan_pos(n: u32, i: u32, far_from: u64) -> u32 {
+    if i >= n || i >= SCAN_MAX {
+        return n;
+    }
+    if n <= SCAN_MAX || i < SCAN_NEAR {
+        return i;
+    }
+    let far = n - SCAN_NEAR;
+    SCAN_NEAR + ((far_from % far as u64) as u32 + (i - SCAN_NEAR)) % far
+}
+
+/// Scans after which every CPU of a domain of `n` has been looked at (the cursor moves on by
+/// the far window's width at each scan).
+pub fn scans_to_cover(n: u32) -> u32 {
+    if n <= SCAN_MAX {
+        1
+    } else {
+        (n - SCAN_NEAR).div_ceil(SCAN_MAX - SCAN_NEAR)
+    }
+}
+
 pub fn wait_bucket(wait_ns: u64) -> u64 {
     let us = wait_ns / 1000;
     if us < (1 << WAIT_SUB_BITS) {
@@ -517,5 +544,42 @@ mod tests {
             prev = b;
         }
         assert_eq!(wait_bucket(u64::MAX), NR_WAIT_BUCKETS - 1);
+    }
+
+    #[test]
+    fn a_preemption_scan_is_bounded_and_consecutive_scans_see_the_whole_domain() {
+        for n in 1..=1024u32 {
+            let step = SCAN_MAX - SCAN_NEAR;
+            for start in [0u64, 7, 1 << 40] {
+                let mut seen = vec![false; n as usize];
+                for s in 0..scans_to_cover(n) {
+                    let far_from = start + (s * step) as u64;
+                    let scan: Vec<u32> = (0..SCAN_MAX + 1)
+                        .map(|i| scan_pos(n, i, far_from))
+                        .take_while(|&k| k < n)
+                        .collect();
+                    assert_eq!(
+                        scan.len() as u32,
+                        n.min(SCAN_MAX),
+                        "n {n}: one scan's length"
+                    );
+                    let mut distinct = scan.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    assert_eq!(distinct.len(), scan.len(), "n {n}: a CPU looked at twice");
+                    let near = n.min(SCAN_NEAR);
+                    assert_eq!(scan[..near as usize], (0..near).collect::<Vec<_>>()[..]);
+                    for k in scan {
+                        seen[k as usize] = true;
+                    }
+                }
+                let unseen: Vec<usize> = (0..n as usize).filter(|&k| !seen[k]).collect();
+                assert!(
+                    unseen.is_empty(),
+                    "n {n} from {start}: never seen {unseen:?}"
+                );
+            }
+        }
+        assert_eq!(scans_to_cover(176), 5);
     }
 }

@@ -1,13 +1,15 @@
 //! `--check-policy`: the policy arithmetic run in the kernel (the `policy_probe` BPF program,
 //! by BPF_PROG_TEST_RUN) on inputs that cover each formula's corners, compared with the Rust
-//! mirror in policy.rs.
+//! mirror in policy.rs; and the wake-up preemption's walk over a domain's CPUs (`scan_probe`)
+//! on made-up big machines, which the lab cannot boot at every size.
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::ProgramInput;
 use std::mem::MaybeUninit;
 
-use crate::config::Opts;
-use crate::scheduler::open_and_load;
+use crate::config::{Opts, QueueMode};
+use crate::domains::{domain_lists, Layout};
+use crate::scheduler::{open_and_load, open_and_load_on};
 use crate::{bpf_intf, policy};
 
 /// Inputs that cover the corners of each formula.
@@ -161,5 +163,103 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
         );
     }
     println!("policy check: BPF and Rust agree on {} cases", cases.len());
+    check_scans(opts)
+}
+
+/// Made-up machines whose preemption scans the probe walks: a 2-socket server of 176 threads
+/// (8 LLCs of 22, siblings 88 apart), one of 256 (4 LLCs of 64), and one LLC of 112 threads
+/// (a server whose whole socket shares its L3), each with per-LLC and global queues.
+fn scan_layouts() -> Vec<(&'static str, Layout)> {
+    vec![
+        ("2n4l11c2t", Layout::synthetic(2, 4, 11, 2)),
+        ("2n2l32c2t", Layout::synthetic(2, 2, 32, 2)),
+        ("1n1l56c2t", Layout::synthetic(1, 1, 56, 2)),
+    ]
+}
+
+/// In the kernel, from every CPU of each made-up machine, consecutive preemption scans (with
+/// the domain's own cursor) look at the CPUs the Rust mirror says, only at CPUs of the
+/// scanning CPU's domain, and at every one of them within `policy::scans_to_cover` scans.
+fn check_scans(opts: &Opts) -> Result<()> {
+    let mut runs = 0;
+    for (name, layout) in scan_layouts() {
+        for queue in [QueueMode::PerLlc, QueueMode::Global] {
+            let mut open_object = MaybeUninit::uninit();
+            let skel = open_and_load_on(opts, &mut open_object, &layout, queue)
+                .with_context(|| format!("loading for a made-up {name} machine"))?;
+            let lists = domain_lists(&layout.llcs, queue == QueueMode::Global, layout.nr_cpu_ids);
+            for (d, (&first, &n)) in lists.first.iter().zip(&lists.count).enumerate() {
+                let domain = &lists.list[first as usize..(first + n) as usize];
+                for &start in domain {
+                    let mut seen = vec![false; layout.nr_cpu_ids];
+                    for _ in 0..policy::scans_to_cover(n) {
+                        let mut a = bpf_intf::scan_probe_args {
+                            far_from: 0,
+                            start: start as i32,
+                            cpus: [0; policy::SCAN_MAX as usize],
+                        };
+                        run_scan_probe(&skel, &mut a)?;
+                        runs += 1;
+                        let pos = lists.pos[start as usize];
+                        let want: Vec<i32> = (0..policy::SCAN_MAX)
+                            .map(|i| match policy::scan_pos(n, i, a.far_from) {
+                                k if k < n => domain[((pos + k) % n) as usize] as i32,
+                                _ => -1,
+                            })
+                            .collect();
+                        if a.cpus[..] != want[..] {
+                            bail!(
+                                "{name} {queue:?}: the kernel's scan from CPU {start} (cursor {}) \
+                                 looks at {:?}, the Rust mirror at {want:?}",
+                                a.far_from,
+                                a.cpus
+                            );
+                        }
+                        for &c in a.cpus.iter().filter(|&&c| c >= 0) {
+                            if !domain.contains(&(c as u32)) {
+                                bail!("{name} {queue:?}: a scan from CPU {start} looked at CPU {c}, outside domain {d}");
+                            }
+                            seen[c as usize] = true;
+                        }
+                    }
+                    let unseen: Vec<u32> = domain
+                        .iter()
+                        .copied()
+                        .filter(|&c| !seen[c as usize])
+                        .collect();
+                    if !unseen.is_empty() {
+                        bail!(
+                            "{name} {queue:?}: {} scans from CPU {start} never looked at {unseen:?}",
+                            policy::scans_to_cover(n)
+                        );
+                    }
+                }
+            }
+        }
+        println!(
+            "scan check: on a made-up {name} machine ({} CPUs) every scan stays in its domain and consecutive scans see all of it, per-LLC and global",
+            layout.nr_cpus()
+        );
+    }
+    println!("scan check: BPF and Rust agree on {runs} scans");
+    Ok(())
+}
+
+fn run_scan_probe(skel: &crate::BpfSkel, a: &mut bpf_intf::scan_probe_args) -> Result<()> {
+    let input = ProgramInput {
+        // SAFETY: scan_probe_args is a plain C struct shared with the BPF program.
+        context_in: Some(unsafe {
+            std::slice::from_raw_parts_mut(a as *mut _ as *mut u8, std::mem::size_of_val(a))
+        }),
+        ..Default::default()
+    };
+    let out = skel
+        .progs
+        .scan_probe
+        .test_run(input)
+        .context("running scan_probe")?;
+    if out.return_value != 0 {
+        bail!("scan_probe returned {}", out.return_value);
+    }
     Ok(())
 }

@@ -54,8 +54,20 @@ pub fn open_and_load<'a>(
     opts: &Opts,
     open_object: &'a mut MaybeUninit<OpenObject>,
 ) -> Result<BpfSkel<'a>> {
-    try_set_rlimit_infinity();
     let topo = Topology::new().context("reading the CPU topology")?;
+    let layout = domains::Layout::of_topology(&topo, *NR_CPU_IDS);
+    open_and_load_on(opts, open_object, &layout, opts.queue)
+}
+
+/// Load (not attach) for `layout`, with `queue` for the options' queue mode: the probes load
+/// made-up machines in both modes.
+pub fn open_and_load_on<'a>(
+    opts: &Opts,
+    open_object: &'a mut MaybeUninit<OpenObject>,
+    layout: &domains::Layout,
+    queue: QueueMode,
+) -> Result<BpfSkel<'a>> {
+    try_set_rlimit_infinity();
     let mut builder = BpfSkelBuilder::default();
     builder.obj_builder.debug(opts.verbose);
     let mut skel = scx_ops_open!(builder, open_object, concord_ops, None)?;
@@ -79,8 +91,8 @@ pub fn open_and_load<'a>(
     }
 
     let rodata = skel.maps.rodata_data.as_mut().unwrap();
-    rodata.nr_cpus = *NR_CPU_IDS as u32;
-    rodata.queue_mode = match opts.queue {
+    rodata.nr_cpus = layout.nr_cpu_ids as u32;
+    rodata.queue_mode = match queue {
         QueueMode::PerLlc => bpf_intf::queue_mode_QUEUE_PER_LLC,
         QueueMode::Global => bpf_intf::queue_mode_QUEUE_GLOBAL,
     };
@@ -101,29 +113,24 @@ pub fn open_and_load<'a>(
             *dst = b as _;
         }
     }
-    // LLC ids from the kernel need not be dense: number them in order.
+    // LLC ids from the kernel need not be dense: the layout numbers them in order.
     let max_llcs = bpf_intf::concord_consts_MAX_LLCS as usize;
     let max_cpus = bpf_intf::concord_consts_MAX_CPUS as usize;
-    if topo.all_llcs.len() > max_llcs || *NR_CPU_IDS > max_cpus {
+    if layout.llcs.len() > max_llcs || layout.nr_cpu_ids > max_cpus {
         bail!(
             "{} LLCs / {} CPUs exceed the supported {max_llcs} / {max_cpus}",
-            topo.all_llcs.len(),
-            *NR_CPU_IDS
+            layout.llcs.len(),
+            layout.nr_cpu_ids
         );
     }
-    for (dense, llc) in topo.all_llcs.values().enumerate() {
-        rodata.llc_node[dense] = llc.node_id as u32;
-        for cpu in llc.all_cpus.keys() {
-            rodata.cpu_llc[*cpu] = dense as u32;
+    for (dense, (cpus, &node)) in layout.llcs.iter().zip(&layout.llc_node).enumerate() {
+        rodata.llc_node[dense] = node;
+        for &cpu in cpus {
+            rodata.cpu_llc[cpu] = dense as u32;
         }
     }
-    rodata.nr_llcs = topo.all_llcs.len().max(1) as u32;
-    let llc_cpus: Vec<Vec<usize>> = topo
-        .all_llcs
-        .values()
-        .map(|l| l.all_cpus.keys().copied().collect())
-        .collect();
-    let lists = domains::domain_lists(&llc_cpus, opts.queue == QueueMode::Global, max_cpus);
+    rodata.nr_llcs = layout.llcs.len().max(1) as u32;
+    let lists = domains::domain_lists(&layout.llcs, queue == QueueMode::Global, max_cpus);
     for (i, &cpu) in lists.list.iter().enumerate().take(max_cpus) {
         rodata.domain_cpu_list[i] = cpu;
     }
@@ -142,11 +149,11 @@ pub fn open_and_load<'a>(
     info!(
         "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms{}",
         *crate::FULL_VERSION,
-        topo.all_cpus.len(),
-        topo.all_llcs.len(),
-        topo.nodes.len(),
-        if topo.smt_enabled { "on" } else { "off" },
-        opts.queue,
+        layout.nr_cpus(),
+        layout.llcs.len(),
+        layout.nr_nodes,
+        if layout.smt { "on" } else { "off" },
+        queue,
         opts.pinned_queue,
         opts.slice_min_us,
         opts.slice_max_us,

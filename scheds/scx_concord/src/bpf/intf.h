@@ -29,6 +29,14 @@ enum concord_consts {
 	/* Wait histogram: 4 sub-buckets per power of two of microseconds, up to ~2^24 us. */
 	WAIT_SUB_BITS		= 2,
 	NR_WAIT_BUCKETS		= 100,
+
+	/*
+	 * Wake-up preemption looks at most SCAN_MAX CPUs of the task's domain: its SCAN_NEAR
+	 * nearest in the domain's list, and a window of the rest that moves on at every scan
+	 * (pol_scan_pos()).
+	 */
+	SCAN_NEAR		= 32,
+	SCAN_MAX		= 64,
 };
 
 /* --queue: where tasks that may run on several CPUs wait. */
@@ -119,6 +127,16 @@ struct policy_probe_args {
 	u64 timer_needed;	/* timer_needed(nr_waiting % 5, nr_waiting, domain_cpus, weight,
 				 * tick = wait_ns, urgent = cap) */
 	u64 waited_over;	/* waited_over(enq_at = vtime, now = vclock, limit = wait_ns) */
+};
+
+/*
+ * Input and output of the scan_probe program: the CPUs a wake-up preemption from @start looks
+ * at, in order (-1 past the last), and where the domain's far window started (its cursor).
+ */
+struct scan_probe_args {
+	u64 far_from;
+	s32 start;
+	s32 cpus[SCAN_MAX];
 };
 
 #endif /* __CONCORD_INTF_H */

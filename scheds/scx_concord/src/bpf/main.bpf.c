@@ -754,6 +754,25 @@ int policy_probe(struct policy_probe_args *a)
 	return 0;
 }
 
+/*
+ * Runs a preemption scan's CPU walk in the kernel, the domain's cursor and all, on the loaded
+ * topology (which the probe may have made up: 176 or 256 CPUs on a 2-CPU test machine), for
+ * the coverage test.
+ */
+SEC("syscall")
+int scan_probe(struct scan_probe_args *a)
+{
+	u64 far_from = scan_far_from(a->start);
+	u32 i;
+
+	a->far_from = far_from;
+	bpf_for(i, 0, SCAN_MAX) {
+		if (i < SCAN_MAX)
+			a->cpus[i] = scan_cpu(a->start, i, far_from);
+	}
+	return 0;
+}
+
 SCX_OPS_DEFINE(concord_ops,
 	       .select_cpu		= (void *)concord_select_cpu,
 	       .enqueue			= (void *)concord_enqueue,

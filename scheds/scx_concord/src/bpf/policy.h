@@ -18,7 +18,10 @@
  *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap;
  *   - a wait that began after "now" (another CPU's clock ahead of this one) is never urgent;
  *   - a slice timer is needed for lighter-than-nice-0 tasks, and for the rest exactly when
- *     tick-long turns of everyone waiting would pass the urgent half of the bound.
+ *     tick-long turns of everyone waiting would pass the urgent half of the bound;
+ *   - a preemption scan looks at most SCAN_MAX distinct CPUs of its domain, always the
+ *     SCAN_NEAR nearest, and consecutive scans of a domain of n CPUs see all of them within
+ *     ceil((n - SCAN_NEAR) / (SCAN_MAX - SCAN_NEAR)) scans.
  */
 #ifndef __CONCORD_POLICY_H
 #define __CONCORD_POLICY_H
@@ -275,6 +278,27 @@ static inline u64 pol_yield_offset(u64 offset, u64 slice_max, u64 cap)
 static inline bool pol_waited_over(u64 enq_at, u64 now, u64 limit)
 {
 	return enq_at && (s64)(now - enq_at) > 0 && now - enq_at > limit;
+}
+
+/*
+ * Position, counted from the scanning task's own CPU in its domain's list, of the @i-th CPU a
+ * preemption scan looks at in a domain of @n CPUs; @n (none) past the scan. A domain of at most
+ * SCAN_MAX CPUs is looked at whole. In a bigger one (a global queue, or a server's LLC of 100+
+ * threads) the first SCAN_NEAR are the nearest (the task's cache and SMT siblings) and the rest
+ * a window of the far positions starting @far_from, a per-domain cursor that each scan moves
+ * on by the window's width: a wake-up costs at most SCAN_MAX lookups, and no CPU of the domain
+ * goes unseen for more than a few scans (a scan of the first 64 ids never saw the others).
+ */
+static inline u32 pol_scan_pos(u32 n, u32 i, u64 far_from)
+{
+	u32 far;
+
+	if (i >= n || i >= SCAN_MAX)
+		return n;
+	if (n <= SCAN_MAX || i < SCAN_NEAR)
+		return i;
+	far = n - SCAN_NEAR;
+	return SCAN_NEAR + ((u32)(far_from % far) + (i - SCAN_NEAR)) % far;
 }
 
 /* Histogram bucket of a wait: 2^WAIT_SUB_BITS sub-buckets per power of two microseconds. */

@@ -11,11 +11,26 @@
 #include "queues.bpf.h"
 
 /*
- * CPUs of the domain looked at per enqueue, from the task's own CPU on in the domain's list:
- * bounded for the cost of a wake-up; a bigger domain (or the global queue on a big machine)
- * gets its nearest 64 in list order.
+ * The far window of a scan from @start: where the domain's cursor stands, moved on for the
+ * next scan. Only domains bigger than a scan have one (and write the shared cursor).
  */
-#define PREEMPT_SCAN_MAX	64
+static inline u64 scan_far_from(s32 start)
+{
+	u32 d = domain_of_cpu(start);
+
+	if (domain_cpus[d] <= SCAN_MAX)
+		return 0;
+	return __sync_fetch_and_add(&llcs[d].scan_from, SCAN_MAX - SCAN_NEAR);
+}
+
+/* The @i-th CPU a preemption scan from @start looks at (pol_scan_pos()); -1 past the last. */
+static inline s32 scan_cpu(s32 start, u32 i, u64 far_from)
+{
+	u32 n = domain_cpus[domain_of_cpu(start)];
+	u32 k = pol_scan_pos(n, i, far_from);
+
+	return k < n ? domain_cpu_from(start, k) : -1;
+}
 
 /*
  * A sync wake-up (pipes, UNIX sockets: the waker says it is about to sleep) from @waker, whose
@@ -70,7 +85,8 @@ static inline s32 kick_victim(s32 victim, struct cpu_ctx *vctx, u64 deadline, u6
 
 /*
  * After queueing @p (no idle CPU took it): preempt a CPU, among those @p may run on in the
- * queue's domain (its LLC, or all CPUs with the global queue) other than @skip, whose running
+ * queue's domain (its LLC, or all CPUs with the global queue; in a domain of more than
+ * SCAN_MAX CPUs, those this scan looks at: scan_cpu()) other than @skip, whose running
  * task's offset is larger than @min_offset and than @p's (@p's deadline is earlier than now +
  * that offset). The waking CPU itself when it qualifies and @p last ran there (a timer or
  * device interrupt waking a task that slept there): its preemption takes effect on the way out
@@ -86,6 +102,7 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 	s32 start = task_home_cpu(p), victim = -1;
 	struct cpu_ctx *cctx, *vctx = NULL;
 	u64 largest = deadline > now ? deadline - now : 0;
+	u64 far_from;
 	u32 i;
 
 	if (largest < min_offset)
@@ -94,8 +111,9 @@ static inline s32 preempt_cpu_for(struct task_struct *p, u64 deadline, u64 now, 
 		stat_inc(STAT_KICK_LOCAL);
 		return kick_victim(start, cctx, deadline, now);
 	}
-	bpf_for(i, 0, PREEMPT_SCAN_MAX) {
-		s32 cpu = domain_cpu_from(start, i);
+	far_from = scan_far_from(start);
+	bpf_for(i, 0, SCAN_MAX) {
+		s32 cpu = scan_cpu(start, i, far_from);
 
 		if (cpu < 0 || cpu >= MAX_CPUS)
 			break;
