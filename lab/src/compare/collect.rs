@@ -170,6 +170,15 @@ pub(super) fn collect(
     mx.insert("idle_pct".into(), w.idle_pct);
     let window = w.window_ns as f64 / 1e9;
     rec.wasted = Some(w);
+    if let Some(i) = meters.ipis {
+        // Per CPU, so that machines of different sizes under the same load per CPU line up.
+        let per_cpu_sec = (nr_cpus as f64 * window).max(1e-9);
+        mx.insert(
+            "resched_ipis_per_cpu_sec".into(),
+            i.resched as f64 / per_cpu_sec,
+        );
+        mx.insert("call_ipis_per_cpu_sec".into(), i.call as f64 / per_cpu_sec);
+    }
     match &meters.bpftool_error {
         Some(e) => bail!("BPF stats: {e}"),
         None => {

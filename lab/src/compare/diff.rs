@@ -16,18 +16,14 @@ pub fn diff(a: &CompareReport, b: &CompareReport) -> String {
         a.kernel, a.repeats, b.kernel, b.repeats
     );
     for sb in &b.scenarios {
-        let Some(sa) = a
-            .scenarios
-            .iter()
-            .find(|x| x.scenario == sb.scenario && x.load == sb.load)
-        else {
+        let Some(sa) = a.scenarios.iter().find(|x| x.name() == sb.name()) else {
             let _ = writeln!(s, "## {}: only in B\n", sb.name());
             continue;
         };
         let _ = writeln!(
             s,
             "## {} (A: {}, B: {})\n",
-            sb.scenario.name(),
+            sb.name(),
             sa.topology,
             sb.topology
         );

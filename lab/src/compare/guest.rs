@@ -79,6 +79,9 @@ pub struct MetersOut {
     /// The sampler's total wall time reading, polls included (ms).
     #[serde(default)]
     pub mask_scan_ms: f64,
+    /// IPIs sent during the load (summed over CPUs), if /proc/interrupts was readable.
+    #[serde(default)]
+    pub ipis: Option<crate::meters::ipis::Ipis>,
 }
 
 const TRACING: &str = "/sys/kernel/tracing";
@@ -399,9 +402,11 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
         }
         Scenario::Throughput => {
             // Fixed work (hackbench: time to pass the messages), then fixed time (stress-ng:
-            // operations done in it).
+            // operations done in it). A group of 20 tasks per CPU, at least 4 groups: the same
+            // load per CPU at every size (4 groups on the scenario's own 4 CPUs, as always).
+            let groups = n.max(4).to_string();
             let out = run_checked(
-                Command::new("hackbench").args(["-P", "-g", "4", "-f", "10", "-l", "150"]),
+                Command::new("hackbench").args(["-P", "-g", &groups, "-f", "10", "-l", "150"]),
                 "hackbench",
             )?;
             std::fs::write(run_dir.join(HACKBENCH_FILE), &out.stdout)?;
@@ -472,7 +477,9 @@ pub fn main(p: &GuestParams) -> Result<()> {
     // differences since the connection's first request; the since-attach maxima are absolute).
     let mut stats = crate::sched_proc::concord_stats()?;
     start_trace(p.nr_cpus)?;
+    let ipis_before = crate::meters::ipis::Ipis::read().ok();
     let result = workload(p, &run_dir);
+    let ipis_after = crate::meters::ipis::Ipis::read().ok();
     if let Some(c) = stats.as_mut() {
         let v = crate::sched_proc::read_stats(c)?;
         std::fs::write(
@@ -481,6 +488,7 @@ pub fn main(p: &GuestParams) -> Result<()> {
         )?;
     }
     let lost = stop_trace(&run_dir, p.nr_cpus);
+    meters.ipis = ipis_before.zip(ipis_after).map(|(b, a)| a.since(&b));
     stop.store(true, Ordering::Release);
     let (masks, scans, spent) = sampler.join().unwrap_or_default();
     meters.mask_scans = scans;

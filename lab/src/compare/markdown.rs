@@ -11,8 +11,87 @@ use super::{Better, CompareRun};
 use crate::charts::{cdf_svg, ratio, xml_escape};
 use crate::meters::heatmap;
 use crate::meters::wasted::WastedReport;
+use concord_common::topology::TopologySpec;
+
+/// The figures a size axis lines up: cost per callback and kicks per CPU.
+const SIZE_KEYS: [&str; 3] = [
+    "bpf_ns_per_call",
+    "resched_ipis_per_cpu_sec",
+    "call_ipis_per_cpu_sec",
+];
 
 impl CompareReport {
+    /// For each scenario measured at several sizes (several --topology): per scheduler, each
+    /// size's cost per callback and IPIs per CPU, and how much the largest size's figure is of
+    /// the smallest's (sizes by CPU count). Empty without a size axis.
+    pub fn by_size(&self) -> String {
+        let mut s = String::new();
+        let mut done = Vec::new();
+        for first in self.scenarios.iter().filter(|sc| sc.scale) {
+            if done.contains(&first.scenario) {
+                continue;
+            }
+            done.push(first.scenario);
+            let mut points: Vec<&ScenarioResult> = self
+                .scenarios
+                .iter()
+                .filter(|sc| sc.scale && sc.scenario == first.scenario)
+                .collect();
+            points.sort_by_key(|sc| cpus_of(&sc.topology));
+            let _ = writeln!(
+                s,
+                "\n### {} by machine size ({})\n",
+                first.scenario.name(),
+                points
+                    .iter()
+                    .map(|p| p.topology.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let _ = write!(s, "| scheduler | figure |");
+            for p in &points {
+                let _ = write!(s, " {} ({} CPUs) |", p.topology, cpus_of(&p.topology));
+            }
+            let _ = writeln!(
+                s,
+                " largest / smallest |\n|---|---|{}---|",
+                "---|".repeat(points.len())
+            );
+            for (i, r) in first.results.iter().enumerate() {
+                for key in SIZE_KEYS {
+                    let vals: Vec<Option<f64>> = points
+                        .iter()
+                        .map(|p| {
+                            let v = p.results.get(i).and_then(|r| r.metrics.get(key));
+                            v.filter(|v| v.n > 0).map(|v| v.median)
+                        })
+                        .collect();
+                    if vals.iter().all(Option::is_none) {
+                        continue;
+                    }
+                    let label = first
+                        .metrics
+                        .iter()
+                        .find(|d| d.key == key)
+                        .map_or(key, |d| d.label.as_str());
+                    let _ = write!(s, "| {} | {label} |", r.sched);
+                    for v in &vals {
+                        let _ = write!(s, " {} |", v.map(fmt_value).unwrap_or_else(|| "–".into()));
+                    }
+                    let growth = match (
+                        vals.first().copied().flatten(),
+                        vals.last().copied().flatten(),
+                    ) {
+                        (Some(a), Some(b)) if a > 0.0 => format!("{:.2}x", b / a),
+                        _ => "–".into(),
+                    };
+                    let _ = writeln!(s, " {growth} |");
+                }
+            }
+        }
+        s
+    }
+
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
@@ -46,6 +125,7 @@ impl CompareReport {
         for v in self.verdicts() {
             let _ = writeln!(s, "- {v}");
         }
+        s += &self.by_size();
         let mut sweeps = self.sweeps();
         sweeps.extend(self.timelines());
         if !sweeps.is_empty() {
@@ -282,9 +362,71 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:1em aut
 table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}\
 tr:nth-child(even){background:#f6f6f6}figure{margin:1em 0}code{background:#f0f0f0}";
 
+/// CPUs of a topology as written in a report (0 if it does not parse).
+fn cpus_of(topology: &str) -> u32 {
+    TopologySpec::parse(topology).map_or(0, |t| t.nr_cpus())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::report::tests::run;
+    use crate::compare::{Scenario, ScenarioPlan};
+    use concord_common::sched::SchedSpec;
+
+    #[test]
+    fn a_size_axis_lines_up_each_size_and_the_growth() {
+        let scheds = [
+            SchedSpec::parse("eevdf").unwrap(),
+            SchedSpec::parse("concord").unwrap(),
+        ];
+        let plans: Vec<ScenarioPlan> = ["4n4l4c", "1l4c"]
+            .iter()
+            .map(|t| ScenarioPlan {
+                scenario: Scenario::Throughput,
+                topology: TopologySpec::parse(t).unwrap(),
+                secs: 10.0,
+                icount: Some(2),
+                load: None,
+                scale: true,
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for (topo, ns) in [("1l4c", 1000.0), ("4n4l4c", 1100.0)] {
+            for sched in ["eevdf", "concord"] {
+                let mut r = run(Scenario::Throughput, sched, 0, 1.0, true);
+                r.topology = Some(TopologySpec::parse(topo).unwrap().to_string());
+                if sched == "concord" {
+                    r.metrics.insert("bpf_ns_per_call".into(), ns);
+                }
+                runs.push(r);
+            }
+        }
+        let rep = CompareReport::build("7.3.4", 1, &plans, &scheds, runs);
+        assert_eq!(rep.scenarios[0].name(), "throughput@4n4l4c1t");
+        assert_eq!(
+            rep.scenarios[0].results[1].runs_ok, 1,
+            "runs found by topology"
+        );
+        let t = rep.by_size();
+        // Smallest first, whatever the order of --topology.
+        assert!(
+            t.contains("| 1n1l4c1t (4 CPUs) | 4n4l4c1t (64 CPUs) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| concord | BPF ns per callback | 1000 | 1100 | 1.10x |"),
+            "{t}"
+        );
+        assert!(!t.contains("| eevdf | BPF"), "EEVDF has no callbacks: {t}");
+        let one = CompareReport::build("7.3.4", 1, &plans[..1], &scheds, Vec::new());
+        assert!(CompareReport {
+            scenarios: vec![],
+            ..one
+        }
+        .by_size()
+        .is_empty());
+    }
 
     #[test]
     fn html_inlines_the_linked_pictures_and_the_tables() {

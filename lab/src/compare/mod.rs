@@ -53,8 +53,11 @@ pub struct CompareArgs {
     #[arg(long)]
     pub secs: Option<f64>,
     /// Topology for every scenario (default: each scenario's own, see --help of the scenarios).
-    #[arg(long)]
-    pub topology: Option<String>,
+    /// Several, comma-separated, make a size axis: each scenario at each topology, its load
+    /// per CPU the same (the workloads scale with the CPUs), reported side by side with the
+    /// cost per callback and the kicks per CPU at each size.
+    #[arg(long, value_delimiter = ',')]
+    pub topology: Vec<String>,
     /// Kernel series (7.3, 7.0, latest).
     #[arg(long, default_value = kernel::DEFAULT_SERIES)]
     pub kernel: String,
@@ -115,7 +118,11 @@ pub const RUNS_SO_FAR: &str = "runs-so-far.json";
 
 /// Which run of the plan a saved run is.
 fn same_run(r: &CompareRun, sp: &ScenarioPlan, sched: &str, repeat: usize) -> bool {
-    r.scenario == sp.scenario && r.load == sp.load && r.sched == sched && r.repeat == repeat
+    r.scenario == sp.scenario
+        && r.load == sp.load
+        && r.topology == sp.point_topology()
+        && r.sched == sched
+        && r.repeat == repeat
 }
 
 fn saved_runs(dir: &Path) -> Result<Vec<CompareRun>> {
@@ -192,6 +199,9 @@ pub struct CompareRun {
     /// The erlang scenario's offered load (None for the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<f64>,
+    /// The topology, when the compare has a size axis (several --topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
     pub sched: String,
     pub repeat: usize,
     pub ok: bool,
@@ -219,21 +229,34 @@ pub struct ScenarioPlan {
     pub icount: Option<u32>,
     /// The erlang scenario's offered load.
     pub load: Option<f64>,
+    /// The compare has a size axis: the topology is part of the point's name.
+    pub scale: bool,
 }
 
 impl ScenarioPlan {
-    /// How the plan is named in reports and file names: `erlang@60%`, `wakeup`.
+    /// How the plan is named in reports and file names: `erlang@60%`, `wakeup`,
+    /// `throughput@2n2l4c` (a size axis).
     pub fn name(&self) -> String {
-        point_name(self.scenario, self.load)
+        point_name(self.scenario, self.load, self.point_topology().as_deref())
+    }
+
+    /// The topology as part of the point (a size axis), else None.
+    pub fn point_topology(&self) -> Option<String> {
+        self.scale.then(|| self.topology.to_string())
     }
 }
 
-/// A scenario at a load point: `erlang@60%`, or the scenario's name.
-pub fn point_name(s: Scenario, load: Option<f64>) -> String {
-    match load {
-        Some(l) => format!("{}@{:.0}%", s.name(), l * 100.0),
-        None => s.name().to_string(),
+/// A scenario at a load point or a size: `erlang@60%`, `wakeup@4n4l4c`, or the scenario's
+/// name.
+pub fn point_name(s: Scenario, load: Option<f64>, topology: Option<&str>) -> String {
+    let mut n = s.name().to_string();
+    if let Some(l) = load {
+        n += &format!("@{:.0}%", l * 100.0);
     }
+    if let Some(t) = topology {
+        n += &format!("@{t}");
+    }
+    n
 }
 
 /// Plan of a compare, validated before any VM.
@@ -291,6 +314,18 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             bail!("{tool} not found: install {pkg} (scripts/setup-host.sh)");
         }
     }
+    let mut topologies = Vec::new();
+    for t in &args.topology {
+        let spec = TopologySpec::parse(t)?;
+        if topologies.contains(&spec) {
+            bail!("--topology names {spec} twice");
+        }
+        topologies.push(spec);
+    }
+    let scale = topologies.len() > 1;
+    if scale && loads.len() > 1 && args.scenarios.iter().any(|s| s.is_erlang()) {
+        bail!("--topology with several sizes takes one --loads point: a sweep is over load or size, not both");
+    }
     let mut scenarios = Vec::new();
     let mut seen = Vec::new();
     for &s in &args.scenarios {
@@ -298,7 +333,11 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
             bail!("--scenarios names {} twice", s.name());
         }
         seen.push(s);
-        let topo = TopologySpec::parse(args.topology.as_deref().unwrap_or(s.default_topology()))?;
+        let topos = if topologies.is_empty() {
+            vec![TopologySpec::parse(s.default_topology())?]
+        } else {
+            topologies.clone()
+        };
         let icount = match (args.no_icount, args.icount) {
             (true, _) => None,
             (false, Some(n)) => Some(n),
@@ -309,14 +348,17 @@ fn validate(args: &CompareArgs) -> Result<Plan> {
         } else {
             vec![None]
         };
-        for load in points {
-            scenarios.push(ScenarioPlan {
-                scenario: s,
-                topology: topo,
-                secs: args.secs.unwrap_or(s.default_secs()),
-                icount,
-                load,
-            });
+        for topology in topos {
+            for &load in &points {
+                scenarios.push(ScenarioPlan {
+                    scenario: s,
+                    topology,
+                    secs: args.secs.unwrap_or(s.default_secs()),
+                    icount,
+                    load,
+                    scale,
+                });
+            }
         }
     }
     Ok(Plan { scenarios, scheds })
@@ -493,6 +535,7 @@ fn one_run(
     let mut rec = CompareRun {
         scenario,
         load: sp.load,
+        topology: sp.point_topology(),
         sched: sched.label(),
         repeat,
         ok: false,

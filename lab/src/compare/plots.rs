@@ -267,6 +267,7 @@ mod tests {
             secs: 3.0,
             icount: None,
             load: Some(0.1),
+            scale: false,
         };
         let mut runs = Vec::new();
         for (sched, rep, secs) in [
@@ -314,6 +315,7 @@ mod tests {
                 secs: 10.0,
                 icount: None,
                 load: Some(l),
+                scale: false,
             })
             .collect();
         let mut runs = Vec::new();

@@ -35,6 +35,9 @@ pub struct ScenarioResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<f64>,
     pub topology: String,
+    /// The compare has a size axis: the topology is part of the point's name.
+    #[serde(default)]
+    pub scale: bool,
     pub secs: f64,
     /// QEMU -icount shift the runs used (None: default multi-threaded TCG).
     #[serde(default)]
@@ -79,7 +82,7 @@ pub fn run_line(r: &CompareRun) -> String {
     if !r.ok {
         return format!(
             "{} under {} FAILED: {} (run directory {})",
-            point_name(r.scenario, r.load),
+            r.point_name(),
             r.sched,
             r.error.as_deref().unwrap_or("?"),
             r.run_dir.display()
@@ -94,12 +97,7 @@ pub fn run_line(r: &CompareRun) -> String {
                 .map(|v| format!("{} {}", d.label, fmt_value(*v)))
         })
         .collect();
-    format!(
-        "{} under {}: {}",
-        point_name(r.scenario, r.load),
-        r.sched,
-        shown.join(", ")
-    )
+    format!("{} under {}: {}", r.point_name(), r.sched, shown.join(", "))
 }
 
 pub(super) fn fmt_value(v: f64) -> String {
@@ -140,9 +138,25 @@ pub fn slug(s: &str) -> String {
 }
 
 impl ScenarioResult {
-    /// `erlang@60%`, `wakeup`.
+    /// `erlang@60%`, `wakeup`, `throughput@2n2l4c` (a size axis).
     pub fn name(&self) -> String {
-        point_name(self.scenario, self.load)
+        point_name(self.scenario, self.load, self.point_topology().as_deref())
+    }
+
+    /// The topology as part of the point (a size axis), else None.
+    pub fn point_topology(&self) -> Option<String> {
+        self.scale.then(|| self.topology.clone())
+    }
+
+    /// Whether `r` is a run of this point.
+    pub fn has_run(&self, r: &CompareRun) -> bool {
+        r.scenario == self.scenario && r.load == self.load && r.topology == self.point_topology()
+    }
+}
+
+impl CompareRun {
+    pub fn point_name(&self) -> String {
+        point_name(self.scenario, self.load, self.topology.as_deref())
     }
 }
 
@@ -157,31 +171,30 @@ impl CompareReport {
         let scenarios = scenarios
             .iter()
             .map(|sp| {
-                let (scenario, topo, secs, load) = (sp.scenario, sp.topology, sp.secs, sp.load);
-                let defs = scenario.metrics();
-                let results = scheds
+                let defs = sp.scenario.metrics();
+                let mut sc = ScenarioResult {
+                    scenario: sp.scenario,
+                    load: sp.load,
+                    topology: sp.topology.to_string(),
+                    scale: sp.scale,
+                    secs: sp.secs,
+                    icount: sp.icount,
+                    baseline: scheds.first().map(|s| s.label()).unwrap_or_default(),
+                    metrics: defs.clone(),
+                    results: Vec::new(),
+                };
+                sc.results = scheds
                     .iter()
                     .map(|s| {
                         let label = s.label();
                         let mine: Vec<&CompareRun> = runs
                             .iter()
-                            .filter(|r| {
-                                r.scenario == scenario && r.load == load && r.sched == label
-                            })
+                            .filter(|r| sc.has_run(r) && r.sched == label)
                             .collect();
                         sched_result(&label, &defs, &mine)
                     })
                     .collect();
-                ScenarioResult {
-                    scenario,
-                    load,
-                    topology: topo.to_string(),
-                    secs,
-                    icount: sp.icount,
-                    baseline: scheds.first().map(|s| s.label()).unwrap_or_default(),
-                    metrics: defs,
-                    results,
-                }
+                sc
             })
             .collect();
         Self {
@@ -200,9 +213,9 @@ impl CompareReport {
         sc: &'a ScenarioResult,
         sched: &'a str,
     ) -> impl Iterator<Item = &'a CompareRun> + 'a {
-        self.runs.iter().filter(move |x| {
-            x.ok && x.scenario == sc.scenario && x.load == sc.load && x.sched == sched
-        })
+        self.runs
+            .iter()
+            .filter(move |x| x.ok && sc.has_run(x) && x.sched == sched)
     }
 
     /// One line per scenario point with request latencies: each scheduler's median p99 (and
@@ -345,6 +358,7 @@ pub(super) mod tests {
         CompareRun {
             scenario,
             load: None,
+            topology: None,
             sched: sched.into(),
             repeat,
             ok,
@@ -385,6 +399,7 @@ pub(super) mod tests {
                 secs: 10.0,
                 icount: Some(2),
                 load: None,
+                scale: false,
             }],
             &scheds,
             runs,

@@ -192,6 +192,16 @@ impl Scenario {
             m("idle_pct", "idle (% CPU time)", Neither),
             m("bpf_ns_per_call", "BPF ns per callback", Lower),
             m("bpf_calls_per_sec", "BPF callbacks/s", Neither),
+            m(
+                "resched_ipis_per_cpu_sec",
+                "rescheduling IPIs per CPU per s (kicks)",
+                Neither,
+            ),
+            m(
+                "call_ipis_per_cpu_sec",
+                "function-call IPIs per CPU per s (remote wake-ups)",
+                Neither,
+            ),
         ]);
         v
     }

@@ -281,6 +281,11 @@ fn compare_smoke_writes_report_json_and_svgs() {
         assert!((0.0..100.0).contains(&f("idle_pct")), "{m}");
         // The host side read QEMU's vCPU threads' run delay (a wait cannot exceed the run).
         assert!((0.0..30_000.0).contains(&f("host_vcpu_wait_max_ms")), "{m}");
+        // Waking 4 CPUs' workers takes IPIs under any scheduler (kicks, remote wake-ups).
+        assert!(
+            f("resched_ipis_per_cpu_sec") + f("call_ipis_per_cpu_sec") > 1.0,
+            "{m}"
+        );
         let w = &run["wasted"];
         assert!(
             w["events"].as_u64().unwrap() > 1000,
