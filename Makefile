@@ -4,7 +4,7 @@ SHELL := /bin/bash
 LAB := target/release/concord-lab
 CARGO ?= cargo
 
-.PHONY: reliability-topologies setup build demo demo-full compare test unit vm-tests lint reliability reliability-long dist install-check
+.PHONY: reliability-topologies setup build demo demo-full compare test unit vm-tests lint reliability reliability-long dist install-check deb deb-check package-check
 
 setup:
 	@./scripts/setup-host.sh
@@ -59,7 +59,7 @@ unit: build
 vm-tests: build
 	$(CARGO) test --release -p concord-lab --test vm -- --ignored --test-threads=1
 
-test: build lint unit install-check vm-tests
+test: build lint unit install-check package-check deb-check vm-tests
 
 # What an operator installs: `cargo install` of the scheduler as the README says, from a clean
 # target directory, and the man page it prints (~3 minutes).
@@ -70,6 +70,18 @@ install-check: setup
 	target/install-root/bin/scx_concord --man > target/install-root/scx_concord.8
 	grep -q '^\.TH scx_concord 8' target/install-root/scx_concord.8
 	target/install-root/bin/concord-ext --help > /dev/null
+
+# The crates as they would be published (scx_concord and the concord-common it imports), each
+# built from its packaged sources alone (~3 minutes).
+package-check: setup
+	$(CARGO) package --locked -p concord-common -p scx_concord --allow-dirty
+
+# A Debian package of the release build and `make dist`'s files (target/debian/), and a check of
+# what is in it.
+deb: dist
+	$(CARGO) deb -p scx_concord --no-build
+deb-check: deb
+	scripts/check-deb.sh target/debian/scx-concord_*.deb
 
 # The files a package ships beside the binaries: man page, shell completions, systemd unit and
 # its defaults file, under target/dist/.

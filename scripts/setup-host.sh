@@ -119,4 +119,12 @@ if ! command -v virtiofsd >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/virtiofsd"
     cargo install --locked --quiet virtiofsd
 fi
 
+# `make deb` packages the scheduler with cargo-deb (pinned: its manifest keys change across
+# majors).
+cargo_deb_version=3.7.0
+if ! cargo deb --version 2>/dev/null | grep -q " $cargo_deb_version"; then
+    log "cargo install cargo-deb $cargo_deb_version (about 2 minutes on 2 cores)"
+    cargo install --locked --quiet cargo-deb --version "$cargo_deb_version"
+fi
+
 log "host ready: $(qemu-system-x86_64 --version | head -1), $(clang-19 --version | head -1)"
