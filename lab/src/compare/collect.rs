@@ -41,6 +41,7 @@ pub(super) fn collect(
     rec: &mut CompareRun,
     scenario: Scenario,
     nr_cpus: usize,
+    icount: bool,
     keep_trace: bool,
 ) -> Result<()> {
     let dir = rec.run_dir.clone();
@@ -189,6 +190,13 @@ pub(super) fn collect(
             let (calls, ns) = bpfcost::total(&rec.bpf);
             if let Some(ns) = ns {
                 mx.insert("bpf_ns_per_call".into(), ns);
+                if icount {
+                    let idle = mx.get("idle_pct").copied().unwrap_or(0.0);
+                    mx.insert(
+                        "bpf_ns_per_call_busy_cpu".into(),
+                        icount_own_ns(ns, nr_cpus, idle),
+                    );
+                }
             }
             // The trace window spans the whole load (warm-up included), as the BPF snapshots do.
             mx.insert("bpf_calls_per_sec".into(), calls as f64 / window.max(1e-9));
@@ -197,9 +205,28 @@ pub(super) fn collect(
     Ok(())
 }
 
+/// A callback's own cost under -icount. There one host thread runs every vCPU in turn and
+/// guest time follows the instructions of all of them, so a callback's measured duration also
+/// counts what the other busy vCPUs executed meanwhile: it grows with the busy vCPUs for the
+/// same code (bpfland's and concord's both grew ~5x from 4 to 16 vCPUs). Divided by the busy
+/// vCPUs (CPUs x the busy share), it approximates the callback's own instructions' time, the
+/// figure that can be compared between machine sizes.
+pub(super) fn icount_own_ns(ns_per_call: f64, nr_cpus: usize, idle_pct: f64) -> f64 {
+    let busy = nr_cpus as f64 * (1.0 - idle_pct / 100.0).clamp(0.0, 1.0);
+    ns_per_call / busy.max(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn icount_cost_is_shared_by_the_busy_vcpus() {
+        assert_eq!(icount_own_ns(16_000.0, 16, 0.0), 1000.0);
+        assert_eq!(icount_own_ns(16_000.0, 16, 50.0), 2000.0);
+        // an idle machine: the callback ran alone
+        assert_eq!(icount_own_ns(900.0, 4, 100.0), 900.0);
+    }
 
     #[test]
     fn parses_hackbench_and_stress_ng() {

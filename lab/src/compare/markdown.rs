@@ -14,8 +14,9 @@ use crate::meters::wasted::WastedReport;
 use concord_common::topology::TopologySpec;
 
 /// The figures a size axis lines up: cost per callback and kicks per CPU.
-const SIZE_KEYS: [&str; 3] = [
+const SIZE_KEYS: [&str; 4] = [
     "bpf_ns_per_call",
+    "bpf_ns_per_call_busy_cpu",
     "resched_ipis_per_cpu_sec",
     "call_ipis_per_cpu_sec",
 ];

@@ -549,7 +549,13 @@ fn one_run(
         wasted: None,
     };
     if out.exit_code == 0 {
-        match collect::collect(&mut rec, scenario, topology.nr_cpus() as usize, keep_traces) {
+        match collect::collect(
+            &mut rec,
+            scenario,
+            topology.nr_cpus() as usize,
+            sp.icount.is_some(),
+            keep_traces,
+        ) {
             Ok(()) => rec.ok = true,
             Err(e) => rec.error = Some(format!("{e:#}")),
         }

@@ -191,6 +191,11 @@ impl Scenario {
             m("wasted_pct", "wasted cores (% CPU time)", Lower),
             m("idle_pct", "idle (% CPU time)", Neither),
             m("bpf_ns_per_call", "BPF ns per callback", Lower),
+            m(
+                "bpf_ns_per_call_busy_cpu",
+                "BPF ns per callback / busy vCPUs (-icount: the callback's own)",
+                Lower,
+            ),
             m("bpf_calls_per_sec", "BPF callbacks/s", Neither),
             m(
                 "resched_ipis_per_cpu_sec",
