@@ -508,6 +508,12 @@ fn run_once(cfg: &VmConfig) -> Result<(VmOutcome, bool)> {
     ))
 }
 
+/// Memory of a guest job's VM: 2 GiB, and 96 MiB per vCPU on big guests, whose per-CPU trace
+/// buffers (at least 32 MiB each, guest::trace_buffer_kb) took a 64-vCPU guest's whole 2 GiB.
+fn guest_job_mem_mib(nr_cpus: u32) -> u64 {
+    2048u64.max(96 * u64::from(nr_cpus))
+}
+
 /// One guest command under `sched` in a fresh VM (not streamed), and the lab's error for the
 /// run if any: its message, or the exit code when there is none.
 pub fn run_guest_job(
@@ -530,7 +536,7 @@ pub fn run_guest_job(
     let out = run(VmConfig {
         kernel: kernel.clone(),
         topology,
-        mem_mib: 2048,
+        mem_mib: guest_job_mem_mib(topology.nr_cpus()),
         timeout,
         job,
         stream: false,

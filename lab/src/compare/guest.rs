@@ -117,7 +117,12 @@ fn mem_total_kb() -> u64 {
 /// CPU before a 15 s erlang run ended). Reading the trace while it runs would cost CPU inside the
 /// measurement instead.
 fn trace_buffer_kb(nr_cpus: usize, mem_kb: u64) -> u64 {
-    (mem_kb / 8 / nr_cpus.max(1) as u64).clamp(32 * 1024, 256 * 1024)
+    let per_cpu = (mem_kb / 8 / nr_cpus.max(1) as u64).clamp(32 * 1024, 256 * 1024);
+    // All of them at most half the memory, when known: a smaller window beats a failed run.
+    match mem_kb / 2 / nr_cpus.max(1) as u64 {
+        0 => per_cpu,
+        half => per_cpu.min(half),
+    }
 }
 
 fn start_trace(nr_cpus: usize) -> Result<()> {
@@ -568,10 +573,12 @@ mod tests {
         let gib = 1024 * 1024;
         assert_eq!(trace_buffer_kb(2, 2 * gib), 128 * 1024);
         assert_eq!(
-            trace_buffer_kb(64, 2 * gib),
+            trace_buffer_kb(64, 6 * gib),
             32 * 1024,
             "never below 32 MiB"
         );
+        // unless 32 MiB per CPU would take more than half the memory
+        assert_eq!(trace_buffer_kb(64, 2 * gib), 16 * 1024);
         assert_eq!(
             trace_buffer_kb(1, 64 * gib),
             256 * 1024,
