@@ -524,7 +524,12 @@ fn one_run(
         "compare-run".into(),
         serde_json::to_string(&params)?,
     ];
-    let slowdown = if sp.icount.is_some() { 4.0 } else { 1.0 };
+    // Under -icount one host thread runs every vCPU: a guest second costs host time in
+    // proportion to the vCPUs (4 for the usual 4; a 64-vCPU throughput run timed out at 4).
+    let slowdown = match sp.icount {
+        Some(_) => f64::from(topology.nr_cpus().max(4)),
+        None => 1.0,
+    };
     // Boot, attach (lavd ~45 s), the load, the trace copy, and slack. A real BEAM starts up
     // beside the competing load, and a scheduler that starves it makes that take minutes (114 s
     // of its threads' life for a 26 s run): the run must end with its figures, not be killed
