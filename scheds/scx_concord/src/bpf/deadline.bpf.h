@@ -60,12 +60,18 @@ static inline u64 home_vclock(struct task_struct *p)
 	return llcs[domain_of_cpu(task_home_cpu(p))].vclock;
 }
 
-/* A task starts running on @cpu: its domain's clock follows the vtimes started there (policy.h). */
+/*
+ * A task starts running on @cpu: its domain's clock follows the vtimes started there (policy.h).
+ * Written only when it moves: most tasks start at or behind the clock, and a store at every
+ * switch of every CPU of the domain would pull the domain's cache line from CPU to CPU.
+ */
 static inline void vclock_on_running(struct task_ctx *tctx, s32 cpu)
 {
 	u32 d = domain_of_cpu(cpu);
+	u64 old = llcs[d].vclock, clock = pol_clock_after_start(old, tctx->vtime, lag_max_ns());
 
-	llcs[d].vclock = pol_clock_after_start(llcs[d].vclock, tctx->vtime, lag_max_ns());
+	if (clock != old)
+		llcs[d].vclock = clock;
 }
 
 /*
