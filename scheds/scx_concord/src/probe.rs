@@ -237,7 +237,7 @@ fn check_scans(opts: &Opts) -> Result<()> {
             }
         }
         println!(
-            "scan check: on a made-up {name} machine ({} CPUs) every scan stays in its domain and consecutive scans see all of it, per-LLC and global",
+            "scan check: on a made-up {name} machine ({} CPUs) every scan stays in its domain and consecutive scans from each CPU see all of it, per-LLC and global",
             layout.nr_cpus()
         );
     }

@@ -20,8 +20,8 @@
  *   - a slice timer is needed for lighter-than-nice-0 tasks, and for the rest exactly when
  *     tick-long turns of everyone waiting would pass the urgent half of the bound;
  *   - a preemption scan looks at most SCAN_MAX distinct CPUs of its domain, always the
- *     SCAN_NEAR nearest, and consecutive scans of a domain of n CPUs see all of them within
- *     ceil((n - SCAN_NEAR) / (SCAN_MAX - SCAN_NEAR)) scans.
+ *     SCAN_NEAR nearest, and consecutive scans from one CPU of a domain of n CPUs see all of
+ *     them within ceil((n - SCAN_NEAR) / (SCAN_MAX - SCAN_NEAR)) scans.
  */
 #ifndef __CONCORD_POLICY_H
 #define __CONCORD_POLICY_H
@@ -286,8 +286,10 @@ static inline bool pol_waited_over(u64 enq_at, u64 now, u64 limit)
  * SCAN_MAX CPUs is looked at whole. In a bigger one (a global queue, or a server's LLC of 100+
  * threads) the first SCAN_NEAR are the nearest (the task's cache and SMT siblings) and the rest
  * a window of the far positions starting @far_from, a per-domain cursor that each scan moves
- * on by the window's width: a wake-up costs at most SCAN_MAX lookups, and no CPU of the domain
- * goes unseen for more than a few scans (a scan of the first 64 ids never saw the others).
+ * on by the window's width: a wake-up costs at most SCAN_MAX lookups, and scans from one CPU
+ * while no other CPU scans see the whole domain within a few scans (a scan of the first 64 ids
+ * never saw the others). The window is relative to the scanning CPU, so scans interleaved
+ * from several CPUs cover the domain only on average, not within that count.
  */
 static inline u32 pol_scan_pos(u32 n, u32 i, u64 far_from)
 {
