@@ -72,7 +72,8 @@ fi
 
 # Packages from bookworm (default release) and from bookworm-backports (newer QEMU, bpftool).
 BASE_PKGS=(busybox-static cpio kmod xz-utils clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config make
-           libseccomp-dev libcap-ng-dev stress-ng rt-tests linux-perf sysbench python3 file erlang-base)
+           libseccomp-dev libcap-ng-dev stress-ng rt-tests linux-perf sysbench python3 file erlang-base
+           dpkg-dev)
 BPO_PKGS=(qemu-system-x86 bpftool)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
