@@ -169,7 +169,7 @@ pub(super) fn collect(
     w.lost_events = meters.lost_events;
     mx.insert("wasted_pct".into(), w.wasted_pct);
     mx.insert("idle_pct".into(), w.idle_pct);
-    let window = w.window_ns as f64 / 1e9;
+    let (window, idle_pct) = (w.window_ns as f64 / 1e9, w.idle_pct);
     rec.wasted = Some(w);
     if let Some(i) = meters.ipis {
         // Per CPU, so that machines of different sizes under the same load per CPU line up.
@@ -191,10 +191,9 @@ pub(super) fn collect(
             if let Some(ns) = ns {
                 mx.insert("bpf_ns_per_call".into(), ns);
                 if icount {
-                    let idle = mx.get("idle_pct").copied().unwrap_or(0.0);
                     mx.insert(
                         "bpf_ns_per_call_busy_cpu".into(),
-                        icount_own_ns(ns, nr_cpus, idle),
+                        icount_own_ns(ns, nr_cpus, idle_pct),
                     );
                 }
             }

@@ -118,9 +118,7 @@ pub const RUNS_SO_FAR: &str = "runs-so-far.json";
 
 /// Which run of the plan a saved run is.
 fn same_run(r: &CompareRun, sp: &ScenarioPlan, sched: &str, repeat: usize) -> bool {
-    r.scenario == sp.scenario
-        && r.load == sp.load
-        && r.topology == sp.point_topology()
+    r.is_at(sp.scenario, sp.load, sp.point_topology().as_deref())
         && r.sched == sched
         && r.repeat == repeat
 }

@@ -150,13 +150,19 @@ impl ScenarioResult {
 
     /// Whether `r` is a run of this point.
     pub fn has_run(&self, r: &CompareRun) -> bool {
-        r.scenario == self.scenario && r.load == self.load && r.topology == self.point_topology()
+        r.is_at(self.scenario, self.load, self.point_topology().as_deref())
     }
 }
 
 impl CompareRun {
     pub fn point_name(&self) -> String {
         point_name(self.scenario, self.load, self.topology.as_deref())
+    }
+
+    /// Whether this run is of the point (scenario, load, size-axis topology): what a saved run,
+    /// a report's point and a plan's point are matched by.
+    pub fn is_at(&self, scenario: Scenario, load: Option<f64>, topology: Option<&str>) -> bool {
+        self.scenario == scenario && self.load == load && self.topology.as_deref() == topology
     }
 }
 

@@ -75,24 +75,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
     let cases = policy_cases();
     let mut mismatches = 0;
     for mut a in cases.iter().copied() {
-        let input = ProgramInput {
-            // SAFETY: policy_probe_args is a plain C struct shared with the BPF program.
-            context_in: Some(unsafe {
-                std::slice::from_raw_parts_mut(
-                    &mut a as *mut _ as *mut u8,
-                    std::mem::size_of_val(&a),
-                )
-            }),
-            ..Default::default()
-        };
-        let out = skel
-            .progs
-            .policy_probe
-            .test_run(input)
-            .context("running policy_probe")?;
-        if out.return_value != 0 {
-            bail!("policy_probe returned {}", out.return_value);
-        }
+        run_probe(&skel.progs.policy_probe, "policy_probe", &mut a)?;
         let lc = policy::lat_cri(a.wake_freq, a.waker_freq);
         let want = [
             lc,
@@ -191,6 +174,7 @@ fn check_scans(opts: &Opts) -> Result<()> {
             for (d, (&first, &n)) in lists.first.iter().zip(&lists.count).enumerate() {
                 let domain = &lists.list[first as usize..(first + n) as usize];
                 for &start in domain {
+                    let pos = lists.pos[start as usize];
                     let mut seen = vec![false; layout.nr_cpu_ids];
                     for _ in 0..policy::scans_to_cover(n) {
                         let mut a = bpf_intf::scan_probe_args {
@@ -198,9 +182,8 @@ fn check_scans(opts: &Opts) -> Result<()> {
                             start: start as i32,
                             cpus: [0; policy::SCAN_MAX as usize],
                         };
-                        run_scan_probe(&skel, &mut a)?;
+                        run_probe(&skel.progs.scan_probe, "scan_probe", &mut a)?;
                         runs += 1;
-                        let pos = lists.pos[start as usize];
                         let want: Vec<i32> = (0..policy::SCAN_MAX)
                             .map(|i| match policy::scan_pos(n, i, a.far_from) {
                                 k if k < n => domain[((pos + k) % n) as usize] as i32,
@@ -245,21 +228,22 @@ fn check_scans(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn run_scan_probe(skel: &crate::BpfSkel, a: &mut bpf_intf::scan_probe_args) -> Result<()> {
+/// Run a syscall probe program on `args`, a plain C struct shared with it (bpf_intf), which it
+/// reads and writes in place.
+fn run_probe<T: Copy>(prog: &libbpf_rs::ProgramMut, name: &str, args: &mut T) -> Result<()> {
     let input = ProgramInput {
-        // SAFETY: scan_probe_args is a plain C struct shared with the BPF program.
+        // SAFETY: T is one of bpf_intf's plain C argument structs (Copy, no pointers), and the
+        // slice covers exactly it for the duration of the call.
         context_in: Some(unsafe {
-            std::slice::from_raw_parts_mut(a as *mut _ as *mut u8, std::mem::size_of_val(a))
+            std::slice::from_raw_parts_mut(args as *mut T as *mut u8, std::mem::size_of::<T>())
         }),
         ..Default::default()
     };
-    let out = skel
-        .progs
-        .scan_probe
+    let out = prog
         .test_run(input)
-        .context("running scan_probe")?;
+        .with_context(|| format!("running {name}"))?;
     if out.return_value != 0 {
-        bail!("scan_probe returned {}", out.return_value);
+        bail!("{name} returned {}", out.return_value);
     }
     Ok(())
 }
