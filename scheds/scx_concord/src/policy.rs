@@ -124,6 +124,19 @@ pub fn vtime_after_run(vtime: u64, ran_ns: u64, weight: u64, vclock: u64, lag_ma
     v.clamp(vclock.saturating_sub(lag_max), vclock + ahead)
 }
 
+/// A task's vtime after a sync wake-up handed it the waker's work: at least the waker's, its
+/// run so far included (a chain of hops is charged as one task; see policy.h).
+pub fn vtime_on_handoff(
+    vtime: u64,
+    waker_vtime: u64,
+    waker_ran: u64,
+    waker_weight: u64,
+    vclock: u64,
+    lag_max: u64,
+) -> u64 {
+    vtime_after_run(waker_vtime, waker_ran, waker_weight, vclock, lag_max).max(vtime)
+}
+
 /// The domain's clock after a task with `vtime` starts: follows it, by at most `lag_max`.
 pub fn clock_after_start(vclock: u64, vtime: u64, lag_max: u64) -> u64 {
     vtime.min(vclock + lag_max).max(vclock)
@@ -504,6 +517,52 @@ mod tests {
                 > vtime_after_run(clock, MS, 100, 10 * clock, 100 * clock)
         );
         assert_eq!(vtime_after_run(0, MS, 100, 0, lag), lag.min(MS));
+    }
+
+    #[test]
+    fn a_sync_chain_is_charged_as_one_task() {
+        let (lag, smin, hop) = (5 * MS, MS / 2, MS / 10);
+        // One CPU: a CPU-bound server runs 1 ms, then a 4-thread token ring hops 10 times
+        // (100 us each), and again. The wake-up credit each hop gets, with and without the
+        // hand-off rule, after the first rounds.
+        let credit_per_hop = |handoff: bool| {
+            let (mut clock, mut server) = (1_000 * MS, 1_000 * MS);
+            let mut ring = [clock; 4];
+            let (mut token, mut most) = (0usize, 0u64);
+            for round in 0..200 {
+                clock = clock_after_start(clock, server, lag);
+                server = vtime_after_run(server, MS, 100, clock, lag);
+                for _ in 0..10 {
+                    let (waker, wakee) = (token, (token + 1) % 4);
+                    if handoff {
+                        ring[wakee] =
+                            vtime_on_handoff(ring[wakee], ring[waker], hop, 100, clock, lag);
+                    }
+                    if round > 20 {
+                        most = most.max(service_credit(ring[wakee], clock, lag, hop, smin));
+                    }
+                    clock = clock_after_start(clock, ring[wakee], lag);
+                    ring[wakee] = vtime_after_run(ring[wakee], hop, 100, clock, lag);
+                    token = wakee;
+                }
+            }
+            most
+        };
+        // Each thread alone uses a quarter of what the ring does: a full slice of credit.
+        assert_eq!(credit_per_hop(false), lag);
+        // As one task the ring used as much as the server: at most a hop behind.
+        assert!(credit_per_hop(true) <= hop, "{}", credit_per_hop(true));
+        // The rule only raises, and only to where a run leaves the waker's vtime.
+        for &(v, wv, ran, w) in &[
+            (0, 1_000 * MS, MS, 100),
+            (2_000 * MS, 1_000 * MS, MS, 100),
+            (995 * MS, 999 * MS, 50 * MS, 1),
+            (u64::MAX / 4, 0, 0, 10_000),
+        ] {
+            let after = vtime_on_handoff(v, wv, ran, w, 1_000 * MS, lag);
+            assert!(after >= v);
+            assert!(after == v || after == vtime_after_run(wv, ran, w, 1_000 * MS, lag));
+        }
     }
 
     #[test]

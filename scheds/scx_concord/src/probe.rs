@@ -60,6 +60,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         yield_offset_ns: 0,
                         timer_needed: 0,
                         waited_over: 0,
+                        vtime_handoff: 0,
                     });
                 }
             }
@@ -118,6 +119,14 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
                 opts.max_wait_ms * 1_000_000 / 2,
             ) as u64,
             policy::waited_over(a.vtime, a.vclock, a.wait_ns) as u64,
+            policy::vtime_on_handoff(
+                a.wait_ns,
+                a.vtime,
+                a.avg_runtime_ns,
+                a.weight,
+                a.vclock,
+                smax,
+            ),
         ];
         let got = [
             a.lat_cri,
@@ -133,6 +142,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             a.yield_offset_ns,
             a.timer_needed,
             a.waited_over,
+            a.vtime_handoff,
         ];
         if want != got {
             mismatches += 1;

@@ -61,6 +61,35 @@ static inline u64 home_vclock(struct task_struct *p)
 }
 
 /*
+ * A sync wake-up (a pipe or socket hop: the waker is about to sleep) hands work on: the wakee
+ * takes at least the waker's vtime, its run so far included (pol_vtime_on_handoff), so that a
+ * chain of hops is charged as one task. Same domain only: other domains' vtimes are on other
+ * clocks. Only where select_cpu runs: a task allowed on one CPU wakes without it.
+ */
+static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *tctx,
+					u64 wake_flags)
+{
+	struct task_struct *waker;
+	struct task_ctx *wctx;
+	s32 cpu = bpf_get_smp_processor_id();
+	u32 d = domain_of_cpu(cpu);
+	u64 now, ran = 0;
+
+	if (!(wake_flags & SCX_WAKE_SYNC) || deadline_mode != DEADLINE_CAPPED)
+		return;
+	waker = bpf_get_current_task_btf();
+	if (!waker || waker == p || (waker->flags & PF_KTHREAD))
+		return;
+	if (d != domain_of_cpu(task_home_cpu(p)) || !(wctx = task_ctx(waker)))
+		return;
+	now = scx_bpf_now();
+	if (wctx->run_at && time_before(wctx->run_at, now))
+		ran = now - wctx->run_at;
+	tctx->vtime = pol_vtime_on_handoff(tctx->vtime, wctx->vtime, ran, waker->scx.weight,
+					   llcs[d].vclock, lag_max_ns());
+}
+
+/*
  * A task starts running on @cpu: its domain's clock follows the vtimes started there (policy.h).
  * Written only when it moves: most tasks start at or behind the clock, and a store at every
  * switch of every CPU of the domain would pull the domain's cache line from CPU to CPU.

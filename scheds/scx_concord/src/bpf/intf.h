@@ -127,6 +127,8 @@ struct policy_probe_args {
 	u64 timer_needed;	/* timer_needed(nr_waiting % 5, nr_waiting, domain_cpus, weight,
 				 * tick = wait_ns, urgent = cap) */
 	u64 waited_over;	/* waited_over(enq_at = vtime, now = vclock, limit = wait_ns) */
+	u64 vtime_handoff;	/* vtime_on_handoff(wakee = wait_ns, waker = vtime,
+				 * ran = avg_runtime_ns, weight, vclock, ...) */
 };
 
 /*

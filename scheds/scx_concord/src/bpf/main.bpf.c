@@ -20,8 +20,11 @@
  * its offset scaled up (at most 7/4), one that got less scaled down (at least 1/4), always
  * within the cap; a woken task that is behind also has its deadline moved earlier by its lag
  * (at most one slice, like EEVDF's placement of a sleeper), so it does not queue behind hogs
- * whose deadlines came due while it slept. The lag is kept within a slice of the LLC's clock, so it remembers recent
- * service only and cannot grow into a penalty.
+ * whose deadlines came due while it slept. The lag is kept within a slice of the LLC's clock,
+ * so it remembers recent service only and cannot grow into a penalty. A sync wake-up (a pipe
+ * or socket hop) hands the waker's vtime on to the wakee (pol_vtime_on_handoff): a chain of
+ * hops is charged as one task, so a token ring that keeps a CPU busy does not get a sleeper's
+ * credit at every hop and overtake, hop after hop, the tasks queued beside it.
  *
  * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
  * global queue). Tasks that can run on one CPU only (affinity of one CPU, or migration
@@ -272,8 +275,10 @@ s32 BPF_STRUCT_OPS(concord_select_cpu, struct task_struct *p, s32 prev_cpu, u64 
 
 	if (debug_stalled(p))
 		return prev_cpu;
-	cpu = pick_cpu_on_wakeup(p, prev_cpu, wake_flags, &idle);
 	tctx = task_ctx(p);
+	if (tctx)
+		chain_on_sync_wakeup(p, tctx, wake_flags);
+	cpu = pick_cpu_on_wakeup(p, prev_cpu, wake_flags, &idle);
 	if (tctx && !idle)
 		tctx->sync_waker_cpu = wake_flags & SCX_WAKE_SYNC ? bpf_get_smp_processor_id() + 1 : 0;
 	if (idle && tctx) {
@@ -751,6 +756,8 @@ int policy_probe(struct policy_probe_args *a)
 	a->timer_needed = pol_timer_needed(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight,
 					   a->wait_ns, offset_cap_ns());
 	a->waited_over = pol_waited_over(a->vtime, a->vclock, a->wait_ns);
+	a->vtime_handoff = pol_vtime_on_handoff(a->wait_ns, a->vtime, a->avg_runtime_ns, a->weight,
+						a->vclock, lag_max_ns());
 	return 0;
 }
 

@@ -15,6 +15,8 @@
  *     its domain's clock, non-decreasing in how far behind it is, non-increasing in its
  *     average runtime;
  *   - the slice is in [slice_min, slice_max] and non-increasing in the number of waiters;
+ *   - a sync hand-off never lowers the wakee's vtime, and raises it at most to where a run
+ *     of the waker leaves the waker's;
  *   - a yielder's offset is later than its own offset (unless at the cap) and at most the cap;
  *   - a wait that began after "now" (another CPU's clock ahead of this one) is never urgent;
  *   - a slice timer is needed for lighter-than-nice-0 tasks, and for the rest exactly when
@@ -177,6 +179,24 @@ static inline u64 pol_vtime_after_run(u64 vtime, u64 ran_ns, u64 weight, u64 vcl
 
 	vtime += ran_ns * WEIGHT_DEFAULT / w;
 	return pol_clamp(vtime, lo, vclock + ahead);
+}
+
+/*
+ * A task's vtime when a sync wake-up (a pipe or socket hop: the waker is about to sleep) hands
+ * it the waker's work: at least the waker's, the waker's run so far (@waker_ran at
+ * @waker_weight) included, so that a chain of hops is charged as one task. Otherwise each
+ * thread of a token ring that keeps a CPU busy looks a light sleeper, every hop gets up to a
+ * slice of wake-up credit, and the ring overtakes the tasks queued beside it hop after hop: a
+ * pinned server thread that had yielded waited behind hops for two slices. A request-response
+ * pair beside CPU hogs keeps its credit: both sides together still use less than their share.
+ * Raises only, and only to where a run leaves a vtime: never a debt beyond the lag window.
+ */
+static inline u64 pol_vtime_on_handoff(u64 vtime, u64 waker_vtime, u64 waker_ran,
+				       u64 waker_weight, u64 vclock, u64 lag_max)
+{
+	u64 v = pol_vtime_after_run(waker_vtime, waker_ran, waker_weight, vclock, lag_max);
+
+	return v > vtime ? v : vtime;
 }
 
 /*
