@@ -71,15 +71,16 @@ static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *
 {
 	struct task_struct *waker;
 	struct task_ctx *wctx;
-	s32 cpu = bpf_get_smp_processor_id();
-	u32 d = domain_of_cpu(cpu);
 	u64 now, ran = 0;
+	u32 d;
 
+	/* the flag first: every wake-up comes through here, most are not sync */
 	if (!(wake_flags & SCX_WAKE_SYNC) || deadline_mode != DEADLINE_CAPPED)
 		return;
 	waker = bpf_get_current_task_btf();
 	if (!waker || waker == p || (waker->flags & PF_KTHREAD))
 		return;
+	d = domain_of_cpu(bpf_get_smp_processor_id());
 	if (d != domain_of_cpu(task_home_cpu(p)) || !(wctx = task_ctx(waker)))
 		return;
 	now = scx_bpf_now();
