@@ -130,8 +130,11 @@ impl RunQueue {
         p
     }
 
-    fn pop_back(&self) -> Option<Proc> {
+    fn pop_back_leaving_one(&self) -> Option<Proc> {
         let mut q = self.procs.lock().unwrap();
+        if q.len() < 2 {
+            return None;
+        }
         let p = q.pop_back();
         self.len.store(q.len(), Ordering::Release);
         p
@@ -154,6 +157,8 @@ impl RunQueue {
 
     /// Called by the owner only, between two slices: acknowledge a pending request by handing
     /// over the process that would run last. Returns (thief, process) when something moved.
+    /// The owner keeps its next process: handing over the only one would leave the owner idle
+    /// to steal it back, and two idle schedulers could pass one process to and fro unrun.
     pub fn acknowledge_steal(&self) -> Option<(usize, Proc)> {
         if self.steal_req.load(Ordering::Acquire) == NO_THIEF {
             return None;
@@ -162,7 +167,7 @@ impl RunQueue {
         if thief == NO_THIEF {
             return None;
         }
-        self.pop_back().map(|p| (thief - 1, p))
+        self.pop_back_leaving_one().map(|p| (thief - 1, p))
     }
 
     /// Wake the owner if it sleeps; records when, so the owner can measure its wake-up delay.
@@ -284,6 +289,9 @@ struct Shared {
     queues: Vec<RunQueue>,
     /// No more arrivals.
     arrivals_done: AtomicBool,
+    /// Requests issued and not yet completed. Empty queues do not mean the work is done: a
+    /// process between two slices, or on its way from a victim to a thief, is in no queue.
+    outstanding: AtomicUsize,
     /// Drain time is over: leave now.
     stop: AtomicBool,
 }
@@ -336,6 +344,7 @@ fn scheduler_thread(sh: Arc<Shared>, me: usize) -> Result<(SchedulerReport, Hist
             p.left -= run;
             if p.left == 0 {
                 rep.completed += 1;
+                sh.outstanding.fetch_sub(1, Ordering::AcqRel);
                 if p.measured {
                     lat.record(last.saturating_sub(p.arrival_ns));
                 }
@@ -344,7 +353,7 @@ fn scheduler_thread(sh: Arc<Shared>, me: usize) -> Result<(SchedulerReport, Hist
             }
             continue;
         }
-        if sh.arrivals_done.load(Ordering::Acquire) && sh.queues.iter().all(|q| q.is_empty()) {
+        if sh.arrivals_done.load(Ordering::Acquire) && sh.outstanding.load(Ordering::Acquire) == 0 {
             break;
         }
         // Idle: spin, asking the busiest peer for a process, then sleep.
@@ -413,6 +422,7 @@ pub fn run(cfg: BeamConfig, mut progress: impl FnMut(&str)) -> Result<BeamReport
         queues: (0..cfg.schedulers).map(|_| RunQueue::default()).collect(),
         cfg: cfg.clone(),
         arrivals_done: AtomicBool::new(false),
+        outstanding: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
     });
     let handles: Vec<_> = (0..cfg.schedulers)
@@ -437,6 +447,7 @@ pub fn run(cfg: BeamConfig, mut progress: impl FnMut(&str)) -> Result<BeamReport
         let now = sys::now_ns();
         for t in arrivals.due(now.min(end.saturating_sub(1))) {
             let m = t >= warmup_end;
+            sh.outstanding.fetch_add(1, Ordering::AcqRel);
             sh.queues[next_q].push(Proc {
                 arrival_ns: t,
                 left: cfg.reductions_per_request,
@@ -464,7 +475,7 @@ pub fn run(cfg: BeamConfig, mut progress: impl FnMut(&str)) -> Result<BeamReport
         q.wake();
     }
     let drain_end = end + (cfg.drain_secs * 1e9) as u64;
-    while sys::now_ns() < drain_end && sh.queues.iter().any(|q| !q.is_empty()) {
+    while sys::now_ns() < drain_end && sh.outstanding.load(Ordering::Acquire) > 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
     sh.stop.store(true, Ordering::Release);
@@ -565,6 +576,16 @@ mod tests {
         assert!(victim.request_steal(3));
         assert!(victim.acknowledge_steal().is_some());
         assert!(!victim.withdraw_steal(3));
+        // The owner keeps its next process: giving away its only one lets two idle schedulers
+        // pass a process to and fro without running it.
+        assert_eq!(victim.len(), 1);
+        assert!(victim.request_steal(1));
+        assert!(victim.acknowledge_steal().is_none());
+        assert_eq!(victim.len(), 1);
+        assert!(
+            !victim.withdraw_steal(1),
+            "the request was answered: nothing to steal"
+        );
     }
 
     #[test]
