@@ -146,9 +146,10 @@ pub struct Opts {
 impl Opts {
     /// Every bad value is refused here, before anything is loaded.
     pub fn validate(&self) -> Result<()> {
-        if self.slice_min_us < 50 {
+        let floor_us = crate::policy::SLICE_FLOOR_NS / 1000;
+        if self.slice_min_us < floor_us {
             bail!(
-                "--slice-min-us {} is too short (at least 50 us)",
+                "--slice-min-us {} is too short (at least {floor_us} us)",
                 self.slice_min_us
             );
         }

@@ -142,6 +142,28 @@ pub fn clock_after_start(vclock: u64, vtime: u64, lag_max: u64) -> u64 {
     vtime.min(vclock + lag_max).max(vclock)
 }
 
+/// The shortest turn of any task (ns): `--slice-min-us`'s lowest value, and the floor of a light
+/// task's turn below slice_min.
+pub const SLICE_FLOOR_NS: u64 = crate::bpf_intf::concord_consts_SLICE_FLOOR_US as u64 * 1000;
+
+/// The longest turn of a task lighter than nice 0 whose offset is at the cap: `cap * weight /
+/// 100`, so that turn over offset stays `weight / 100` of nice 0's (see policy.h), never below
+/// [`SLICE_FLOOR_NS`].
+pub fn light_turn(weight: u64, cap: u64) -> u64 {
+    (cap.min(1 << 40) * weight.clamp(1, WEIGHT_DEFAULT) / WEIGHT_DEFAULT).max(SLICE_FLOOR_NS)
+}
+
+/// Whether a run of `ran_ns` in a turn of `turn_ns` was cut short (before slice_min, or before
+/// its own shorter turn): such a task keeps its place.
+pub fn cut_short(ran_ns: u64, turn_ns: u64, slice_min: u64) -> bool {
+    let full = if turn_ns != 0 && turn_ns < slice_min {
+        turn_ns
+    } else {
+        slice_min
+    };
+    ran_ns < full
+}
+
 /// Slice from the tasks waiting per CPU of the domain (see policy.h), shorter for light weights.
 pub fn slice(
     nr_pinned: u64,
@@ -158,6 +180,15 @@ pub fn slice(
         s = s * weight / WEIGHT_DEFAULT;
     }
     s.clamp(slice_min, slice_max)
+}
+
+/// A turn of `slice` for a task of `weight`: cut to [`light_turn`] below nice 0's weight.
+pub fn turn(slice: u64, weight: u64, cap: u64) -> u64 {
+    if weight >= WEIGHT_DEFAULT {
+        slice
+    } else {
+        slice.min(light_turn(weight, cap))
+    }
 }
 
 /// Whether a turn needs a slice timer to end below the tick (policy.h pol_timer_needed): for
@@ -417,18 +448,22 @@ mod tests {
 
     #[test]
     fn slice_shrinks_with_waiters_and_lighter_weight_within_bounds() {
-        let (lo, hi) = (MS / 2, 5 * MS);
+        let (lo, hi, cap) = (MS / 2, 5 * MS, 20 * MS);
         for cpus in [1, 2, 8, 64] {
             let mut prev = u64::MAX;
             for n in 0..100 {
                 let s = slice(0, n, cpus, 100, lo, hi);
                 assert!((lo..=hi).contains(&s) && s <= prev);
+                for w in 1..100 {
+                    let light = turn(slice(0, n, cpus, w, lo, hi), w, cap);
+                    assert!((SLICE_FLOOR_NS..=s).contains(&light));
+                }
                 prev = s;
                 assert!(
                     slice(1, n, cpus, 100, lo, hi) <= s,
                     "own pinned waiters count"
                 );
-                assert!(slice(0, n, cpus, 50, lo, hi) <= s);
+                assert!(turn(slice(0, n, cpus, 50, lo, hi), 50, cap) <= s);
                 assert_eq!(slice(0, n, cpus, 10_000, lo, hi), s);
             }
         }
@@ -439,9 +474,50 @@ mod tests {
         // A pinned task alone in its queue and the shared tasks of its CPU get the same slice.
         assert_eq!(slice(0, 2, 2, 100, lo, hi), slice(1, 0, 2, 100, lo, hi));
         assert_eq!(slice(u64::MAX, u64::MAX, 0, 100, lo, hi), lo);
-        // nice 19 (weight 1) gets the minimum: with the wait bound giving it a turn every
-        // max_wait, a full slice would make it a quarter of a CPU among nice-0 spinners.
-        assert_eq!(slice(0, 0, 1, 1, lo, hi), lo);
+        // nice 5 (weight 33): a third of the slice, its offset within the cap.
+        assert_eq!(turn(slice(0, 0, 1, 33, lo, hi), 33, cap), hi * 33 / 100);
+        // nice 19 (weight 1): its offset is at the cap, so its turn is a hundredth of the cap,
+        // below slice_min (floored there, nice 19 got 1/14 of a nice-0 share); never below
+        // the floor however small the cap.
+        assert_eq!(turn(slice(0, 0, 1, 1, lo, hi), 1, cap), cap / 100);
+        assert!(turn(slice(0, 0, 1, 1, lo, hi), 1, cap) < lo);
+        assert_eq!(turn(slice(0, 0, 1, 1, lo, hi), 1, MS), SLICE_FLOOR_NS);
+    }
+
+    #[test]
+    fn light_tasks_get_their_weights_share_past_the_cap() {
+        // Share goes as turn / offset; a nice-0 spinner's offset is its turn. For every weight
+        // below nice 0's and every cap, a spinner's turn over its (capped) offset is its weight
+        // over 100, to within the rounding of a microsecond, unless the floor holds it up.
+        let (lo, hi) = (MS / 2, 5 * MS);
+        for cap in [5 * MS, 20 * MS, 50 * MS] {
+            for w in 1..100 {
+                let t = turn(slice(0, 0, 1, w, lo, hi), w, cap);
+                let offset = deadline_offset(t, w, 1, lo, hi, cap);
+                let share = t as f64 / offset as f64;
+                let want = w as f64 / 100.0;
+                if t > SLICE_FLOOR_NS {
+                    assert!(
+                        (share - want).abs() <= want * 0.01 + 1e-6,
+                        "w {w} cap {cap}: {share} vs {want}"
+                    );
+                } else {
+                    assert!(share >= want, "w {w} cap {cap}: the floor only gives more");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_is_cut_short_before_slice_min_or_its_own_shorter_turn() {
+        let lo = MS / 2;
+        assert!(cut_short(lo - 1, 5 * MS, lo));
+        assert!(!cut_short(lo, 5 * MS, lo));
+        // A light task's 200 us turn that ran out was not cut short: it must not keep its place.
+        assert!(!cut_short(200_000, 200_000, lo));
+        assert!(cut_short(199_999, 200_000, lo));
+        // No turn recorded: slice_min decides, as before.
+        assert!(cut_short(lo - 1, 0, lo));
     }
 
     #[test]

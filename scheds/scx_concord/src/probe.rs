@@ -1,5 +1,5 @@
-//! `--check-policy`: the policy arithmetic run in the kernel (the `policy_probe` BPF program,
-//! by BPF_PROG_TEST_RUN) on inputs that cover each formula's corners, compared with the Rust
+//! `--check-policy`: the policy arithmetic run in the kernel (the `policy_probe` and `policy_probe_lag`
+//! BPF programs, by BPF_PROG_TEST_RUN) on inputs that cover each formula's corners, compared with the Rust
 //! mirror in policy.rs; and the wake-up preemption's walk over a domain's CPUs (`scan_probe`)
 //! on made-up big machines, which the lab cannot boot at every size.
 
@@ -23,10 +23,11 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
             (10_000, 10_000),
             (1 << 50, 7),
         ] {
-            for &w in &[1u64, 100, 10_000] {
+            for &w in &[1u64, 33, 100, 10_000] {
                 for &(n, wait) in &[
                     (0u64, 0u64),
                     (3, 2_500),
+                    (7, 300_000),
                     (1000, 123_456_789),
                     (u32::MAX as u64, 1 << 45),
                 ] {
@@ -61,6 +62,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         timer_needed: 0,
                         waited_over: 0,
                         vtime_handoff: 0,
+                        cut_short: 0,
                     });
                 }
             }
@@ -77,6 +79,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
     let mut mismatches = 0;
     for mut a in cases.iter().copied() {
         run_probe(&skel.progs.policy_probe, "policy_probe", &mut a)?;
+        run_probe(&skel.progs.policy_probe_lag, "policy_probe_lag", &mut a)?;
         let lc = policy::lat_cri(a.wake_freq, a.waker_freq);
         let want = [
             lc,
@@ -88,13 +91,17 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
                 smax,
                 opts.max_wait_ms * 1_000_000 / 2,
             ),
-            policy::slice(
-                a.nr_waiting % 5,
-                a.nr_waiting,
-                a.domain_cpus,
+            policy::turn(
+                policy::slice(
+                    a.nr_waiting % 5,
+                    a.nr_waiting,
+                    a.domain_cpus,
+                    a.weight,
+                    smin,
+                    smax,
+                ),
                 a.weight,
-                smin,
-                smax,
+                opts.max_wait_ms * 1_000_000 / 2,
             ),
             policy::wait_bucket(a.wait_ns),
             policy::freq_update(a.wake_freq, a.wait_ns),
@@ -127,6 +134,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
                 a.vclock,
                 smax,
             ),
+            policy::cut_short(a.wait_ns, a.slice_ns, smin) as u64,
         ];
         let got = [
             a.lat_cri,
@@ -143,6 +151,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             a.timer_needed,
             a.waited_over,
             a.vtime_handoff,
+            a.cut_short,
         ];
         if want != got {
             mismatches += 1;

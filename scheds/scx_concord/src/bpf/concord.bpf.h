@@ -125,6 +125,7 @@ struct task_ctx {
 	u64 deadline;		/* deadline of its last queueing */
 	u64 vtime;		/* weighted CPU time, within lag_max of its domain's vclock */
 	u64 run_at;		/* when it last started running */
+	u64 run_turn;		/* the slice it was given for that run (pol_cut_short()) */
 	u64 avg_runtime;
 	u64 wake_freq;
 	u64 waker_freq;

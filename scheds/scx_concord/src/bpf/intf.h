@@ -37,6 +37,12 @@ enum concord_consts {
 	 */
 	SCAN_NEAR		= 32,
 	SCAN_MAX		= 64,
+
+	/*
+	 * The shortest turn of any task (us): --slice-min-us's lowest value, and the floor of a
+	 * light task's turn below slice_min (pol_light_turn()).
+	 */
+	SLICE_FLOOR_US		= 50,
 };
 
 /* --queue: where tasks that may run on several CPUs wait. */
@@ -129,6 +135,7 @@ struct policy_probe_args {
 	u64 waited_over;	/* waited_over(enq_at = vtime, now = vclock, limit = wait_ns) */
 	u64 vtime_handoff;	/* vtime_on_handoff(wakee = wait_ns, waker = vtime,
 				 * ran = avg_runtime_ns, weight, vclock, ...) */
+	u64 cut_short;		/* cut_short(ran = wait_ns, turn = slice_ns, slice_min) */
 };
 
 /*

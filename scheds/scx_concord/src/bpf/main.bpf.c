@@ -174,7 +174,8 @@ static __always_inline void queue_task(struct task_struct *p, struct task_ctx *t
 	u64 nr_pinned = pinned_mode == PINNED_PER_CPU ? nr_queued(pinned_dsq(cpu)) : 0;
 	u64 nr_shared = nr_queued(shared_dsq(cpu));
 	u32 cpus = domain_cpus[domain_of_cpu(cpu)];
-	u64 slice = pol_slice(nr_pinned, nr_shared, cpus, p->scx.weight, slice_min_ns, slice_max_ns);
+	u64 slice = pol_turn(pol_slice(nr_pinned, nr_shared, cpus, p->scx.weight, slice_min_ns,
+					slice_max_ns), p->scx.weight, offset_cap_ns());
 
 	deadline = place_task(tctx, kind, deadline, now);
 	tctx->slice_timer = pol_timer_needed(nr_pinned, nr_shared, cpus, p->scx.weight, tick_ns,
@@ -580,6 +581,7 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		cctx->running_offset = offset;
 		++cctx->run_seq;
 		take_yield_turn(p, tctx, cctx);
+		tctx->run_turn = p->scx.slice;
 		if (tctx->slice_timer || tctx->yield_turn || p->scx.weight < WEIGHT_DEFAULT)
 			arm_slice_timer(p, cpu, cctx->run_seq, tctx->avg_runtime);
 	}
@@ -591,8 +593,8 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 /*
  * ops.stopping - @p leaves its CPU; @runnable if it still wants one (preempted, slice over,
  * yielded), else it sleeps. Charges the run to its vtime and run-time average, starts the next
- * wait of a runnable task, and lets a task cut short before slice_min keep its place
- * (keep_place) so that a kick cannot push it later and later.
+ * wait of a runnable task, and lets a task cut short (before slice_min, or its own shorter
+ * turn: pol_cut_short) keep its place (keep_place) so that a kick cannot push it later and later.
  */
 void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 {
@@ -609,7 +611,8 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 	 * that gives the CPU away of its own accord has not been cut short.
 	 */
 	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && !tctx->yielded &&
-			   tctx->run_at && time_before(now, tctx->run_at + slice_min_ns);
+			   tctx->run_at && !time_before(now, tctx->run_at) &&
+			   pol_cut_short(now - tctx->run_at, tctx->run_turn, slice_min_ns);
 	lat_cri_on_stop(p, tctx, now);
 }
 
@@ -734,20 +737,31 @@ void BPF_STRUCT_OPS(concord_exit, struct scx_exit_info *ei)
 	UEI_RECORD(uei, ei);
 }
 
-/* Runs policy.h in the kernel for the BPF/Rust agreement test (BPF_PROG_TEST_RUN). */
+/*
+ * Run policy.h in the kernel for the BPF/Rust agreement test (BPF_PROG_TEST_RUN), in two
+ * programs run one after the other on the same arguments (the second reads the first's
+ * outputs): as one program the branches of all the rules multiplied past the verifier's
+ * million-instruction limit.
+ */
 SEC("syscall")
 int policy_probe(struct policy_probe_args *a)
 {
 	a->lat_cri = pol_lat_cri(a->wake_freq, a->waker_freq);
 	a->deadline_offset_ns = pol_deadline_offset(a->avg_runtime_ns, a->weight, a->lat_cri,
 						    slice_min_ns, slice_max_ns, offset_cap_ns());
-	a->slice_ns = pol_slice(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight, slice_min_ns,
-				slice_max_ns);
+	a->slice_ns = pol_turn(pol_slice(a->nr_waiting % 5, a->nr_waiting, a->domain_cpus, a->weight,
+					 slice_min_ns, slice_max_ns), a->weight, offset_cap_ns());
 	a->wait_bucket = pol_wait_bucket(a->wait_ns);
 	a->freq_after = pol_freq_update(a->wake_freq, a->wait_ns);
 	a->freq_since = pol_freq_since(a->wake_freq, a->wait_ns);
 	a->credit_ns = pol_service_credit(a->vtime, a->vclock, lag_max_ns(), a->avg_runtime_ns,
 					   slice_min_ns);
+	return 0;
+}
+
+SEC("syscall")
+int policy_probe_lag(struct policy_probe_args *a)
+{
 	a->offset_ns = pol_offset_with_lag(a->deadline_offset_ns, a->vtime, a->vclock, lag_max_ns(),
 					   offset_cap_ns());
 	a->vtime_after = pol_vtime_after_run(a->vtime, a->wait_ns, a->weight, a->vclock, lag_max_ns());
@@ -758,6 +772,7 @@ int policy_probe(struct policy_probe_args *a)
 	a->waited_over = pol_waited_over(a->vtime, a->vclock, a->wait_ns);
 	a->vtime_handoff = pol_vtime_on_handoff(a->wait_ns, a->vtime, a->avg_runtime_ns, a->weight,
 						a->vclock, lag_max_ns());
+	a->cut_short = pol_cut_short(a->wait_ns, a->slice_ns, slice_min_ns);
 	return 0;
 }
 

@@ -235,13 +235,46 @@ static inline u64 pol_greedy_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u6
 }
 
 /*
+ * The longest turn of a task lighter than nice 0 whose deadline offset is at the cap. A task's
+ * CPU share goes as its turn over its offset (a turn per offset's worth of queue), and its
+ * offset as turn * 100 / weight, so weights act once, through the offset. But the offset is
+ * capped (the wait bound: nobody waits more than the cap behind its queueing), and past the
+ * cap only a shorter turn can keep the share in proportion: turn = cap * weight / 100 gives
+ * turn / cap = weight / 100 of a nice-0 task's share (whose turn equals its offset). Floored at
+ * slice_min, nice 19 (weight 1) got 1/14 of a nice-0 spinner's share where EEVDF gives 1/68.
+ * Never below SLICE_FLOOR_US: a turn costs a switch and a timer, and shorter ones are mostly
+ * that cost.
+ */
+static inline u64 pol_light_turn(u64 weight, u64 cap)
+{
+	u64 t = pol_clamp(cap, 0, 1ULL << 40) * pol_clamp(weight, 1, WEIGHT_DEFAULT) / WEIGHT_DEFAULT;
+	u64 floor = SLICE_FLOOR_US * 1000ULL;
+
+	return t > floor ? t : floor;
+}
+
+/*
+ * Whether a run that ended after @ran_ns of a turn of @turn_ns was cut short, by a kick or a
+ * preemption rather than by its own slice: before slice_min, or before its own turn if that
+ * was shorter (pol_light_turn()). A task cut short keeps its place in the queue, so that kicks
+ * cannot push it later and later; a task whose short turn ran out must not, or a light task's
+ * short turns would each put it straight back at the head.
+ */
+static inline bool pol_cut_short(u64 ran_ns, u64 turn_ns, u64 slice_min)
+{
+	u64 full = turn_ns && turn_ns < slice_min ? turn_ns : slice_min;
+
+	return ran_ns < full;
+}
+
+/*
  * Slice: the maximum shared among the tasks waiting for the same CPU, counted per CPU of the
  * domain: the CPU's own pinned queue plus its share of the domain queue (nr_shared over
  * domain_cpus). Counting only a task's own queue gave a pinned task alone in its queue full
  * slices while the shared tasks on the same CPU got a third of one. Scaled down for weights
  * below nice 0's: the wait bound gives every task a turn within max_wait whatever its nice
  * value, so a lighter task's turn must be shorter for nice to mean anything. Never below the
- * minimum.
+ * minimum (but see pol_turn() for light tasks whose offset the cap cuts).
  */
 static inline u64 pol_slice(u64 nr_pinned, u64 nr_shared, u64 domain_cpus, u64 weight,
 			    u64 slice_min, u64 slice_max)
@@ -255,6 +288,20 @@ static inline u64 pol_slice(u64 nr_pinned, u64 nr_shared, u64 domain_cpus, u64 w
 	if (weight < WEIGHT_DEFAULT)
 		s = s * weight / WEIGHT_DEFAULT;
 	return pol_clamp(s, slice_min, slice_max);
+}
+
+/*
+ * A turn of @slice (pol_slice()) for a task of @weight, cut to pol_light_turn() for tasks
+ * lighter than nice 0 (a separate step: BPF functions take at most five arguments).
+ */
+static inline u64 pol_turn(u64 slice, u64 weight, u64 cap)
+{
+	u64 light;
+
+	if (weight >= WEIGHT_DEFAULT)
+		return slice;
+	light = pol_light_turn(weight, cap);
+	return slice < light ? slice : light;
 }
 
 /*

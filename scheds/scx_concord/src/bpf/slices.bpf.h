@@ -88,7 +88,8 @@ static inline void arm_slice_timer(struct task_struct *p, s32 cpu, u64 seq, u64 
 	if (!st)
 		return;
 	st->seq = seq;
-	/* at least slice_min: a shorter run would count as a kick (keep_place) */
-	bpf_timer_start(&st->timer, slice > slice_min_ns ? slice : slice_min_ns, BPF_F_TIMER_CPU_PIN);
+	/* a turn below slice_min is a light task's (pol_light_turn), not a kick: pol_cut_short */
+	bpf_timer_start(&st->timer, slice > SLICE_FLOOR_US * 1000ULL ? slice : SLICE_FLOOR_US * 1000ULL,
+			BPF_F_TIMER_CPU_PIN);
 }
 #endif
