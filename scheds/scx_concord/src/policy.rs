@@ -164,6 +164,13 @@ pub fn cut_short(ran_ns: u64, turn_ns: u64, slice_min: u64) -> bool {
     ran_ns < full
 }
 
+/// The weight a deadline offset is computed with: `weight` relative to the domain's heaviest
+/// CPU-bound weight lately, `heaviest` (nice 0's if none is heavier; see policy.h).
+pub fn offset_weight(weight: u64, heaviest: u64) -> u64 {
+    let h = heaviest.clamp(WEIGHT_DEFAULT, 10_000);
+    (weight.clamp(1, 10_000) * WEIGHT_DEFAULT / h).max(1)
+}
+
 /// Slice from the tasks waiting per CPU of the domain (see policy.h), shorter for light weights.
 pub fn slice(
     nr_pinned: u64,
@@ -504,6 +511,35 @@ mod tests {
                 } else {
                     assert!(share >= want, "w {w} cap {cap}: the floor only gives more");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn offsets_are_weighted_against_the_heaviest_task_about() {
+        let (lo, hi, cap) = (MS / 2, 5 * MS, 20 * MS);
+        // No task heavier than nice 0 about: the weight itself, for every weight.
+        for w in [1, 15, 100, 932, 10_000] {
+            for h in [0, 1, 100] {
+                assert_eq!(offset_weight(w, h), w);
+            }
+        }
+        // nice -10 (932) about: it is offset like a nice-0 task alone, and a nice-0 task with
+        // the same runs gets 9.3 times its offset (a heavier task runs about the waiting
+        // nice-0 task's offset between that task's turns), up to the cap.
+        let heavy = deadline_offset(2 * MS, offset_weight(932, 932), 1, lo, hi, cap);
+        let nice0 = deadline_offset(2 * MS, offset_weight(100, 932), 1, lo, hi, cap);
+        assert_eq!(heavy, 2 * MS);
+        assert_eq!(nice0, cap.min(2 * MS * 100 / 10));
+        assert!(nice0 >= 9 * heavy);
+        // Never 0, never above the weight itself, and monotonic in both arguments.
+        for h in [100, 500, 932, 10_000, u64::MAX] {
+            let mut prev = 0;
+            for w in 1..=10_000 {
+                let x = offset_weight(w, h);
+                assert!(x >= 1 && x <= w && x >= prev);
+                prev = x;
+                assert!(offset_weight(w, h.saturating_add(1)) <= x);
             }
         }
     }

@@ -63,6 +63,8 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         waited_over: 0,
                         vtime_handoff: 0,
                         cut_short: 0,
+                        heaviest: [0, 932, 100, 10_001][(n % 4) as usize],
+                        offset_weight: 0,
                     });
                 }
             }
@@ -135,6 +137,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
                 smax,
             ),
             policy::cut_short(a.wait_ns, a.slice_ns, smin) as u64,
+            policy::offset_weight(a.weight, a.heaviest),
         ];
         let got = [
             a.lat_cri,
@@ -152,6 +155,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             a.waited_over,
             a.vtime_handoff,
             a.cut_short,
+            a.offset_weight,
         ];
         if want != got {
             mismatches += 1;

@@ -156,6 +156,10 @@ pub struct Metrics {
     pub balance_pull: u64,
     #[stat(desc = "Times the previous task kept its CPU because nothing else could run there")]
     pub keep_running: u64,
+    #[stat(
+        desc = "Times a task whose turn ended kept its CPU for another: its next deadline came before every waiting task's"
+    )]
+    pub keep_first: u64,
     #[stat(desc = "Idle CPUs kicked for a queued task")]
     pub kick_idle: u64,
     #[stat(desc = "CPUs preempted for a woken task with an earlier deadline")]
@@ -294,6 +298,7 @@ impl Metrics {
             pull_xnode: d(bpf_intf::stat_idx_STAT_PULL_XNODE),
             balance_pull: d(bpf_intf::stat_idx_STAT_BALANCE_PULL),
             keep_running: d(bpf_intf::stat_idx_STAT_KEEP_RUNNING),
+            keep_first: d(bpf_intf::stat_idx_STAT_KEEP_FIRST),
             kick_idle: d(bpf_intf::stat_idx_STAT_KICK_IDLE),
             kick_preempt: d(bpf_intf::stat_idx_STAT_KICK_PREEMPT),
             kick_local: d(bpf_intf::stat_idx_STAT_KICK_LOCAL),
@@ -341,7 +346,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} urgent={} net_kick={} rekick={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={}/{} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} tick_preempt={} slice_timer={} yield={} yield_turn={} urgent={} net_kick={} rekick={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -349,6 +354,7 @@ impl Metrics {
             self.pull_xnode,
             self.balance_pull,
             self.keep_running,
+            self.keep_first,
             self.kick_idle,
             self.kick_preempt,
             self.kick_local,

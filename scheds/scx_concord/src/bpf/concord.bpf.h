@@ -83,6 +83,8 @@ struct llc_ctx {
 	u64 net_kick_at;	/* last kick_idle_llc() for the domain (one per tick is enough) */
 	u64 rekick_at;		/* last rekick_late_direct() scan of the domain (one per tick) */
 	u64 scan_from;		/* far window of the next preemption scan (pol_scan_pos()) */
+	u64 heavy_weight;	/* heaviest CPU-bound weight started lately (note_heavy()) */
+	u64 heavy_at;		/* when a task of that weight last started */
 } __attribute__((aligned(64)));
 
 struct llc_ctx llcs[MAX_LLCS];

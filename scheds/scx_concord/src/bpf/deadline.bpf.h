@@ -10,16 +10,49 @@
 #include "concord.bpf.h"
 #include "queues.bpf.h"
 
+/* The CPU's preempt count (x86: a per-CPU variable; absent elsewhere, see in_hardirq()). */
+extern const int __preempt_count __ksym __weak;
+
+/*
+ * The hard interrupt and NMI counts of the preempt count: above its preemption and softirq
+ * bytes, where include/linux/preempt.h puts them (bits 16-23 in older kernels; 7.x keeps a
+ * hard-irq-disable count there and moved them to 24-30). Bit 31 is x86's folded need-resched.
+ */
+#define CONCORD_IRQ_COUNT_BITS	0x7fff0000
+
+/*
+ * Whether this runs in a hard interrupt or NMI (a timer expiring, a device): the current task
+ * is then whatever the CPU happened to run, not the waker. Softirqs are not excluded: a
+ * loopback TCP send wakes its reader from the softirq the sender's own syscall runs. Where the
+ * kernel has no per-CPU preempt count to read, false: every wake-up counts, as before.
+ */
+static inline bool in_hardirq(void)
+{
+	if (!bpf_ksym_exists(&__preempt_count))
+		return false;
+	return *(const int *)bpf_this_cpu_ptr(&__preempt_count) & CONCORD_IRQ_COUNT_BITS;
+}
+
 static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
-	struct task_struct *waker = bpf_get_current_task_btf();
+	struct task_struct *waker;
 	struct task_ctx *wctx;
 
 	if (tctx->last_wake_at)
 		tctx->wake_freq = pol_freq_update(tctx->wake_freq, now - tctx->last_wake_at);
 	tctx->last_wake_at = now;
 
-	/* Wake-ups from interrupts or the idle task carry no task-to-task signal. */
+	/*
+	 * The waker's rate counts task-to-task wake-ups only: not from the idle task, a kernel
+	 * thread or a hard interrupt, and not of a kernel thread (kworkers and RCU threads are
+	 * woken from interrupts and softirqs that run on top of whatever task is current).
+	 * Credited to that task, they made CPU hogs look like producers: spinners beside timers
+	 * reached latency criticality 6-15 from kworker and rcu_preempt wake-ups, which divided
+	 * their offsets and undid nice.
+	 */
+	if ((p->flags & PF_KTHREAD) || in_hardirq())
+		return;
+	waker = bpf_get_current_task_btf();
 	if (!waker || waker->pid == 0 || waker == p || (waker->flags & PF_KTHREAD))
 		return;
 	wctx = task_ctx(waker);
@@ -105,6 +138,50 @@ static inline void vclock_on_running(struct task_ctx *tctx, s32 cpu)
 }
 
 /*
+ * @p starts on @cpu: a task heavier than nice 0 that uses its turns (runs of at least
+ * slice_min on average) sets its domain's heaviest weight for the next max_wait, to which
+ * everyone's offset is then scaled (pol_offset_weight). Not kernel threads: high-priority
+ * workers run at nice -20 in short bursts and would put every offset at the cap. Written only
+ * when it changes or to keep it alive, i.e. by heavy tasks' runs alone.
+ */
+static inline void note_heavy(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
+{
+	u64 w = p->scx.weight;
+	struct llc_ctx *l;
+	u32 d;
+
+	if (w <= WEIGHT_DEFAULT || (p->flags & PF_KTHREAD) || tctx->avg_runtime < slice_min_ns)
+		return;
+	d = domain_of_cpu(cpu);
+	if (d >= MAX_LLCS)
+		return;
+	l = &llcs[d];
+	if (w >= l->heavy_weight || !l->heavy_at || pol_waited_over(l->heavy_at, now, max_wait_ns)) {
+		l->heavy_weight = w;
+		l->heavy_at = now;
+	}
+}
+
+/* The heaviest weight lately in domain @d (note_heavy()), nice 0's if none is live. */
+static inline u64 heaviest_in(u32 d, u64 now)
+{
+	struct llc_ctx *l;
+
+	if (d >= MAX_LLCS)
+		return WEIGHT_DEFAULT;
+	l = &llcs[d];
+	if (!l->heavy_at || pol_waited_over(l->heavy_at, now, max_wait_ns))
+		return WEIGHT_DEFAULT;
+	return l->heavy_weight;
+}
+
+/* The heaviest weight lately in @p's home domain. */
+static inline u64 home_heaviest(struct task_struct *p, u64 now)
+{
+	return heaviest_in(domain_of_cpu(task_home_cpu(p)), now);
+}
+
+/*
  * The task's deadline offset (policy.h): from its recent behaviour and its bounded service lag,
  * capped at half the wait bound, unless --deadline greedy (the lab's model of scx_lavd then) is
  * chosen.
@@ -122,8 +199,15 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
 					 slice_max_ns, tctx->svc_ns, avg_svc_ns);
-	offset = pol_deadline_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
-				     slice_max_ns, offset_cap_ns());
+	/*
+	 * The lag scales the offset before the cap, not after: capped first, a task of a
+	 * quarter of a heavier task's weight that was a little behind its domain's clock got a
+	 * quarter of the cap, the same offset as a nice-0 peer, and weights meant little. A lag
+	 * factor is at least 1/4, so 4x the cap is as good as uncapped here.
+	 */
+	offset = pol_deadline_offset(tctx->avg_runtime,
+				     pol_offset_weight(p->scx.weight, home_heaviest(p, now)),
+				     tctx->lat_cri, slice_min_ns, slice_max_ns, 4 * offset_cap_ns());
 	return pol_offset_with_lag(offset, tctx->vtime, home_vclock(p),
 				   lag_max_ns(), offset_cap_ns());
 }

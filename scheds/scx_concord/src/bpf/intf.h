@@ -94,6 +94,7 @@ enum stat_idx {
 	STAT_YIELD_TURN,		/* turns cut to slice_min: the task before them yielded */
 	STAT_NET_KICK,			/* an LLC queue head waited the bound: idle CPUs woken */
 	STAT_REKICK,			/* an idle CPU left a task we gave it waiting a tick: kicked again */
+	STAT_KEEP_FIRST,		/* a task whose turn ended kept its CPU: first in deadline order */
 	NR_CONCORD_STATS,
 };
 
@@ -136,6 +137,8 @@ struct policy_probe_args {
 	u64 vtime_handoff;	/* vtime_on_handoff(wakee = wait_ns, waker = vtime,
 				 * ran = avg_runtime_ns, weight, vclock, ...) */
 	u64 cut_short;		/* cut_short(ran = wait_ns, turn = slice_ns, slice_min) */
+	u64 heaviest;		/* input: the domain's heaviest weight lately */
+	u64 offset_weight;	/* offset_weight(weight, heaviest) */
 };
 
 /*

@@ -100,6 +100,25 @@ static inline u64 pol_lat_cri(u64 wake_freq, u64 waker_freq)
 }
 
 /*
+ * The weight a task's deadline offset is computed with: its own, relative to @heaviest, the
+ * heaviest weight of a CPU-bound task that ran in its domain lately (nice 0's when none is
+ * heavier). Deadlines are real time (now + offset), and among tasks that are always runnable a
+ * task then runs until the deadline of the one waiting longest comes due: per turn of a
+ * nice-0 task, a heavier one gets about the nice-0 task's offset of CPU, whatever its own
+ * offset. With offsets scaled to nice 0 a nice-0 task's offset is its own turn, so nice -10
+ * (weight 932) got 1.3x a nice-0 task's share where EEVDF gives 9.3x. Scaled to the heaviest,
+ * the nice-0 task's offset is 9.3 turns (up to the cap) and the heavier task runs that long
+ * between its turns. With no heavier task about, this is the weight itself: nothing changes.
+ */
+static inline u64 pol_offset_weight(u64 weight, u64 heaviest)
+{
+	u64 h = pol_clamp(heaviest, WEIGHT_DEFAULT, 10000);
+	u64 w = pol_clamp(weight, 1, 10000) * WEIGHT_DEFAULT / h;
+
+	return w ? w : 1;
+}
+
+/*
  * Deadline offset from the moment a task is queued: the expected runtime (clamped to a slice),
  * scaled by priority weight, capped, and divided by latency criticality. It depends only on
  * the task's recent behaviour, never on how late it already is.
