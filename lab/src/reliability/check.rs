@@ -34,11 +34,13 @@ pub enum Check {
     /// Tasks moved between cpuset cgroups and re-pinned from outside under load: nobody lost,
     /// waits bounded, nothing run outside its mask.
     CgroupMoves,
+    /// Spinners at nice -10, 0, 5 and 19 get the share ratios EEVDF gives them in the same VM.
+    Nice,
 }
 
 impl Check {
     #[cfg(test)]
-    pub const ALL: [Check; 12] = [
+    pub const ALL: [Check; 13] = [
         Check::Fairness,
         Check::Affinity,
         Check::Hotplug,
@@ -51,6 +53,7 @@ impl Check {
         Check::Takeover,
         Check::ManyThreads,
         Check::CgroupMoves,
+        Check::Nice,
     ];
 
     /// The name in reports and for `--only` (as serialized).
@@ -68,6 +71,7 @@ impl Check {
             Check::Takeover => "takeover",
             Check::ManyThreads => "many-threads",
             Check::CgroupMoves => "cgroup-moves",
+            Check::Nice => "nice",
         }
     }
 }

@@ -19,6 +19,7 @@ mod fairness;
 pub mod harness;
 mod hotplug;
 mod many_threads;
+mod nice;
 mod plan;
 mod resources;
 mod rt_mix;

@@ -256,6 +256,10 @@ pub(super) fn plan(
             t("1l2c")?,
             900,
         )?);
+        // Self-managed: the same mixes under EEVDF first, then under scx_concord it starts.
+        let mut nice = check("nice", &[Check::Nice], load_secs, true, t("1l2c")?, 600)?;
+        nice.icount = fairness_icount;
+        runs.push(nice);
         runs.push(check(
             "resources",
             &[Check::Resources],

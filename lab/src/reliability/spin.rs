@@ -215,6 +215,10 @@ impl QueueWaits {
         if !ops_matches(&sched_ops(), CONCORD_OPS_NAME) {
             return Ok(None);
         }
+        // A scheduler the check itself just started serves its stats a moment after it
+        // attached.
+        let socket = std::path::Path::new(concord_common::sched::CONCORD_STATS_SOCKET);
+        super::harness::wait_for(std::time::Duration::from_secs(10), || socket.exists());
         // The first request (the caller's first phase()) opens the reader: later ones report
         // from the one before.
         let client = scx_stats::prelude::StatsClient::new()
