@@ -484,7 +484,7 @@ mod tests {
         // nice 5 (weight 33): a third of the slice, its offset within the cap.
         assert_eq!(turn(slice(0, 0, 1, 33, lo, hi), 33, cap), hi * 33 / 100);
         // nice 19 (weight 1): its offset is at the cap, so its turn is a hundredth of the cap,
-        // below slice_min (floored there, nice 19 got 1/14 of a nice-0 share); never below
+        // below slice_min (floored there, nice 19 got several times its weight's share); never below
         // the floor however small the cap.
         assert_eq!(turn(slice(0, 0, 1, 1, lo, hi), 1, cap), cap / 100);
         assert!(turn(slice(0, 0, 1, 1, lo, hi), 1, cap) < lo);

@@ -46,9 +46,9 @@ static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tct
 	 * The waker's rate counts task-to-task wake-ups only: not from the idle task, a kernel
 	 * thread or a hard interrupt, and not of a kernel thread (kworkers and RCU threads are
 	 * woken from interrupts and softirqs that run on top of whatever task is current).
-	 * Credited to that task, they made CPU hogs look like producers: spinners beside timers
-	 * reached latency criticality 6-15 from kworker and rcu_preempt wake-ups, which divided
-	 * their offsets and undid nice.
+	 * Credited to that task, they made CPU hogs look like producers (a spinner interrupted
+	 * by every tick wakes kworkers and RCU threads all the time), and the criticality that
+	 * divided their offsets undid nice.
 	 */
 	if ((p->flags & PF_KTHREAD) || in_hardirq())
 		return;

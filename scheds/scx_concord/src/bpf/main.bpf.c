@@ -85,10 +85,14 @@
  * ours are not always, so then the wakee takes a really idle CPU or goes through the rules
  * above (sync_idle_is_false()): it never jumps a task pinned to that CPU and waiting for it.
  *
- * Nice: a task's weight scales its offset (capped like any) and its slice. Slices end on ticks
- * in sched_ext, so the short slice of a task lighter than nice 0 is ended by a timer pinned to
- * its CPU (slices.bpf.h); its offset at the cap and a sub-tick run each turn give nice 19 a
- * few percent of a CPU among nice-0 spinners, and still a turn within the wait bound.
+ * Nice: a task's weight scales its offset (capped like any) and its slice. Deadlines are real
+ * time, so among always-runnable tasks a task's share goes as its turn over its offset: offsets
+ * are weighted against the heaviest CPU-bound task running in the LLC lately (pol_offset_weight),
+ * a turn past the cap shrinks with that relative weight (pol_turn), and a task whose turn ended
+ * keeps the CPU when its next deadline comes before every waiting one (keep_prev_first: the
+ * kernel asks for the next task before it queues the last one). Slices end on ticks in
+ * sched_ext, so the short slice of a light task is ended by a timer pinned to its CPU
+ * (slices.bpf.h); every task still gets a turn within the wait bound.
  *
  * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
  * greedy penalty / latency criticality, no wait cap): with `--pinned-queue shared` it
@@ -409,7 +413,7 @@ static __always_inline bool take_head(s32 cpu, const struct queue_head *h, bool 
  * without this the head took the CPU even when @prev's own next deadline was earlier, and
  * @prev then waited a whole turn of the head's: deadline order held only among the waiting.
  * A task heavier than nice 0 (whose deadlines are closest) thus ran at most every other turn
- * beside nice-0 spinners: nice -10 got 2x a nice-0 share where EEVDF gives 9.3x. Not for a
+ * beside nice-0 spinners, whatever its weight. Not for a
  * yielder (it asked to go behind), a turn given by a yield (take_yield_turn: it is short so
  * that the yielder looks again soon), an urgent head (the caller checks) or the greedy model.
  * The run goes on without ops.stopping/running: it is charged when it ends; its new turn

@@ -106,7 +106,7 @@ static inline u64 pol_lat_cri(u64 wake_freq, u64 waker_freq)
  * task then runs until the deadline of the one waiting longest comes due: per turn of a
  * nice-0 task, a heavier one gets about the nice-0 task's offset of CPU, whatever its own
  * offset. With offsets scaled to nice 0 a nice-0 task's offset is its own turn, so nice -10
- * (weight 932) got 1.3x a nice-0 task's share where EEVDF gives 9.3x. Scaled to the heaviest,
+ * (weight 932) got about one nice-0 turn per nice-0 turn, not 9.3. Scaled to the heaviest,
  * the nice-0 task's offset is 9.3 turns (up to the cap) and the heavier task runs that long
  * between its turns. With no heavier task about, this is the weight itself: nothing changes.
  */
@@ -260,7 +260,7 @@ static inline u64 pol_greedy_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u6
  * capped (the wait bound: nobody waits more than the cap behind its queueing), and past the
  * cap only a shorter turn can keep the share in proportion: turn = cap * weight / 100 gives
  * turn / cap = weight / 100 of a nice-0 task's share (whose turn equals its offset). Floored at
- * slice_min, nice 19 (weight 1) got 1/14 of a nice-0 spinner's share where EEVDF gives 1/68.
+ * slice_min, nice 19 (weight 1) got several times its weight's share of a nice-0 spinner's.
  * Never below SLICE_FLOOR_US: a turn costs a switch and a timer, and shorter ones are mostly
  * that cost.
  */
