@@ -431,12 +431,18 @@ static __always_inline bool keep_prev_first(s32 cpu, struct task_struct *prev,
 	    debug_stalled(prev) || !(pctx = task_ctx(prev)) || pctx->yielded || pctx->yield_turn ||
 	    !bpf_cpumask_test_cpu(cpu, prev->cpus_ptr))
 		return false;
-	if (!time_before(task_deadline(prev, pctx, now, false), head->deadline))
+	/*
+	 * Not earlier than now + the offset it ran with either: a wake-up preempted it because
+	 * the woken task's deadline came before that (preempt_for's rule), and a deadline worked
+	 * out afresh, with its lag and criticality moved since, must not undo the preemption.
+	 */
+	cctx = cpu_ctx_of(cpu);
+	if (!cctx || !time_before(now + cctx->running_offset, head->deadline) ||
+	    !time_before(task_deadline(prev, pctx, now, false), head->deadline))
 		return false;
 	turn = turn_on(prev, cpu, now, &timer);
 	prev->scx.slice = turn;
-	cctx = cpu_ctx_of(cpu);
-	if (cctx && (timer || prev->scx.weight < WEIGHT_DEFAULT))
+	if (timer || prev->scx.weight < WEIGHT_DEFAULT)
 		arm_slice_timer(prev, cpu, cctx->run_seq, pctx->avg_runtime);
 	stat_inc(STAT_KEEP_FIRST);
 	return true;
