@@ -42,9 +42,30 @@ fn ratios(mix: &[i32], r: &[SpinResult]) -> Vec<(i32, f64)> {
         .collect()
 }
 
-/// Whether `got` is within `tolerance` of `want`, as a factor either way.
-fn within_factor(got: f64, want: f64, tolerance: f64) -> bool {
-    got > 0.0 && want > 0.0 && got <= want * tolerance && got >= want / tolerance
+/// The kernel's load weight of a nice value (sched_prio_to_weight), for the values checked.
+fn kernel_weight(nice: i32) -> f64 {
+    match nice {
+        -10 => 9548.0,
+        0 => 1024.0,
+        5 => 335.0,
+        19 => 15.0,
+        _ => f64::NAN,
+    }
+}
+
+/// Whether scx_concord's ratio `got` for `nice` is EEVDF-like: at most `tolerance` times what
+/// EEVDF gave (`eevdf`), and at least its tolerance below the lower of EEVDF's and the weights'
+/// own ratio. Below the weight ratio EEVDF's measured figure is not a floor to hold to: its
+/// nice-19 ratio moved between 1/12 and 1/35 from run to run in these VMs (ticks, not weights,
+/// bound its turns there), while the weights say 1/68.
+fn eevdf_like(nice: i32, got: f64, eevdf: f64, tolerance: f64) -> bool {
+    let weights = kernel_weight(nice) / kernel_weight(0);
+    let floor = if weights.is_nan() {
+        eevdf
+    } else {
+        eevdf.min(weights)
+    };
+    got > 0.0 && eevdf > 0.0 && got <= eevdf * tolerance && got >= floor / tolerance
 }
 
 fn specs(mix: &[i32], cpus: usize) -> Vec<SpinSpec> {
@@ -83,9 +104,10 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
                 1.0 / e.max(1e-9),
                 g / e.max(1e-9)
             ));
-            if !within_factor(g, e, RATIO_TOLERANCE) {
+            if !eevdf_like(nice, g, e, RATIO_TOLERANCE) {
                 v.fail(format!(
-                    "nice {nice}: share ratio {g:.4} to nice 0 is not within {RATIO_TOLERANCE}x of EEVDF's {e:.4}"
+                    "nice {nice}: share ratio {g:.4} to nice 0 is not within {RATIO_TOLERANCE}x of EEVDF's {e:.4} (nor of the weights' {:.4}, below it)",
+                    kernel_weight(nice) / kernel_weight(0)
                 ));
             }
         }
@@ -99,6 +121,10 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
 mod tests {
     use super::*;
     use crate::reliability::spin::Gap;
+
+    fn within_factor(got: f64, want: f64, tolerance: f64) -> bool {
+        got > 0.0 && want > 0.0 && got <= want * tolerance && got >= want / tolerance
+    }
 
     fn spinner(share: f64) -> SpinResult {
         SpinResult {
@@ -135,5 +161,12 @@ mod tests {
         // What the check measured before heavier weights acted through deadlines.
         assert!(!within_factor(1.33, 9.11, RATIO_TOLERANCE));
         assert!(!within_factor(0.0, eevdf19, RATIO_TOLERANCE));
+        assert!(!eevdf_like(-10, 1.33, 9.11, RATIO_TOLERANCE));
+        assert!(eevdf_like(-10, 7.6, 9.0, RATIO_TOLERANCE));
+        // EEVDF's nice 19 at 1/12 (ticks): 1/40 is closer to the weights and passes, while a
+        // scheduler ignoring nice, or one that nearly starves nice 19, does not.
+        assert!(eevdf_like(19, 0.0247, 0.0836, RATIO_TOLERANCE));
+        assert!(!eevdf_like(19, 1.0, 0.0836, RATIO_TOLERANCE));
+        assert!(!eevdf_like(19, 0.001, 0.0836, RATIO_TOLERANCE));
     }
 }
