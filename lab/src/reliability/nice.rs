@@ -120,22 +120,9 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reliability::spin::Gap;
 
     fn within_factor(got: f64, want: f64, tolerance: f64) -> bool {
         got > 0.0 && want > 0.0 && got <= want * tolerance && got >= want / tolerance
-    }
-
-    fn spinner(share: f64) -> SpinResult {
-        SpinResult {
-            cpu_ns: (share * 1e9) as u64,
-            turns: 1,
-            last_cpu: 0,
-            wall_ns: 1_000_000_000,
-            max_gap_ns: 0,
-            longest: Gap::default(),
-            longest_wait: Gap::default(),
-        }
     }
 
     #[test]
@@ -143,7 +130,7 @@ mod tests {
         // Two CPUs of (0, 5, 19): the results come per CPU in the mix's order.
         let r: Vec<_> = [0.7, 0.25, 0.01, 0.74, 0.23, 0.02]
             .into_iter()
-            .map(spinner)
+            .map(SpinResult::with_share)
             .collect();
         let got = ratios(&[0, 5, 19], &r);
         assert_eq!(got.len(), 2);

@@ -69,6 +69,20 @@ impl SpinResult {
     pub(super) fn share(&self) -> f64 {
         self.cpu_ns as f64 / self.wall_ns.max(1) as f64
     }
+
+    /// A spinner that got `share` of a CPU in one turn over a second, for the checks' tests.
+    #[cfg(test)]
+    pub(super) fn with_share(share: f64) -> Self {
+        Self {
+            cpu_ns: (share * 1e9) as u64,
+            turns: 1,
+            last_cpu: 0,
+            wall_ns: 1_000_000_000,
+            max_gap_ns: 0,
+            longest: Gap::default(),
+            longest_wait: Gap::default(),
+        }
+    }
 }
 
 /// Live view of a spin group, for checks that act while it runs: each spinner's loop count
@@ -428,15 +442,7 @@ mod tests {
 
     #[test]
     fn evenness_of_shares() {
-        let r = |share: f64| SpinResult {
-            cpu_ns: (share * 1e9) as u64,
-            turns: 1,
-            last_cpu: 0,
-            wall_ns: 1_000_000_000,
-            max_gap_ns: 0,
-            longest: Gap::default(),
-            longest_wait: Gap::default(),
-        };
+        let r = SpinResult::with_share;
         let even: Vec<_> = (0..10).map(|_| r(0.5)).collect();
         assert!((p10_over_mean(&even) - 1.0).abs() < 1e-9);
         // One starved thread in ten is the p10.

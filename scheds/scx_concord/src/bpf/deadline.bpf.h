@@ -175,12 +175,6 @@ static inline u64 heaviest_in(u32 d, u64 now)
 	return l->heavy_weight;
 }
 
-/* The heaviest weight lately in @p's home domain. */
-static inline u64 home_heaviest(struct task_struct *p, u64 now)
-{
-	return heaviest_in(domain_of_cpu(task_home_cpu(p)), now);
-}
-
 /*
  * The task's deadline offset (policy.h): from its recent behaviour and its bounded service lag,
  * capped at half the wait bound, unless --deadline greedy (the lab's model of scx_lavd then) is
@@ -189,6 +183,7 @@ static inline u64 home_heaviest(struct task_struct *p, u64 now)
 static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
 	u64 wake = tctx->wake_freq, waker = tctx->waker_freq, offset;
+	u32 d;
 
 	/* rates as of now: a task that has not woken (anyone) for a while is not critical */
 	if (tctx->last_wake_at && time_before(tctx->last_wake_at, now))
@@ -205,11 +200,12 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	 * quarter of the cap, the same offset as a nice-0 peer, and weights meant little. A lag
 	 * factor is at least 1/4, so 4x the cap is as good as uncapped here.
 	 */
+	d = domain_of_cpu(task_home_cpu(p));
 	offset = pol_deadline_offset(tctx->avg_runtime,
-				     pol_offset_weight(p->scx.weight, home_heaviest(p, now)),
+				     pol_offset_weight(p->scx.weight, heaviest_in(d, now)),
 				     tctx->lat_cri, slice_min_ns, slice_max_ns, 4 * offset_cap_ns());
-	return pol_offset_with_lag(offset, tctx->vtime, home_vclock(p),
-				   lag_max_ns(), offset_cap_ns());
+	return pol_offset_with_lag(offset, tctx->vtime, llcs[d].vclock, lag_max_ns(),
+				   offset_cap_ns());
 }
 
 /*

@@ -442,7 +442,8 @@ static __always_inline bool keep_prev_first(s32 cpu, struct task_struct *prev,
 		return false;
 	turn = turn_on(prev, cpu, now, &timer);
 	prev->scx.slice = turn;
-	if (timer || prev->scx.weight < WEIGHT_DEFAULT)
+	/* (turn_on's timer already covers every task lighter than the heaviest about) */
+	if (timer)
 		arm_slice_timer(prev, cpu, cctx->run_seq, pctx->avg_runtime);
 	stat_inc(STAT_KEEP_FIRST);
 	return true;

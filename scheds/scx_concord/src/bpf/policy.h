@@ -32,6 +32,7 @@
 #define FREQ_MAX		10000ULL	/* wake-ups/s: faster counts as this */
 #define LAT_CRI_MAX		27ULL		/* 1 + 2 * log2(FREQ_MAX + 1) */
 #define WEIGHT_DEFAULT		100ULL		/* sched_ext weight of nice 0 */
+#define SLICE_FLOOR_NS		(SLICE_FLOOR_US * 1000ULL)	/* intf.h */
 
 /*
  * floor(log2(v)), 0 for v <= 1. A binary search: six steps (shifts 32, 16, ..., 1) instead of
@@ -267,9 +268,8 @@ static inline u64 pol_greedy_offset(u64 avg_runtime, u64 weight, u64 lat_cri, u6
 static inline u64 pol_light_turn(u64 weight, u64 cap)
 {
 	u64 t = pol_clamp(cap, 0, 1ULL << 40) * pol_clamp(weight, 1, WEIGHT_DEFAULT) / WEIGHT_DEFAULT;
-	u64 floor = SLICE_FLOOR_US * 1000ULL;
 
-	return t > floor ? t : floor;
+	return t > SLICE_FLOOR_NS ? t : SLICE_FLOOR_NS;
 }
 
 /*

@@ -89,7 +89,6 @@ static inline void arm_slice_timer(struct task_struct *p, s32 cpu, u64 seq, u64 
 		return;
 	st->seq = seq;
 	/* a turn below slice_min is a light task's (pol_light_turn), not a kick: pol_cut_short */
-	bpf_timer_start(&st->timer, slice > SLICE_FLOOR_US * 1000ULL ? slice : SLICE_FLOOR_US * 1000ULL,
-			BPF_F_TIMER_CPU_PIN);
+	bpf_timer_start(&st->timer, slice > SLICE_FLOOR_NS ? slice : SLICE_FLOOR_NS, BPF_F_TIMER_CPU_PIN);
 }
 #endif
