@@ -101,14 +101,15 @@ pub struct ReliabilityArgs {
     /// Where the report goes (default: lab-results/reliability-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// QEMU -icount shift for the fairness runs (guest time from instruction counts: the host's
-    /// scheduling of vCPU threads no longer shows up as guest waits).
-    #[arg(long, default_value_t = 2, conflicts_with = "fairness_no_icount",
+    /// QEMU -icount shift for the checks that judge waits against a bound (fairness, nice,
+    /// rt-mix, cgroup-moves, many-threads): guest time from instruction counts, so the host's
+    /// scheduling of vCPU threads no longer shows up as guest waits.
+    #[arg(long, alias = "fairness-icount", default_value_t = 2, conflicts_with = "no_icount",
           value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub fairness_icount: u32,
-    /// Run fairness under default multi-threaded TCG (waits then include host noise).
-    #[arg(long)]
-    pub fairness_no_icount: bool,
+    pub icount: u32,
+    /// Run those checks under default multi-threaded TCG (waits then include host noise).
+    #[arg(long, alias = "fairness-no-icount")]
+    pub no_icount: bool,
     /// Run the smoke test (every queue mode) and the fairness check on these topologies instead
     /// of their own (e.g. `2n2l2c,2n2l4c,1l2c2t`; see `concord-lab vm --help`).
     #[arg(long, value_delimiter = ',', value_parser = TopologySpec::parse)]
@@ -287,8 +288,8 @@ pub fn run(args: ReliabilityArgs) -> Result<i32> {
     if args.kernels.is_empty() {
         bail!("--kernels names no kernel");
     }
-    let fairness_icount = (!args.fairness_no_icount).then_some(args.fairness_icount);
-    let mut runs = plan(mode, &args.kernels, fairness_icount, &args.topologies)?;
+    let icount = (!args.no_icount).then_some(args.icount);
+    let mut runs = plan(mode, &args.kernels, icount, &args.topologies)?;
     if !args.only.is_empty() {
         runs.retain(|r| {
             args.only

@@ -97,7 +97,7 @@ fn smoke_cmd(topology: TopologySpec, secs: u64) -> Vec<String> {
 pub(super) fn plan(
     mode: Mode,
     kernels: &[String],
-    fairness_icount: Option<u32>,
+    icount: Option<u32>,
     topologies: &[TopologySpec],
 ) -> Result<Vec<Run>> {
     let t = |s: &str| TopologySpec::parse(s);
@@ -137,7 +137,11 @@ pub(super) fn plan(
                 },
                 cmd: rel_guest(&params)?,
                 timeout: Duration::from_secs(timeout_secs),
-                icount: None,
+                icount: checks
+                    .iter()
+                    .any(|c| c.judges_waits())
+                    .then_some(icount)
+                    .flatten(),
                 expected_klog: &[],
             })
         };
@@ -174,16 +178,14 @@ pub(super) fn plan(
         }
         // 2-4. Under scx_concord started by the runner.
         for topology in topologies_for(topologies, mode, &["1l2c"], &["1l2c", "2l2c"])? {
-            let mut run = check(
+            runs.push(check(
                 "fairness",
                 &[Check::Fairness],
                 load_secs,
                 false,
                 topology,
                 600,
-            )?;
-            run.icount = fairness_icount;
-            runs.push(run);
+            )?);
         }
         runs.push(check(
             "affinity",
@@ -257,9 +259,14 @@ pub(super) fn plan(
             900,
         )?);
         // Self-managed: the same mixes under EEVDF first, then under scx_concord it starts.
-        let mut nice = check("nice", &[Check::Nice], load_secs, true, t("1l2c")?, 600)?;
-        nice.icount = fairness_icount;
-        runs.push(nice);
+        runs.push(check(
+            "nice",
+            &[Check::Nice],
+            load_secs,
+            true,
+            t("1l2c")?,
+            600,
+        )?);
         runs.push(check(
             "resources",
             &[Check::Resources],
@@ -310,6 +317,15 @@ mod tests {
             .any(|r| r.name == "smoke --queue per-llc --pinned-queue per-cpu"
                 && r.topology.nodes * r.topology.llcs_per_node > 1));
         assert!(quick.iter().any(|r| r.topology.to_string().contains("1l")));
+        // Checks that judge waits run under -icount (host noise is no guest wait), unless
+        // asked otherwise; the rest under multi-threaded TCG.
+        for r in &quick {
+            let judged = Check::ALL.iter().any(|c| {
+                c.judges_waits() && r.cmd.join(" ").contains(&format!("\"{}\"", c.name()))
+            });
+            assert_eq!(r.icount, judged.then_some(2), "{}", r.name);
+        }
+        assert!(normal.iter().all(|r| r.icount.is_none()));
     }
 
     #[test]
