@@ -139,21 +139,27 @@ pub(super) fn collect(
     let trace_path = dir.join(guest::TRACE_FILE);
     let trace = read(&dir, guest::TRACE_FILE)?;
     let mut w = wasted::analyze(&trace, nr_cpus, WASTED_THRESHOLD_NS, &masks, HEAT_BINS)?;
-    let waits = waits::longest_waits(&trace);
+    let waits = waits::waits(&trace);
     drop(trace);
     let ms = |ns: u64| ns as f64 / 1e6;
     mx.insert(
         "wait_max_ms".into(),
-        ms(waits.values().copied().max().unwrap_or(0)),
+        ms(waits.longest.values().copied().max().unwrap_or(0)),
     );
     if !beam_tids.is_empty() {
         let m = beam_tids
             .iter()
-            .filter_map(|t| waits.get(t))
+            .filter_map(|t| waits.longest.get(t))
             .copied()
             .max()
             .unwrap_or(0);
         mx.insert("beam_wait_max_ms".into(), ms(m));
+        let woken = waits.wakeups_of(&beam_tids);
+        if woken.count() > 0 {
+            let us = |p: f64| woken.percentile(p) as f64 / 1e3;
+            mx.insert("beam_wake_p50_us".into(), us(50.0));
+            mx.insert("beam_wake_p99_us".into(), us(99.0));
+        }
     }
     if let Ok(stats) = read(&dir, guest::SCHED_STATS_FILE) {
         let v: serde_json::Value = serde_json::from_str(&stats)?;

@@ -135,6 +135,16 @@ impl Scenario {
                     Lower,
                 ),
                 m(
+                    "beam_wake_p50_us",
+                    "BEAM schedulers' wake-up wait p50 (µs, kernel trace)",
+                    Lower,
+                ),
+                m(
+                    "beam_wake_p99_us",
+                    "BEAM schedulers' wake-up wait p99 (µs, kernel trace)",
+                    Lower,
+                ),
+                m(
                     "service_us",
                     "one request alone (µs, the compare's calibration)",
                     Neither,

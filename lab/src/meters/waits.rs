@@ -6,34 +6,56 @@
 //! task can wait on (a scheduler's queues, a local run queue, behind a higher class), so it is
 //! the reference a scheduler's own wait count is checked against.
 
+use concord_common::hist::Hist;
 use std::collections::HashMap;
 
 use super::wasted::{parse_line, Event, END_MARKER, START_MARKER};
 
-/// Per task (pid = thread id): its longest single wait inside the measured window, ns. Waits
-/// still open at the window's end count up to the end.
-pub fn longest_waits(trace: &str) -> HashMap<u32, u64> {
-    let mut since: HashMap<u32, u64> = HashMap::new();
+/// The kernel's account of waits inside the measured window, per task (pid = thread id).
+#[derive(Debug, Default)]
+pub struct Waits {
+    /// Its longest single wait, ns; waits still open at the window's end count up to the end.
+    pub longest: HashMap<u32, u64>,
+    /// Every wait that began with a wake-up and ended on a CPU inside the window, ns: the
+    /// wake-up latency a woken thread sees (waits after preemption, a slice's end or a yield
+    /// are in `longest` only).
+    pub wakeups: HashMap<u32, Vec<u64>>,
+}
+
+impl Waits {
+    /// All wake-up waits of these tasks, ns.
+    pub fn wakeups_of(&self, pids: &[u32]) -> Hist {
+        let mut h = Hist::default();
+        for ns in pids.iter().filter_map(|p| self.wakeups.get(p)).flatten() {
+            h.record(*ns);
+        }
+        h
+    }
+}
+
+pub fn waits(trace: &str) -> Waits {
+    // pid -> (wait start, began with a wake-up)
+    let mut since: HashMap<u32, (u64, bool)> = HashMap::new();
     let mut on_cpu: HashMap<u32, u32> = HashMap::new(); // cpu -> pid
-    let mut longest: HashMap<u32, u64> = HashMap::new();
+    let mut w = Waits::default();
     let mut open = false;
-    let note = |longest: &mut HashMap<u32, u64>, pid: u32, w: u64| {
+    let note = |longest: &mut HashMap<u32, u64>, pid: u32, ns: u64| {
         let e = longest.entry(pid).or_insert(0);
-        *e = (*e).max(w);
+        *e = (*e).max(ns);
     };
     for ev in trace.lines().filter_map(parse_line) {
         match ev.event {
             Event::Marker(m) if m.contains(START_MARKER) => {
                 open = true;
                 // waits begun before the window count from its start
-                for t in since.values_mut() {
+                for (t, _) in since.values_mut() {
                     *t = (*t).max(ev.ts_ns);
                 }
             }
             Event::Marker(m) if m.contains(END_MARKER) => {
                 if open {
-                    for (&pid, &t) in &since {
-                        note(&mut longest, pid, ev.ts_ns.saturating_sub(t));
+                    for (&pid, &(t, _)) in &since {
+                        note(&mut w.longest, pid, ev.ts_ns.saturating_sub(t));
                     }
                 }
                 break;
@@ -41,7 +63,7 @@ pub fn longest_waits(trace: &str) -> HashMap<u32, u64> {
             Event::Marker(_) => {}
             Event::Wakeup { pid } => {
                 if pid != 0 && !on_cpu.values().any(|&p| p == pid) {
-                    since.entry(pid).or_insert(ev.ts_ns);
+                    since.entry(pid).or_insert((ev.ts_ns, true));
                 }
             }
             Event::Switch {
@@ -51,14 +73,18 @@ pub fn longest_waits(trace: &str) -> HashMap<u32, u64> {
             } => {
                 on_cpu.remove(&ev.cpu);
                 if prev_pid != 0 && prev_runnable {
-                    since.entry(prev_pid).or_insert(ev.ts_ns);
+                    since.entry(prev_pid).or_insert((ev.ts_ns, false));
                 } else {
                     since.remove(&prev_pid);
                 }
                 if next_pid != 0 {
-                    if let Some(t) = since.remove(&next_pid) {
+                    if let Some((t, woken)) = since.remove(&next_pid) {
                         if open {
-                            note(&mut longest, next_pid, ev.ts_ns.saturating_sub(t));
+                            let ns = ev.ts_ns.saturating_sub(t);
+                            note(&mut w.longest, next_pid, ns);
+                            if woken {
+                                w.wakeups.entry(next_pid).or_default().push(ns);
+                            }
                         }
                     }
                     on_cpu.insert(ev.cpu, next_pid);
@@ -66,7 +92,7 @@ pub fn longest_waits(trace: &str) -> HashMap<u32, u64> {
             }
         }
     }
-    longest
+    w
 }
 
 #[cfg(test)]
@@ -105,11 +131,16 @@ mod tests {
             mark("1.020000", END_MARKER),
         ]
         .join("\n");
-        let w = longest_waits(&t);
+        let all = waits(&t);
+        let w = &all.longest;
         assert_eq!(w.get(&11), Some(&3_000_000));
         assert_eq!(w.get(&10), Some(&6_000_000));
         assert_eq!(w.get(&12), Some(&8_000_000));
         assert_eq!(w.len(), 3);
+        // Only 11's wait began with a wake-up and ended on a CPU: 10's began with a
+        // preemption, 12's never ended.
+        let h = all.wakeups_of(&[10, 11, 12]);
+        assert_eq!((h.count(), h.max()), (1, 3_000_000));
     }
 
     #[test]
@@ -123,9 +154,12 @@ mod tests {
             sw("1.050000", 0, 20, "S", 21),
         ]
         .join("\n");
-        let w = longest_waits(&t);
+        let all = waits(&t);
+        let w = &all.longest;
         // 20 waited from 0.990; inside the window from 1.000: 2 ms; 21 after the end: nothing
         assert_eq!(w.get(&20), Some(&2_000_000));
         assert!(!w.contains_key(&21));
+        let h = all.wakeups_of(&[20, 21]);
+        assert_eq!((h.count(), h.max()), (1, 2_000_000));
     }
 }

@@ -147,6 +147,13 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
             f("beam_wait_max_ms") > 0.0,
             "the BEAM threads were traced: {m}"
         );
+        // Their wake-up waits are among their waits.
+        assert!(
+            f("beam_wake_p50_us") > 0.0
+                && f("beam_wake_p50_us") <= f("beam_wake_p99_us")
+                && f("beam_wake_p99_us") <= f("beam_wait_max_ms") * 1e3 * 1.001,
+            "{m}"
+        );
         // Who got the CPU: each group ran, and no group got more than the machine's 2 CPUs.
         for k in ["beam_cpus", "rings_cpus", "hogs_cpus"] {
             let ran = k != "hogs_cpus" || batch;
