@@ -220,6 +220,17 @@ pub fn yield_offset(offset: u64, slice_max: u64, cap: u64) -> u64 {
     (offset + slice_max).min(cap)
 }
 
+/// A yielder's deadline `d` (its own yield deadline `own`, or past a head already) with a
+/// queue head due at `head` in front: behind that head when it is due within a slice of
+/// `own` (its equals), else unchanged: a head due further out is not what the yield is for.
+pub fn yield_behind(d: u64, own: u64, head: u64, slice_max: u64) -> u64 {
+    if head >= d && head < own + slice_max {
+        head + 1
+    } else {
+        d
+    }
+}
+
 /// Whether a wait that began at `enq_at` (0: not waiting) has lasted more than `limit` by
 /// `now`; a start ahead of `now` (another CPU's clock) has lasted nothing.
 pub fn waited_over(enq_at: u64, now: u64, limit: u64) -> bool {
@@ -451,6 +462,30 @@ mod tests {
         // comes back first: its offset is at least a slice, where a hog's is at most the cap.
         let spinner = deadline_offset(20_000, 100, LAT_CRI_MAX, MS / 2, smax, cap);
         assert!(yield_offset(spinner, smax, cap) >= smax);
+    }
+
+    #[test]
+    fn a_yielder_waits_behind_heads_due_soon_not_behind_far_ones() {
+        let (smax, now) = (5 * MS, 1_000 * MS);
+        let own = now + yield_offset(MS / 10, smax, 20 * MS);
+        // A head due before it changes nothing; one due within a slice after it goes first.
+        assert_eq!(yield_behind(own, own, own - MS, smax), own);
+        assert_eq!(yield_behind(own, own, own + 2 * MS, smax), own + 2 * MS + 1);
+        // Two heads: behind both when both are its equals, in either order.
+        let d = yield_behind(own, own, own + MS, smax);
+        assert_eq!(yield_behind(d, own, own + 3 * MS, smax), own + 3 * MS + 1);
+        let d = yield_behind(own, own, own + 3 * MS, smax);
+        assert_eq!(yield_behind(d, own, own + MS, smax), own + 3 * MS + 1);
+        // A head at the cap (nice 19) is not waited for: the poller is back within its own
+        // yield offset, not the whole cap, however late that head is due.
+        for far in [own + smax, own + 15 * MS, now + 20 * MS] {
+            assert_eq!(
+                yield_behind(own, own, far, smax),
+                own,
+                "head at +{}",
+                far - now
+            );
+        }
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         cut_short: 0,
                         heaviest: [0, 932, 100, 10_001][(n % 4) as usize],
                         offset_weight: 0,
+                        yield_behind: 0,
                     });
                 }
             }
@@ -138,6 +139,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             ),
             policy::cut_short(a.wait_ns, a.slice_ns, smin) as u64,
             policy::offset_weight(a.weight, a.heaviest),
+            policy::yield_behind(a.vtime, a.vclock, a.vclock + a.wait_ns, smax),
         ];
         let got = [
             a.lat_cri,
@@ -156,6 +158,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             a.vtime_handoff,
             a.cut_short,
             a.offset_weight,
+            a.yield_behind,
         ];
         if want != got {
             mismatches += 1;

@@ -134,6 +134,13 @@ struct task_ctx {
 	u64 last_wake_at;
 	u64 last_waker_at;
 	u64 lat_cri;
+	u64 chain_at;		/* when the work it carries on began: its last wake-up that was not
+				 * a sync hand-off, or its waker's chain_at (chain_on_sync_wakeup) */
+	u32 chain_wake;		/* this wake-up is a sync hand-off, for ops.runnable */
+	u32 busy_hop;		/* its last wake-up carried on work busy past slice_max */
+	u64 handoff_at;		/* its last sync wake-up of another task */
+	u32 hands_off;		/* it slept within slice_min of its last sync wake-up, in that run:
+				 * its sync wake-ups hand its work on (the hint held) */
 	u64 svc_ns;		/* weighted CPU time used since it joined (greedy model) */
 };
 

@@ -37,6 +37,26 @@ static inline void lat_cri_on_wakeup(struct task_struct *p, struct task_ctx *tct
 {
 	struct task_struct *waker;
 	struct task_ctx *wctx;
+	bool hand_off = tctx->chain_wake;
+
+	/*
+	 * A sync hand-off carries on its waker's work (chain_on_sync_wakeup); any other wake-up
+	 * starts new work. A chain of hand-offs that has been busy for more than a slice is one
+	 * CPU-bound job passed from thread to thread (a token ring, a pipeline under constant
+	 * input): its hops are not events anyone waits for, and counted as wake-ups they made
+	 * it the most latency-critical thing about, ahead of a pinned runtime thread woken for
+	 * real work, which then waited behind hop after hop on its only CPU. A request that
+	 * crosses a pipe and back is done well within a slice and keeps its criticality.
+	 */
+	tctx->chain_wake = 0;
+	if (!hand_off) {
+		tctx->chain_at = now;
+		tctx->busy_hop = 0;
+	}
+	if (tctx->busy_hop) {
+		stat_inc(STAT_BUSY_CHAIN);
+		return;
+	}
 
 	if (tctx->last_wake_at)
 		tctx->wake_freq = pol_freq_update(tctx->wake_freq, now - tctx->last_wake_at);
@@ -87,6 +107,18 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	}
 }
 
+/*
+ * @p stops: if it made a sync wake-up in this run, whether the hint held: it went to sleep
+ * within slice_min of it (a pipe hop: write, then block on the next read), or ran on. Only
+ * a waker whose hint holds passes its chain on (chain_on_sync_wakeup).
+ */
+static inline void handoff_on_stop(struct task_ctx *tctx, bool runnable, u64 now)
+{
+	if (!tctx->handoff_at || !tctx->run_at || time_before(tctx->handoff_at, tctx->run_at))
+		return;
+	tctx->hands_off = !runnable && !pol_waited_over(tctx->handoff_at, now, slice_min_ns);
+}
+
 /* The clock of the domain whose queues @p waits in. */
 static inline u64 home_vclock(struct task_struct *p)
 {
@@ -96,7 +128,8 @@ static inline u64 home_vclock(struct task_struct *p)
 /*
  * A sync wake-up (a pipe or socket hop: the waker is about to sleep) hands work on: the wakee
  * takes at least the waker's vtime, its run so far included (pol_vtime_on_handoff), so that a
- * chain of hops is charged as one task. Same domain only: other domains' vtimes are on other
+ * chain of hops is charged as one task, and the start of the waker's work (chain_at), so that
+ * a chain busy for long is not taken for latency-critical wake-ups (lat_cri_on_wakeup). Same domain only: other domains' vtimes are on other
  * clocks. Only where select_cpu runs: a task allowed on one CPU wakes without it.
  */
 static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *tctx,
@@ -108,6 +141,7 @@ static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *
 	u32 d;
 
 	/* the flag first: every wake-up comes through here, most are not sync */
+	tctx->busy_hop = 0;
 	if (!(wake_flags & SCX_WAKE_SYNC) || deadline_mode != DEADLINE_CAPPED)
 		return;
 	waker = bpf_get_current_task_btf();
@@ -117,6 +151,16 @@ static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *
 	if (d != domain_of_cpu(task_home_cpu(p)) || !(wctx = task_ctx(waker)))
 		return;
 	now = scx_bpf_now();
+	/*
+	 * The wakee carries on the waker's work only if the waker's sync wake-ups are hand-offs
+	 * (handoff_on_stop): a runtime thread that answers a request over a socket and runs on
+	 * (an ERTS scheduler spins) says "sync" as well, and the client it wakes starts new work.
+	 * (A waker that never slept carries on what it has done since it came under us.)
+	 */
+	wctx->handoff_at = now;
+	tctx->chain_at = wctx->hands_off && wctx->chain_at ? wctx->chain_at : now;
+	tctx->chain_wake = 1;
+	tctx->busy_hop = pol_waited_over(tctx->chain_at, now, slice_max_ns);
 	if (wctx->run_at && time_before(wctx->run_at, now))
 		ran = now - wctx->run_at;
 	tctx->vtime = pol_vtime_on_handoff(tctx->vtime, wctx->vtime, ran, waker->scx.weight,
@@ -216,13 +260,17 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
  * slice, less for long runs) taken off, as EEVDF places a sleeper with its lag: otherwise
  * every wake-up of a task that mostly sleeps queued behind CPU hogs whose deadlines had come
  * due while it slept, and a pipe ping-pong beside hogs waited a hog's slice per round trip.
- * Only on wake-ups: a task whose slice ended has just been served.
+ * Only on wake-ups: a task whose slice ended has just been served; and not on a hop of a chain
+ * busy past a slice (lat_cri_on_wakeup): it slept only while its chain ran, and each of its
+ * hops found itself a full lag behind (the domain's clock moves with whoever runs ahead, and
+ * the lag window lifts every sleeper to within lag_max of it), so every hop was placed up to a
+ * slice in the past, before every task woken for real work.
  */
 static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u64 now, bool woken)
 {
 	u64 offset = task_offset(p, tctx, now);
 
-	if (deadline_mode == DEADLINE_GREEDY || !woken)
+	if (deadline_mode == DEADLINE_GREEDY || !woken || tctx->busy_hop)
 		return now + offset;
 	return now + offset - pol_service_credit(tctx->vtime, home_vclock(p),
 						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
@@ -230,28 +278,30 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 /*
  * The deadline of a task that yielded: behind its equals, as EEVDF moves a yielder's deadline
  * one slice on (a slice later than its own offset gives, at most the cap), and behind the heads
- * of the queues of @cpu, where it waits: a yield means "let whoever waits here run first". With
- * the slice later alone, a CPU hog whose offset was larger stayed behind the yielder, and an
- * idle worker spinning with sched_yield() took the CPU back again and again while the hog
- * waited (half the CPU for a thread that polls). Heads' deadlines are within the cap of their
- * queueing, so the bound holds as for any task. Its wait starts again (no kept place): the
+ * of the queues of @cpu that are due within a slice after that (pol_yield_behind), where it
+ * waits: a yield means "let whoever waits here run first". With the slice later alone, a CPU
+ * hog whose offset was larger stayed behind the yielder, and an idle worker spinning with
+ * sched_yield() took the CPU back again and again while the hog waited (half the CPU for a
+ * thread that polls). Heads' deadlines are within the cap of their queueing, so the bound
+ * holds as for any task. Its wait starts again (no kept place): the
  * yield ended its turn of its own accord.
  */
 static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
 {
-	u64 d = now + pol_yield_offset(task_offset(p, tctx, now), slice_max_ns, offset_cap_ns());
+	u64 own = now + pol_yield_offset(task_offset(p, tctx, now), slice_max_ns, offset_cap_ns());
 	struct queue_head h = {};
+	u64 d = own;
 
 	if (deadline_mode != DEADLINE_CAPPED)
 		return d;
 	if (pinned_mode == PINNED_PER_CPU) {
 		peek_head(pinned_dsq(cpu), cpu, &h);
-		if (h.present && !time_before(h.deadline, d))
-			d = h.deadline + 1;
+		if (h.present)
+			d = pol_yield_behind(d, own, h.deadline, slice_max_ns);
 	}
 	peek_head(shared_dsq(cpu), cpu, &h);
-	if (h.present && !time_before(h.deadline, d))
-		d = h.deadline + 1;
+	if (h.present)
+		d = pol_yield_behind(d, own, h.deadline, slice_max_ns);
 	return d;
 }
 #endif

@@ -95,6 +95,7 @@ enum stat_idx {
 	STAT_NET_KICK,			/* an LLC queue head waited the bound: idle CPUs woken */
 	STAT_REKICK,			/* an idle CPU left a task we gave it waiting a tick: kicked again */
 	STAT_KEEP_FIRST,		/* a task whose turn ended kept its CPU: first in deadline order */
+	STAT_BUSY_CHAIN,		/* sync hand-offs in a chain busy past slice_max: not critical */
 	NR_CONCORD_STATS,
 };
 
@@ -139,6 +140,8 @@ struct policy_probe_args {
 	u64 cut_short;		/* cut_short(ran = wait_ns, turn = slice_ns, slice_min) */
 	u64 heaviest;		/* input: the domain's heaviest weight lately */
 	u64 offset_weight;	/* offset_weight(weight, heaviest) */
+	u64 yield_behind;	/* yield_behind(d = vtime, own = vclock, head = vclock + wait_ns,
+				 * slice_max) */
 };
 
 /*

@@ -24,7 +24,11 @@
  * so it remembers recent service only and cannot grow into a penalty. A sync wake-up (a pipe
  * or socket hop) hands the waker's vtime on to the wakee (pol_vtime_on_handoff): a chain of
  * hops is charged as one task, so a token ring that keeps a CPU busy does not get a sleeper's
- * credit at every hop and overtake, hop after hop, the tasks queued beside it.
+ * credit at every hop and overtake, hop after hop, the tasks queued beside it. Nor does such a
+ * chain look latency-critical once it has been busy for more than a slice since the
+ * wake-up that began its work: its hops are not counted as wake-ups (lat_cri_on_wakeup),
+ * else a busy ring was the most critical thing about, and a pinned BEAM thread woken for a
+ * request waited on its only CPU behind one hop after another.
  *
  * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
  * global queue). Tasks that can run on one CPU only (affinity of one CPU, or migration
@@ -55,7 +59,9 @@
  *
  * Yields: a task that calls sched_yield() (ERTS schedulers busy-wait this way, and lock
  * spinners do) ends its turn and is queued behind its equals (one slice later than its own
- * offset, within the cap); a kept place would bring it straight back and its yield would
+ * offset, within the cap, and behind the heads of its queues due within a slice of that: not
+ * behind a nice-19 task's deadline at the cap, which short wake-ups pass while the yielder
+ * waits the whole cap); a kept place would bring it straight back and its yield would
  * yield nothing to the task with work waiting on its CPU. The task it yields to gets a turn of
  * slice_min, not a slice: the yielder is usually an idle worker polling for work, and work that
  * arrives for it should not wait behind a whole slice of a CPU hog.
@@ -226,7 +232,11 @@ static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_c
  * that vCPU (interactive: 8.5 % of the periodic task's wake-ups waited over 1 ms, 110 of
  * them after the local kick had run another task). Passing the queue costs the tasks passed
  * one short run, and its slice is slice_min: tasks that waited the urgent half of the bound
- * still go first at the next dispatch, and ticks end slices for them. Returns whether it did.
+ * still go first at the next dispatch, and ticks end slices for them. Not past a task already
+ * in the CPU's local run queue: SCX_ENQ_PREEMPT inserts at its head, and a task we put there
+ * (an idle CPU's, a sync hand-off) would be passed by every such wake-up, with no queue of
+ * ours to make it urgent (a pinned BEAM thread waited past the bound so). Returns whether it
+ * did.
  */
 static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx *tctx, s32 home,
 					 u64 deadline, u64 enq_flags, u64 now)
@@ -234,7 +244,7 @@ static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx 
 	struct cpu_ctx *cctx;
 
 	if (deadline_mode != DEADLINE_CAPPED || tctx->avg_runtime > slice_min_ns ||
-	    !(cctx = local_victim(home, deadline, now)))
+	    !(cctx = local_victim(home, deadline, now)) || nr_queued(SCX_DSQ_LOCAL_ON | home))
 		return false;
 	/*
 	 * SCX_ENQ_PREEMPT ends the running task's slice; no kick: its irq_work would run once @p
@@ -676,6 +686,7 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && !tctx->yielded &&
 			   tctx->run_at && !time_before(now, tctx->run_at) &&
 			   pol_cut_short(now - tctx->run_at, tctx->run_turn, slice_min_ns);
+	handoff_on_stop(tctx, runnable, now);
 	lat_cri_on_stop(p, tctx, now);
 }
 
@@ -723,11 +734,17 @@ void BPF_STRUCT_OPS(concord_cpu_release, s32 cpu, struct scx_cpu_release_args *a
 void BPF_STRUCT_OPS(concord_enable, struct task_struct *p)
 {
 	struct task_ctx *tctx = task_ctx(p);
+	u64 now = scx_bpf_now();
 
-	p->scx.dsq_vtime = scx_bpf_now();
-	/* A new task starts level with its domain: no credit, no debt. */
-	if (tctx)
+	p->scx.dsq_vtime = now;
+	/*
+	 * A new task starts level with its domain: no credit, no debt; and what it does until it
+	 * first sleeps is work begun now (chain_at).
+	 */
+	if (tctx) {
 		tctx->vtime = home_vclock(p);
+		tctx->chain_at = now;
+	}
 }
 
 /*
@@ -837,6 +854,7 @@ int policy_probe_lag(struct policy_probe_args *a)
 						a->vclock, lag_max_ns());
 	a->cut_short = pol_cut_short(a->wait_ns, a->slice_ns, slice_min_ns);
 	a->offset_weight = pol_offset_weight(a->weight, a->heaviest);
+	a->yield_behind = pol_yield_behind(a->vtime, a->vclock, a->vclock + a->wait_ns, slice_max_ns);
 	return 0;
 }
 

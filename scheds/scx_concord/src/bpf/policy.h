@@ -356,6 +356,19 @@ static inline u64 pol_yield_offset(u64 offset, u64 slice_max, u64 cap)
 }
 
 /*
+ * A yielder's deadline @d (its own yield deadline @own, or past a head already) with a queue
+ * head due at @head in front of it: behind that head when the head is due within a slice of
+ * @own, its equals (a yield means "let whoever waits here run first"), else where it was. A head
+ * due further out is lighter (nice 19's offset is at the cap) or far ahead in service, and is
+ * not the task the yield is for: put behind it, an ERTS scheduler polling for work waited
+ * the whole cap while every short wake-up on its CPU passed both, requests arriving for it.
+ */
+static inline u64 pol_yield_behind(u64 d, u64 own, u64 head, u64 slice_max)
+{
+	return head >= d && head < own + slice_max ? head + 1 : d;
+}
+
+/*
  * Whether a wait that began at @enq_at (0: not waiting) has lasted more than @limit by @now.
  * @enq_at may come from another CPU's clock, which can be ahead of this one's: a wait that
  * began "after" @now has lasted nothing yet. Unsigned, it would have lasted ~2^64 ns and look
