@@ -129,8 +129,9 @@ static inline u64 home_vclock(struct task_struct *p)
  * A sync wake-up (a pipe or socket hop: the waker is about to sleep) hands work on: the wakee
  * takes at least the waker's vtime, its run so far included (pol_vtime_on_handoff), so that a
  * chain of hops is charged as one task, and the start of the waker's work (chain_at), so that
- * a chain busy for long is not taken for latency-critical wake-ups (lat_cri_on_wakeup). Same domain only: other domains' vtimes are on other
- * clocks. Only where select_cpu runs: a task allowed on one CPU wakes without it.
+ * a chain busy for long is not taken for latency-critical wake-ups (lat_cri_on_wakeup). Same
+ * domain only: other domains' vtimes are on other clocks. Only where select_cpu runs: a task
+ * allowed on one CPU wakes without it.
  */
 static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *tctx,
 					u64 wake_flags)
@@ -283,8 +284,8 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
  * hog whose offset was larger stayed behind the yielder, and an idle worker spinning with
  * sched_yield() took the CPU back again and again while the hog waited (half the CPU for a
  * thread that polls). Heads' deadlines are within the cap of their queueing, so the bound
- * holds as for any task. Its wait starts again (no kept place): the
- * yield ended its turn of its own accord.
+ * holds as for any task. Its wait starts again (no kept place): the yield ended its turn of
+ * its own accord.
  */
 static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
 {
