@@ -231,6 +231,29 @@ pub fn yield_behind(d: u64, own: u64, head: u64, slice_max: u64) -> u64 {
     }
 }
 
+/// A sync waker's hand-off verdict at a stop (policy.h's pol_handoff_verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Stopped runnable before it had used `short_run` of CPU: no verdict yet.
+    Pending,
+    /// Slept within `short_run` of CPU after its sync wake-up: it handed its work on.
+    Yes,
+    /// Used more than `short_run` of CPU after it: it ran on with work of its own.
+    No,
+}
+
+/// Whether a sync waker handed its work on, at a stop after `ran` ns of CPU since its sync
+/// wake-up (over all its runs since), `runnable` if it stops runnable (preempted, yielded).
+pub fn handoff_verdict(ran: u64, runnable: bool, short_run: u64) -> Handoff {
+    if ran > short_run {
+        Handoff::No
+    } else if runnable {
+        Handoff::Pending
+    } else {
+        Handoff::Yes
+    }
+}
+
 /// Whether a wait that began at `enq_at` (0: not waiting) has lasted more than `limit` by
 /// `now`; a start ahead of `now` (another CPU's clock) has lasted nothing.
 pub fn waited_over(enq_at: u64, now: u64, limit: u64) -> bool {
@@ -486,6 +509,24 @@ mod tests {
                 far - now
             );
         }
+    }
+
+    #[test]
+    fn a_hop_preempted_before_it_sleeps_still_hands_off() {
+        let short = MS / 2;
+        // A pipe hop: writes, is preempted 100 us later, comes back, reads and sleeps after
+        // 150 us more of CPU. The preemption gives no verdict; the sleep says it handed off,
+        // however long it waited while preempted (that is not CPU it used).
+        let mut ran = 100_000;
+        assert_eq!(handoff_verdict(ran, true, short), Handoff::Pending);
+        ran += 150_000;
+        assert_eq!(handoff_verdict(ran, false, short), Handoff::Yes);
+        // A waker that answers and polls on (yielding as it spins) is judged once its CPU
+        // after the wake-up passes short_run, at whichever stop that is, runnable or not.
+        assert_eq!(handoff_verdict(short + 1, true, short), Handoff::No);
+        assert_eq!(handoff_verdict(short + 1, false, short), Handoff::No);
+        // The boundary belongs to the hand-off.
+        assert_eq!(handoff_verdict(short, false, short), Handoff::Yes);
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         heaviest: [0, 932, 100, 10_001][(n % 4) as usize],
                         offset_weight: 0,
                         yield_behind: 0,
+                        handoff_verdict: 0,
                     });
                 }
             }
@@ -140,6 +141,11 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             policy::cut_short(a.wait_ns, a.slice_ns, smin) as u64,
             policy::offset_weight(a.weight, a.heaviest),
             policy::yield_behind(a.vtime, a.vclock, a.vclock + a.wait_ns, smax),
+            match policy::handoff_verdict(a.wait_ns, a.nr_waiting & 1 == 1, smin) {
+                policy::Handoff::Pending => 0,
+                policy::Handoff::Yes => 1,
+                policy::Handoff::No => 2,
+            },
         ];
         let got = [
             a.lat_cri,
@@ -159,6 +165,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             a.cut_short,
             a.offset_weight,
             a.yield_behind,
+            a.handoff_verdict,
         ];
         if want != got {
             mismatches += 1;

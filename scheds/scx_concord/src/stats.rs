@@ -182,6 +182,10 @@ pub struct Metrics {
         desc = "Sync hand-offs within a chain of work busy longer than --slice-max-us: no latency criticality credited"
     )]
     pub busy_chain: u64,
+    #[stat(
+        desc = "Pinned wake-ups put before tasks due later in their CPU's local run queue (sync hand-offs)"
+    )]
+    pub ahead_local: u64,
     #[stat(desc = "Slices ended by the tick for a waiting task")]
     pub tick_preempt: u64,
     #[stat(desc = "Sub-tick slices of lighter-than-nice-0 tasks ended by the slice timer")]
@@ -311,6 +315,7 @@ impl Metrics {
             kick_chain: d(bpf_intf::stat_idx_STAT_KICK_CHAIN),
             sync_wake: d(bpf_intf::stat_idx_STAT_SYNC_WAKE),
             busy_chain: d(bpf_intf::stat_idx_STAT_BUSY_CHAIN),
+            ahead_local: d(bpf_intf::stat_idx_STAT_AHEAD_LOCAL),
             tick_preempt: d(bpf_intf::stat_idx_STAT_TICK_PREEMPT),
             slice_timer: d(bpf_intf::stat_idx_STAT_SLICE_TIMER),
             urgent: d(bpf_intf::stat_idx_STAT_URGENT),
@@ -351,7 +356,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={}/{} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} busy_chain={} tick_preempt={} slice_timer={} yield={} yield_turn={} urgent={} net_kick={} rekick={}",
+            "[concord] dispatch direct/pinned/llc/xllc/xnode/pull={}/{}/{}/{}/{}/{} keep={}/{} kick idle/preempt/local/chain={}/{}/{}/{} run_here={} sync_handoff={} sync_wake={} busy_chain={} ahead_local={} tick_preempt={} slice_timer={} yield={} yield_turn={} urgent={} net_kick={} rekick={}",
             self.direct_idle,
             self.dispatch_pinned,
             self.dispatch_llc,
@@ -368,6 +373,7 @@ impl Metrics {
             self.sync_handoff,
             self.sync_wake,
             self.busy_chain,
+            self.ahead_local,
             self.tick_preempt,
             self.slice_timer,
             self.yield_requeue,

@@ -138,9 +138,10 @@ struct task_ctx {
 				 * a sync hand-off, or its waker's chain_at (chain_on_sync_wakeup) */
 	u32 chain_wake;		/* this wake-up is a sync hand-off, for ops.runnable */
 	u32 busy_hop;		/* its last wake-up carried on work busy past slice_max */
-	u64 handoff_at;		/* its last sync wake-up of another task */
-	u32 hands_off;		/* it slept within slice_min of its last sync wake-up, in that run:
-				 * its sync wake-ups hand its work on (the hint held) */
+	u64 handoff_at;		/* its last sync wake-up of another task, until judged (0 then) */
+	u64 handoff_ran;	/* CPU time it used since then, in runs that have ended */
+	u32 hands_off;		/* it slept within slice_min of CPU after its last judged sync
+				 * wake-up: its sync wake-ups hand its work on (the hint held) */
 	u64 svc_ns;		/* weighted CPU time used since it joined (greedy model) */
 };
 
@@ -158,6 +159,8 @@ struct cpu_ctx {
 	u32 yielder_pid;	/* the task that just yielded this CPU (0: none): see ops.yield */
 	u64 direct_at;		/* a task was put in this idle CPU's local run queue then (0: it
 				 * has run something since): see rekick_late_direct() */
+	u64 local_dl;		/* at most the earliest deadline of the tasks in this CPU's local
+				 * run queue (0: unknown): see ahead_of_local() */
 };
 
 struct {

@@ -108,15 +108,26 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 }
 
 /*
- * @p stops: if it made a sync wake-up in this run, whether the hint held: it went to sleep
- * within slice_min of it (a pipe hop: write, then block on the next read), or ran on. Only
- * a waker whose hint holds passes its chain on (chain_on_sync_wakeup).
+ * @p stops: if its last sync wake-up is not judged yet, whether the hint held: it went to
+ * sleep within slice_min of CPU time after it (a pipe hop: write, then block on the next
+ * read), or ran on (pol_handoff_verdict()). Only a waker whose hint holds passes its chain on
+ * (chain_on_sync_wakeup).
  */
 static inline void handoff_on_stop(struct task_ctx *tctx, bool runnable, u64 now)
 {
-	if (!tctx->handoff_at || !tctx->run_at || time_before(tctx->handoff_at, tctx->run_at))
+	u64 from;
+	u32 v;
+
+	if (!tctx->handoff_at || !tctx->run_at)
 		return;
-	tctx->hands_off = !runnable && !pol_waited_over(tctx->handoff_at, now, slice_min_ns);
+	from = time_before(tctx->handoff_at, tctx->run_at) ? tctx->run_at : tctx->handoff_at;
+	if (time_before(from, now))
+		tctx->handoff_ran += now - from;
+	v = pol_handoff_verdict(tctx->handoff_ran, runnable, slice_min_ns);
+	if (v == POL_HANDOFF_PENDING)
+		return;
+	tctx->hands_off = v == POL_HANDOFF_YES;
+	tctx->handoff_at = 0;
 }
 
 /* The clock of the domain whose queues @p waits in. */
@@ -159,6 +170,7 @@ static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *
 	 * (A waker that never slept carries on what it has done since it came under us.)
 	 */
 	wctx->handoff_at = now;
+	wctx->handoff_ran = 0;
 	tctx->chain_at = wctx->hands_off && wctx->chain_at ? wctx->chain_at : now;
 	tctx->chain_wake = 1;
 	tctx->busy_hop = pol_waited_over(tctx->chain_at, now, slice_max_ns);
@@ -235,7 +247,12 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 		wake = pol_freq_since(wake, now - tctx->last_wake_at);
 	if (tctx->last_waker_at && time_before(tctx->last_waker_at, now))
 		waker = pol_freq_since(waker, now - tctx->last_waker_at);
-	tctx->lat_cri = pol_lat_cri(wake, waker);
+	/*
+	 * A hop of a busy chain is not latency-critical at all, whatever its rates: they move
+	 * only on the chain's other wake-ups (each restart of a chain, a hop that ran on), which
+	 * kept a token ring's hops more critical than a BEAM thread woken for a request.
+	 */
+	tctx->lat_cri = tctx->busy_hop ? 1 : pol_lat_cri(wake, waker);
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
 					 slice_max_ns, tctx->svc_ns, avg_svc_ns);

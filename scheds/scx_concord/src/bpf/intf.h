@@ -96,6 +96,7 @@ enum stat_idx {
 	STAT_REKICK,			/* an idle CPU left a task we gave it waiting a tick: kicked again */
 	STAT_KEEP_FIRST,		/* a task whose turn ended kept its CPU: first in deadline order */
 	STAT_BUSY_CHAIN,		/* sync hand-offs in a chain busy past slice_max: not critical */
+	STAT_AHEAD_LOCAL,		/* pinned wake-ups put before later-due tasks in a local run queue */
 	NR_CONCORD_STATS,
 };
 
@@ -142,6 +143,8 @@ struct policy_probe_args {
 	u64 offset_weight;	/* offset_weight(weight, heaviest) */
 	u64 yield_behind;	/* yield_behind(d = vtime, own = vclock, head = vclock + wait_ns,
 				 * slice_max) */
+	u64 handoff_verdict;	/* handoff_verdict(ran = wait_ns, runnable = nr_waiting & 1,
+				 * slice_min): 0 pending, 1 yes, 2 no */
 };
 
 /*

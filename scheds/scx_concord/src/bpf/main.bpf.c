@@ -26,16 +26,19 @@
  * hops is charged as one task, so a token ring that keeps a CPU busy does not get a sleeper's
  * credit at every hop and overtake, hop after hop, the tasks queued beside it. Nor does such a
  * chain look latency-critical once it has been busy for more than a slice since the
- * wake-up that began its work: its hops are not counted as wake-ups (lat_cri_on_wakeup),
- * else a busy ring was the most critical thing about, and a pinned BEAM thread woken for a
- * request waited on its only CPU behind one hop after another.
+ * wake-up that began its work: its hops are not counted as wake-ups (lat_cri_on_wakeup) and
+ * are placed without criticality (task_offset), else a busy ring was the most critical thing
+ * about, and a pinned BEAM thread woken for a request waited on its only CPU behind one hop
+ * after another. A waker passes its chain on only while its sync wake-ups are hand-offs:
+ * it sleeps within slice_min of CPU after one (pol_handoff_verdict).
  *
  * Queues: tasks that may run on several CPUs wait in a deadline-ordered queue per LLC (or one
  * global queue). Tasks that can run on one CPU only (affinity of one CPU, or migration
  * disabled) wait in a deadline-ordered queue of that CPU. A CPU dispatches the earlier deadline
  * of its own pinned queue's head and its LLC queue's head, so a pinned task competes only for
  * its own CPU and is never stuck behind tasks it cannot overtake, nor does it make other CPUs
- * skip over it. `--pinned-queue shared` puts pinned tasks into the LLC queue instead: the design
+ * skip over it. A CPU runs its local run queue before it looks at ours, so a pinned wake-up due
+ * before everything we put there goes to its head (ahead_of_local). `--pinned-queue shared` puts pinned tasks into the LLC queue instead: the design
  * that broke pinned Erlang schedulers, kept to reproduce the outage in the lab.
  *
  * Bounded waits: a queued task that has waited half of --max-wait-ms is urgent: it is
@@ -208,6 +211,39 @@ static __always_inline void queue_task(struct task_struct *p, struct task_ctx *t
 }
 
 /*
+ * @cpu's local run queue is about to get a task due at @deadline from us: keep its cpu_ctx's
+ * local_dl a lower bound of the deadlines waiting there (ahead_of_local() passes only tasks due
+ * later). A queue found empty starts afresh; 0 (unknown, set by a dispatch, whose moves are not
+ * followed) stays until then.
+ */
+static __always_inline void note_local_dl(s32 cpu, u64 deadline)
+{
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
+
+	if (cctx && (!nr_queued(SCX_DSQ_LOCAL_ON | cpu) || time_before(deadline, cctx->local_dl)))
+		cctx->local_dl = deadline;
+}
+
+/*
+ * Whether a task due at @deadline comes first among what waits in @cpu's queues: neither head
+ * is urgent or due earlier.
+ */
+static __always_inline bool first_by_deadline(s32 cpu, u64 deadline, u64 now)
+{
+	struct queue_head pin = {}, shr = {};
+
+	peek_head(shared_dsq(cpu), cpu, &shr);
+	if (shr.present && (head_urgent(&shr, now) || time_before(shr.deadline, deadline)))
+		return false;
+	if (pinned_mode == PINNED_PER_CPU) {
+		peek_head(pinned_dsq(cpu), cpu, &pin);
+		if (pin.present && (head_urgent(&pin, now) || time_before(pin.deadline, deadline)))
+			return false;
+	}
+	return true;
+}
+
+/*
  * Put @p straight into @local_dsq, the local run queue of @cpu, an idle CPU claimed for it, with
  * a full slice; its wait counts as direct, and busy CPUs' ticks kick @cpu again if it does not
  * run it (note_direct()). From ops.enqueue this spares the idle CPU a dispatch (two peeks, the
@@ -217,6 +253,7 @@ static __always_inline void run_on_idle_cpu(struct task_struct *p, struct task_c
 					    u64 local_dsq, u64 deadline, u64 enq_flags, u64 now)
 {
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
+	note_local_dl(cpu, p->scx.dsq_vtime);
 	scx_bpf_dsq_insert(p, local_dsq, slice_max_ns, enq_flags);
 	note_direct(cpu, now);
 	stat_inc(STAT_DIRECT_IDLE);
@@ -252,6 +289,7 @@ static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx 
 	 */
 	cctx->running_offset = deadline > now ? deadline - now : 0;
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
+	cctx->local_dl = p->scx.dsq_vtime;
 	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_min_ns, enq_flags | SCX_ENQ_PREEMPT);
 	stat_inc(STAT_RUN_HERE);
 	return true;
@@ -269,22 +307,44 @@ static __always_inline bool run_here_now(struct task_struct *p, struct task_ctx 
 static __always_inline bool hand_off_here(struct task_struct *p, struct task_ctx *tctx, s32 waker,
 					  s32 cpu, u64 deadline, u64 enq_flags, u64 now)
 {
-	struct queue_head pin = {}, shr = {};
-
 	if (waker != cpu || cpu != bpf_get_smp_processor_id() || deadline_mode != DEADLINE_CAPPED ||
-	    tctx->avg_runtime > slice_min_ns)
+	    tctx->avg_runtime > slice_min_ns || !first_by_deadline(cpu, deadline, now))
 		return false;
-	peek_head(shared_dsq(cpu), cpu, &shr);
-	if (shr.present && (head_urgent(&shr, now) || time_before(shr.deadline, deadline)))
-		return false;
-	if (pinned_mode == PINNED_PER_CPU) {
-		peek_head(pinned_dsq(cpu), cpu, &pin);
-		if (pin.present && (head_urgent(&pin, now) || time_before(pin.deadline, deadline)))
-			return false;
-	}
 	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
+	note_local_dl(cpu, p->scx.dsq_vtime);
 	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_min_ns, enq_flags);
 	stat_inc(STAT_SYNC_HANDOFF);
+	return true;
+}
+
+/*
+ * A pinned task woken while its CPU's local run queue holds tasks we put there (a sync
+ * hand-off, a wake-up given to the CPU while it was idle), all due later than @p, and @p
+ * would be the CPU's next by deadline (first_by_deadline()): put @p at the head of that local
+ * run queue. In its pinned queue it came after them whatever its deadline, because a CPU runs
+ * its local run queue before it looks at ours: a pinned runtime thread woken for work (an
+ * ERTS scheduler) waited out the next hop of a token ring, handed to its CPU a moment before,
+ * at about a third of its wake-ups. Deadline order, so the tasks passed keep the bound as in
+ * any queue. Then preempt_for decides about the running task as for any wake-up. Returns
+ * whether it did.
+ */
+static __always_inline bool ahead_of_local(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
+					   u64 deadline, u64 enq_flags, u64 now)
+{
+	struct cpu_ctx *cctx;
+	u32 timer;
+	u64 slice;
+
+	if (deadline_mode != DEADLINE_CAPPED || !nr_queued(SCX_DSQ_LOCAL_ON | cpu) ||
+	    !(cctx = cpu_ctx_of(cpu)) || !time_before(deadline, cctx->local_dl) ||
+	    !first_by_deadline(cpu, deadline, now))
+		return false;
+	slice = turn_on(p, cpu, now, &timer);
+	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
+	tctx->slice_timer = timer;
+	cctx->local_dl = p->scx.dsq_vtime;
+	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags | SCX_ENQ_HEAD);
+	stat_inc(STAT_AHEAD_LOCAL);
 	return true;
 }
 
@@ -368,7 +428,9 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			if ((enq_flags & SCX_ENQ_WAKEUP) &&
 			    hand_off_here(p, tctx, waker, cpu, deadline, enq_flags, now))
 				return;
-			queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
+			if (!(enq_flags & SCX_ENQ_WAKEUP) ||
+			    !ahead_of_local(p, tctx, cpu, deadline, enq_flags, now))
+				queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
 		}
 		if (!kick_if_idle(cpu, p, enq_flags) && (enq_flags & SCX_ENQ_WAKEUP) &&
 		    !sync_waker_frees(waker, cpu, true))
@@ -471,6 +533,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct queue_head pin = {}, shr = {};
 	struct queue_head *first, *second;
+	struct cpu_ctx *cctx;
 	u64 now = scx_bpf_now();
 	bool urgent;
 
@@ -479,6 +542,10 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 
+	/* what this dispatch moves to the local run queue is not followed (note_local_dl) */
+	cctx = cpu_ctx_of(cpu);
+	if (cctx)
+		cctx->local_dl = 0;
 	if (pinned_mode == PINNED_PER_CPU)
 		peek_head(pinned_dsq(cpu), cpu, &pin);
 	peek_head(shared_dsq(cpu), cpu, &shr);
@@ -494,7 +561,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 	 * A busier LLC's head before ours, unless ours waited the urgent half of the bound or a
 	 * pinned task waits here (no other CPU can take it).
 	 */
-	if (!urgent && !pin.present && pull_for_balance(cpu, cpu_ctx_of(cpu)))
+	if (!urgent && !pin.present && pull_for_balance(cpu, cctx))
 		return;
 	if (!urgent && first->present && keep_prev_first(cpu, prev, first, now))
 		return;
@@ -855,6 +922,7 @@ int policy_probe_lag(struct policy_probe_args *a)
 	a->cut_short = pol_cut_short(a->wait_ns, a->slice_ns, slice_min_ns);
 	a->offset_weight = pol_offset_weight(a->weight, a->heaviest);
 	a->yield_behind = pol_yield_behind(a->vtime, a->vclock, a->vclock + a->wait_ns, slice_max_ns);
+	a->handoff_verdict = pol_handoff_verdict(a->wait_ns, a->nr_waiting & 1, slice_min_ns);
 	return 0;
 }
 

@@ -369,6 +369,34 @@ static inline u64 pol_yield_behind(u64 d, u64 own, u64 head, u64 slice_max)
 }
 
 /*
+ * Hand-off verdicts of a sync waker (pol_handoff_verdict()): none yet, or whether its sync
+ * wake-up handed its work on.
+ */
+enum pol_handoff {
+	POL_HANDOFF_PENDING = 0,
+	POL_HANDOFF_YES = 1,
+	POL_HANDOFF_NO = 2,
+};
+
+/*
+ * Whether a sync waker handed its work on, at a stop after @ran ns of CPU since its sync
+ * wake-up (summed over its runs since): no once it has used more than @short_run (it ran on
+ * with work of its own: an ERTS scheduler that answers a socket and polls for more, a
+ * pipeline stage with its next item waiting), yes if it sleeps before that, and no verdict
+ * when it stops runnable before that (preempted or yielded right after the wake-up: it may
+ * still sleep at once when it is back). Judged on wall time within one run, a hop of a token
+ * ring preempted between its write and its read, a few times a second, was taken for work
+ * carried on, and its chain of hops restarted as new latency-critical work for a slice's worth
+ * of hops each time: a third of the ring's hops, the most critical tasks about.
+ */
+static inline u32 pol_handoff_verdict(u64 ran, bool runnable, u64 short_run)
+{
+	if (ran > short_run)
+		return POL_HANDOFF_NO;
+	return runnable ? POL_HANDOFF_PENDING : POL_HANDOFF_YES;
+}
+
+/*
  * Whether a wait that began at @enq_at (0: not waiting) has lasted more than @limit by @now.
  * @enq_at may come from another CPU's clock, which can be ahead of this one's: a wait that
  * began "after" @now has lasted nothing yet. Unsigned, it would have lasted ~2^64 ns and look
