@@ -231,15 +231,17 @@ pub fn yield_behind(d: u64, own: u64, head: u64, slice_max: u64) -> u64 {
     }
 }
 
-/// A sync waker's hand-off verdict at a stop (policy.h's pol_handoff_verdict).
+/// A sync waker's hand-off verdict at a stop (policy.h's pol_handoff_verdict; the values are
+/// its POL_HANDOFF_*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
 pub enum Handoff {
     /// Stopped runnable before it had used `short_run` of CPU: no verdict yet.
-    Pending,
+    Pending = 0,
     /// Slept within `short_run` of CPU after its sync wake-up: it handed its work on.
-    Yes,
+    Yes = 1,
     /// Used more than `short_run` of CPU after it: it ran on with work of its own.
-    No,
+    No = 2,
 }
 
 /// Whether a sync waker handed its work on, at a stop after `ran` ns of CPU since its sync

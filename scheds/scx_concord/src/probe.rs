@@ -141,11 +141,7 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             policy::cut_short(a.wait_ns, a.slice_ns, smin) as u64,
             policy::offset_weight(a.weight, a.heaviest),
             policy::yield_behind(a.vtime, a.vclock, a.vclock + a.wait_ns, smax),
-            match policy::handoff_verdict(a.wait_ns, a.nr_waiting & 1 == 1, smin) {
-                policy::Handoff::Pending => 0,
-                policy::Handoff::Yes => 1,
-                policy::Handoff::No => 2,
-            },
+            policy::handoff_verdict(a.wait_ns, a.nr_waiting & 1 == 1, smin) as u64,
         ];
         let got = [
             a.lat_cri,

@@ -197,15 +197,28 @@ static __always_inline u64 turn_on(struct task_struct *p, s32 cpu, u64 now, u32 
 				  slice_max_ns), w, offset_cap_ns());
 }
 
-/* Queue @p in @cpu's pinned queue (QK_PINNED) or in @cpu's shared queue (QK_SHARED). */
-static __always_inline void queue_task(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u32 kind,
-			      u64 deadline, u64 enq_flags, u64 now)
+/*
+ * @p takes its place in line as @kind (place_task(): *@deadline becomes the deadline it keeps)
+ * for a turn on @cpu (turn_on(), its slice timer noted): what every queueing does. Returns the
+ * turn.
+ */
+static __always_inline u64 place_for_turn(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
+					  u32 kind, u64 *deadline, u64 now)
 {
 	u32 timer;
 	u64 slice = turn_on(p, cpu, now, &timer);
 
-	deadline = place_task(tctx, kind, deadline, now);
+	*deadline = place_task(tctx, kind, *deadline, now);
 	tctx->slice_timer = timer;
+	return slice;
+}
+
+/* Queue @p in @cpu's pinned queue (QK_PINNED) or in @cpu's shared queue (QK_SHARED). */
+static __always_inline void queue_task(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u32 kind,
+			      u64 deadline, u64 enq_flags, u64 now)
+{
+	u64 slice = place_for_turn(p, tctx, cpu, kind, &deadline, now);
+
 	scx_bpf_dsq_insert_vtime(p, kind == QK_PINNED ? pinned_dsq(cpu) : shared_dsq(cpu), slice,
 				 deadline, enq_flags);
 }
@@ -332,17 +345,15 @@ static __always_inline bool ahead_of_local(struct task_struct *p, struct task_ct
 					   u64 deadline, u64 enq_flags, u64 now)
 {
 	struct cpu_ctx *cctx;
-	u32 timer;
 	u64 slice;
 
 	if (deadline_mode != DEADLINE_CAPPED || !nr_queued(SCX_DSQ_LOCAL_ON | cpu) ||
 	    !(cctx = cpu_ctx_of(cpu)) || !time_before(deadline, cctx->local_dl) ||
 	    !first_by_deadline(cpu, deadline, now))
 		return false;
-	slice = turn_on(p, cpu, now, &timer);
-	p->scx.dsq_vtime = place_task(tctx, QK_DIRECT, deadline, now);
-	tctx->slice_timer = timer;
-	cctx->local_dl = p->scx.dsq_vtime;
+	slice = place_for_turn(p, tctx, cpu, QK_DIRECT, &deadline, now);
+	p->scx.dsq_vtime = deadline;
+	cctx->local_dl = deadline;
 	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags | SCX_ENQ_HEAD);
 	stat_inc(STAT_AHEAD_LOCAL);
 	return true;
