@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{guest, CompareRun, Scenario, HEAT_BINS, WASTED_THRESHOLD_NS};
-use crate::meters::{bpfcost, waits, wasted};
+use crate::meters::{bpfcost, stalls, waits, wasted};
 use crate::outage::{RunOutput, RUN_OUTPUT};
 fn read(dir: &Path, file: &str) -> Result<String> {
     let p = dir.join(file);
@@ -140,8 +140,15 @@ pub(super) fn collect(
     let trace = read(&dir, guest::TRACE_FILE)?;
     let mut w = wasted::analyze(&trace, nr_cpus, WASTED_THRESHOLD_NS, &masks, HEAT_BINS)?;
     let waits = waits::waits(&trace);
+    let st = stalls::stalls(&trace);
     drop(trace);
     let ms = |ns: u64| ns as f64 / 1e6;
+    if let Some(ns) = st.ipi_answer_max_ns {
+        mx.insert("ipi_answer_max_ms".into(), ms(ns));
+    }
+    if let Some(ns) = st.busy_silence_max_ns {
+        mx.insert("busy_silence_max_ms".into(), ms(ns));
+    }
     mx.insert(
         "wait_max_ms".into(),
         ms(waits.longest.values().copied().max().unwrap_or(0)),

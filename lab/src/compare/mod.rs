@@ -103,6 +103,11 @@ pub struct CompareArgs {
     /// Keep each run's raw ftrace text (large) in its run directory.
     #[arg(long)]
     pub keep_traces: bool,
+    /// Also trace IPIs and interrupt entries, for the stall meter (how long a CPU executed
+    /// nothing at all: a long wait then is the machine's, not the scheduler's). Off by default:
+    /// under TCG the extra events slow the guest enough to change the figures.
+    #[arg(long)]
+    pub trace_stalls: bool,
     /// Where the report goes (default: lab-results/compare-<time>). Every run is saved there
     /// as it finishes (runs-so-far.json), so that an interrupted compare can be resumed.
     #[arg(long)]
@@ -516,6 +521,7 @@ fn one_run(
             reductions: args.reductions,
             service_us,
         }),
+        trace_stalls: args.trace_stalls,
     };
     let cmd = vec![
         "concord-lab".into(),

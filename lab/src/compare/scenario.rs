@@ -198,6 +198,16 @@ impl Scenario {
                 "longest wait of a vCPU for a host CPU (ms, host schedstat)",
                 Neither,
             ),
+            m(
+                "ipi_answer_max_ms",
+                "longest a CPU left an IPI unanswered (ms, kernel trace: executed nothing)",
+                Neither,
+            ),
+            m(
+                "busy_silence_max_ms",
+                "longest a busy CPU logged nothing, not even its tick (ms, kernel trace)",
+                Neither,
+            ),
             m("wasted_pct", "wasted cores (% CPU time)", Lower),
             m("idle_pct", "idle (% CPU time)", Neither),
             m("bpf_ns_per_call", "BPF ns per callback", Lower),

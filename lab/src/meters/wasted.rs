@@ -48,7 +48,7 @@ pub struct TraceEvent {
 }
 
 /// Value of `key=` (with a leading space or at the start) up to the next space.
-fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
+pub(super) fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     let at = if s.starts_with(key) {
         0
     } else {
@@ -58,7 +58,7 @@ fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     Some(rest.split(' ').next().unwrap_or(rest))
 }
 
-fn parse_ts(s: &str) -> Option<u64> {
+pub(super) fn parse_ts(s: &str) -> Option<u64> {
     let (secs, frac) = s.split_once('.')?;
     let secs: u64 = secs.parse().ok()?;
     if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
