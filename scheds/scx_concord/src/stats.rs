@@ -205,7 +205,7 @@ pub struct Metrics {
     )]
     pub net_kick: u64,
     #[stat(
-        desc = "Idle CPUs kicked again by a busy CPU's tick: a task put in their local run queue waited a tick (at most one scan per LLC per tick)"
+        desc = "Idle CPUs kicked again by a busy CPU's tick: a task only they can run (in their local run queue or at their pinned queue's head) waited a tick (at most one scan per LLC per tick)"
     )]
     pub rekick: u64,
     #[stat(desc = "Enqueues of pinned tasks")]

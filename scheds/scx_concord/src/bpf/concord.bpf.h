@@ -81,7 +81,7 @@ u64 tick_ns = 4000000ULL;
 struct llc_ctx {
 	u64 vclock;		/* largest vtime started in the domain */
 	u64 net_kick_at;	/* last kick_idle_llc() for the domain (one per tick is enough) */
-	u64 rekick_at;		/* last rekick_late_direct() scan of the domain (one per tick) */
+	u64 rekick_at;		/* last rekick_late() scan of the domain (one per tick) */
 	u64 scan_from;		/* far window of the next preemption scan (pol_scan_pos()) */
 	u64 heavy_weight;	/* heaviest CPU-bound weight started lately (note_heavy()) */
 	u64 heavy_at;		/* when a task of that weight last started */
@@ -158,9 +158,10 @@ struct cpu_ctx {
 	u32 pull_llc;		/* busier LLC (+1) the next dispatch here pulls from; 0: none */
 	u32 yielder_pid;	/* the task that just yielded this CPU (0: none): see ops.yield */
 	u64 direct_at;		/* a task was put in this idle CPU's local run queue then (0: it
-				 * has run something since): see rekick_late_direct() */
+				 * has run something since): see rekick_late() */
 	u64 local_dl;		/* at most the earliest deadline of the tasks in this CPU's local
 				 * run queue (0: unknown): see ahead_of_local() */
+	u32 ours_running;	/* one of our tasks runs here (ops.running to ops.stopping) */
 };
 
 struct {

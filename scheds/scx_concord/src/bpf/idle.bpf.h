@@ -164,15 +164,37 @@ static inline void note_direct(s32 cpu, u64 now)
 }
 
 /*
- * The net under direct placements: from a busy CPU's tick, kick again every idle CPU of its
- * domain whose local run queue got a task from us more than a tick ago that it has not run. The
- * first kick (the wake-up's IPI, or ours) may come to nothing, and then a task pinned to that
+ * Whether @cpu, idle, has left a task waiting for it alone for more than a tick: one we put in
+ * its local run queue (note_direct()) that it has not run, or the head of its pinned queue
+ * while none of our tasks runs there (a busy CPU's own tick takes care of that head). Both can
+ * run nowhere else, so a lost kick leaves them waiting until that CPU wakes for another reason,
+ * past any wait bound.
+ */
+static inline bool left_waiting(s32 cpu, u64 now)
+{
+	struct cpu_ctx *cctx = cpu_ctx_of(cpu);
+	struct queue_head h = {};
+
+	if (!cctx)
+		return false;
+	if (pol_waited_over(cctx->direct_at, now, tick_ns))
+		return true;
+	if (pinned_mode != PINNED_PER_CPU || cctx->ours_running)
+		return false;
+	peek_head(pinned_dsq(cpu), cpu, &h);
+	return h.present && pol_waited_over(h.enq_at, now, tick_ns);
+}
+
+/*
+ * The net under the kicks of tasks that only one CPU can run: from a busy CPU's tick, kick again
+ * every idle CPU of its domain that left such a task waiting more than a tick (left_waiting()).
+ * The first kick (the wake-up's IPI, or ours) may come to nothing, and then a task pinned to that
  * CPU waits past the wait bound while the CPU stays idle and no other CPU can run it. The kick
  * is idle-only, so a CPU that did wake is left alone. Once per tick per domain, like
  * kick_idle_llc(), for the same reason. A CPU outside every busy CPU's domain is not covered:
  * a domain that is entirely idle has no ticks.
  */
-static inline void rekick_late_direct(s32 cpu, u64 now)
+static inline void rekick_late(s32 cpu, u64 now)
 {
 	u32 d = domain_of_cpu(cpu), i;
 
@@ -180,13 +202,10 @@ static inline void rekick_late_direct(s32 cpu, u64 now)
 		return;
 	bpf_for(i, 1, nr_cpus) {
 		s32 other = domain_cpu_from(cpu, i);
-		struct cpu_ctx *cctx;
-		u64 at;
 
 		if (other < 0)
 			break;
-		cctx = cpu_ctx_of(other);
-		if (!cctx || !(at = cctx->direct_at) || !pol_waited_over(at, now, tick_ns))
+		if (!left_waiting(other, now))
 			continue;
 		scx_bpf_kick_cpu(other, SCX_KICK_IDLE);
 		stat_inc(STAT_REKICK);

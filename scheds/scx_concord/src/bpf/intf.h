@@ -93,7 +93,7 @@ enum stat_idx {
 	STAT_YIELD,			/* yielders queued behind their equals (sched_yield) */
 	STAT_YIELD_TURN,		/* turns cut to slice_min: the task before them yielded */
 	STAT_NET_KICK,			/* an LLC queue head waited the bound: idle CPUs woken */
-	STAT_REKICK,			/* an idle CPU left a task we gave it waiting a tick: kicked again */
+	STAT_REKICK,			/* an idle CPU left a task only it can run waiting a tick: kicked again */
 	STAT_KEEP_FIRST,		/* a task whose turn ended kept its CPU: first in deadline order */
 	STAT_BUSY_CHAIN,		/* sync hand-offs in a chain busy past slice_max: not critical */
 	STAT_AHEAD_LOCAL,		/* pinned wake-ups put before later-due tasks in a local run queue */

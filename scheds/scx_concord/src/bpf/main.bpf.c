@@ -607,7 +607,7 @@ void BPF_STRUCT_OPS(concord_dispatch, s32 cpu, struct task_struct *prev)
 /*
  * ops.tick - every scheduler tick on the CPU running @p. Measures the tick, kicks the LLC's
  * idle CPUs if its queue's head has waited the whole bound (kick_idle_llc) and any idle CPU
- * that left a task we put in its local run queue for a tick (rekick_late_direct), notes whether
+ * that left a task only it can run waiting for a tick (rekick_late), notes whether
  * another LLC is busier (note_busier_llc), and ends @p's slice, once it has run slice_min,
  * when a queued task should run before it: a pinned head that is more critical or urgent, or
  * an urgent LLC head.
@@ -628,7 +628,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	peek_head(shared_dsq(cpu), cpu, &shr);
 	if (shr.present && waited_over(shr.enq_at, now, max_wait_ns))
 		kick_idle_llc(cpu, now);
-	rekick_late_direct(cpu, now);
+	rekick_late(cpu, now);
 	if (cctx)
 		note_busier_llc(cpu, cctx);
 
@@ -721,6 +721,7 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		/* this CPU runs: what we put in its local run queue is not stuck (note_direct) */
 		if (cctx->direct_at)
 			cctx->direct_at = 0;
+		cctx->ours_running = 1;
 
 		if (wait_is_urgent(tctx->enq_at, now))
 			offset = 0;
@@ -749,9 +750,12 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
  */
 void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 {
+	struct cpu_ctx *cctx = cpu_ctx_of(bpf_get_smp_processor_id());
 	struct task_ctx *tctx = task_ctx(p);
 	u64 now = scx_bpf_now();
 
+	if (cctx)
+		cctx->ours_running = 0;
 	if (!tctx)
 		return;
 	/* Still runnable (preempted, slice over, yielded): its next wait starts now. */
