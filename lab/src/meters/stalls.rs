@@ -17,7 +17,7 @@
 //!
 //! Neither needs the scheduler's cooperation, so the figures compare between schedulers.
 
-use super::wasted::{field, parse_ts, END_MARKER, START_MARKER};
+use super::wasted::{field, split_line, END_MARKER, START_MARKER};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stalls {
@@ -46,27 +46,6 @@ impl Stalls {
     fn silent(&mut self, ns: u64) {
         self.busy_silence_max_ns = Some(self.busy_silence_max_ns.unwrap_or(0).max(ns));
     }
-}
-
-/// Time, CPU, event name and fields of any line of the trace; None for comments.
-/// `<comm>-<pid> [<cpu>] <flags> <secs>.<frac>: <event>: <fields>`; the comm may hold spaces
-/// and brackets, so the timestamp is the first token ending in ": " that parses as one.
-fn split(line: &str) -> Option<(u64, u32, &str, &str)> {
-    let mut from = 0;
-    while let Some(i) = line[from..].find(": ") {
-        let at = from + i;
-        let head = &line[..at];
-        if let Some(ts) = head.rsplit(' ').next().and_then(parse_ts) {
-            let open = head.rfind('[')?;
-            let close = open + head[open..].find(']')?;
-            let cpu = head[open + 1..close].trim().parse().ok()?;
-            let rest = &line[at + 2..];
-            let (name, body) = rest.split_once(": ").unwrap_or((rest.trim_end(), ""));
-            return Some((ts, cpu, name.trim_end_matches(':'), body));
-        }
-        from = at + 2;
-    }
-    None
 }
 
 /// CPUs of the kernel's bitmask text (`%*pb`: hex, 32-bit groups separated by commas).
@@ -104,7 +83,7 @@ pub fn stalls(trace: &str) -> Stalls {
     };
     let from_start = |t: u64, start: Option<u64>| start.map(|s0| t.max(s0));
     for line in trace.lines() {
-        let Some((ts, cpu, name, body)) = split(line) else {
+        let Some((ts, cpu, name, body)) = split_line(line) else {
             continue;
         };
         if end.is_some() {
@@ -221,10 +200,10 @@ mod tests {
     fn splits_any_event_and_reads_bitmasks() {
         let l = " stress-ng [x]: 1-12 [003] d.h1.   12.345678: reschedule_entry: vector=253";
         assert_eq!(
-            split(l),
+            split_line(l),
             Some((12_345_678_000, 3, "reschedule_entry", "vector=253"))
         );
-        assert_eq!(split("# tracer: nop"), None);
+        assert_eq!(split_line("# tracer: nop"), None);
         assert_eq!(mask_cpus("3"), vec![0, 1]);
         assert_eq!(mask_cpus("00000001,00000000"), vec![32]);
         assert_eq!(mask_cpus("a"), vec![1, 3]);

@@ -58,7 +58,7 @@ pub(super) fn field<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     Some(rest.split(' ').next().unwrap_or(rest))
 }
 
-pub(super) fn parse_ts(s: &str) -> Option<u64> {
+fn parse_ts(s: &str) -> Option<u64> {
     let (secs, frac) = s.split_once('.')?;
     let secs: u64 = secs.parse().ok()?;
     if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -68,28 +68,32 @@ pub(super) fn parse_ts(s: &str) -> Option<u64> {
     Some(secs * 1_000_000_000 + frac_ns)
 }
 
-/// One line of /sys/kernel/tracing/trace; None for comments and other events.
-/// `<comm>-<pid> [<cpu>] <flags> <secs>.<usecs>: <event>: <fields>`
+/// Time, CPU, event name and fields of any line of /sys/kernel/tracing/trace; None for
+/// comments. `<comm>-<pid> [<cpu>] <flags> <secs>.<frac>: <event>: <fields>`; the comm may hold
+/// spaces, brackets and ": ", so the timestamp is the first token before ": " that parses as one.
+pub(super) fn split_line(line: &str) -> Option<(u64, u32, &str, &str)> {
+    let mut from = 0;
+    while let Some(i) = line[from..].find(": ") {
+        let at = from + i;
+        let head = &line[..at];
+        if let Some(ts) = head.rsplit(' ').next().and_then(parse_ts) {
+            let open = head.rfind('[')?;
+            let close = open + head[open..].find(']')?;
+            let cpu = head[open + 1..close].trim().parse().ok()?;
+            let rest = &line[at + 2..];
+            let (name, body) = rest.split_once(": ").unwrap_or((rest.trim_end(), ""));
+            return Some((ts, cpu, name.trim_end_matches(':'), body));
+        }
+        from = at + 2;
+    }
+    None
+}
+
+/// One line of the trace as the replays use it; None for comments and other events.
 pub fn parse_line(line: &str) -> Option<TraceEvent> {
-    const EVENTS: [&str; 5] = [
-        ": sched_switch: ",
-        ": sched_waking: ",
-        ": sched_wakeup: ",
-        ": sched_wakeup_new: ",
-        ": tracing_mark_write: ",
-    ];
-    let (at, name) = EVENTS
-        .iter()
-        .filter_map(|e| line.find(e).map(|i| (i, *e)))
-        .min_by_key(|(i, _)| *i)?;
-    let head = &line[..at];
-    let body = &line[at + name.len()..];
-    let ts_ns = parse_ts(head.rsplit(' ').next()?)?;
-    let open = head.rfind('[')?;
-    let close = open + head[open..].find(']')?;
-    let cpu: u32 = head[open + 1..close].trim().parse().ok()?;
+    let (ts_ns, cpu, name, body) = split_line(line)?;
     let event = match name {
-        ": sched_switch: " => {
+        "sched_switch" => {
             let (prev, next) = body.split_once(" ==> ")?;
             Event::Switch {
                 prev_pid: field(prev, "prev_pid=")?.parse().ok()?,
@@ -97,10 +101,11 @@ pub fn parse_line(line: &str) -> Option<TraceEvent> {
                 next_pid: field(next, "next_pid=")?.parse().ok()?,
             }
         }
-        ": tracing_mark_write: " => Event::Marker(body.trim_end().to_string()),
-        _ => Event::Wakeup {
+        "tracing_mark_write" => Event::Marker(body.trim_end().to_string()),
+        "sched_waking" | "sched_wakeup" | "sched_wakeup_new" => Event::Wakeup {
             pid: field(body, "pid=")?.parse().ok()?,
         },
+        _ => return None,
     };
     Some(TraceEvent { ts_ns, cpu, event })
 }
