@@ -149,18 +149,21 @@ pub(super) fn collect(
     if let Some(ns) = st.busy_silence_max_ns {
         mx.insert("busy_silence_max_ms".into(), ms(ns));
     }
+    let longest = waits.longest_of(None);
+    mx.insert("wait_max_ms".into(), ms(longest.map_or(0, |(_, ns)| ns)));
+    // How much of the longest wait the machine, not the scheduler, accounts for.
+    mx.insert("guest_silence_max_ms".into(), ms(waits.silence_max_ns));
     mx.insert(
-        "wait_max_ms".into(),
-        ms(waits.longest.values().copied().max().unwrap_or(0)),
+        "wait_max_silent_ms".into(),
+        ms(longest.map_or(0, |(pid, _)| waits.silent_in_longest(pid))),
     );
     if !beam_tids.is_empty() {
-        let m = beam_tids
-            .iter()
-            .filter_map(|t| waits.longest.get(t))
-            .copied()
-            .max()
-            .unwrap_or(0);
-        mx.insert("beam_wait_max_ms".into(), ms(m));
+        let beam = waits.longest_of(Some(&beam_tids));
+        mx.insert("beam_wait_max_ms".into(), ms(beam.map_or(0, |(_, ns)| ns)));
+        mx.insert(
+            "beam_wait_max_silent_ms".into(),
+            ms(beam.map_or(0, |(pid, _)| waits.silent_in_longest(pid))),
+        );
         let woken = waits.wakeups_of(&beam_tids);
         if woken.count() > 0 {
             let us = |p: f64| woken.percentile(p) as f64 / 1e3;

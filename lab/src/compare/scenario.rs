@@ -44,6 +44,14 @@ pub struct MetricDef {
     pub better: Better,
 }
 
+/// The label of the silent part of a longest wait (meters::waits).
+fn silent_label() -> String {
+    format!(
+        "of which the whole guest logged nothing (ms, kernel trace: gaps of {} ms+)",
+        crate::meters::waits::SILENT_GAP_NS / 1_000_000
+    )
+}
+
 fn m(key: &str, label: &str, better: Better) -> MetricDef {
     MetricDef {
         key: key.into(),
@@ -134,6 +142,7 @@ impl Scenario {
                     "BEAM schedulers' longest wait (ms, kernel trace)",
                     Lower,
                 ),
+                m("beam_wait_max_silent_ms", &silent_label(), Neither),
                 m(
                     "beam_wake_p50_us",
                     "BEAM schedulers' wake-up wait p50 (µs, kernel trace)",
@@ -187,6 +196,12 @@ impl Scenario {
                 "wait_max_ms",
                 "longest wait of any task (ms, kernel trace)",
                 Lower,
+            ),
+            m("wait_max_silent_ms", &silent_label(), Neither),
+            m(
+                "guest_silence_max_ms",
+                "longest no CPU logged a scheduler event while a task waited (ms, kernel trace)",
+                Neither,
             ),
             m(
                 "sched_wait_max_ms",

@@ -5,11 +5,23 @@
 //! This is what schedstat's run delay adds up, one wait at a time, and it sees every path a
 //! task can wait on (a scheduler's queues, a local run queue, behind a higher class), so it is
 //! the reference a scheduler's own wait count is checked against.
+//!
+//! It also finds the stretches in which no CPU of the guest logged any of these events while a
+//! task waited. A guest that executes, with a task waiting, switches somewhere within a tick or
+//! a turn; in the erlang mix something logs every few hundred microseconds. A silence far
+//! longer than that is the machine's (under emulation: the vCPU threads running no guest code),
+//! not any scheduler's, and the part of a long wait spent in such silences says how much of it
+//! was. Unlike the stall meter (`stalls`) this needs no extra events, so every run has it.
 
 use concord_common::hist::Hist;
 use std::collections::HashMap;
 
 use super::wasted::{parse_line, Event, END_MARKER, START_MARKER};
+
+/// Gaps between two consecutive events of the whole guest at least this long count as
+/// silence inside a wait: longer than a tick plus the turns the lab's schedulers give under
+/// load, so that a wait behind a CPU hog's turn is not taken for the machine's.
+pub const SILENT_GAP_NS: u64 = 10_000_000;
 
 /// The kernel's account of waits inside the measured window, per task (pid = thread id).
 #[derive(Debug, Default)]
@@ -20,6 +32,14 @@ pub struct Waits {
     /// wake-up latency a woken thread sees (waits after preemption, a slice's end or a yield
     /// are in `longest` only).
     pub wakeups: HashMap<u32, Vec<u64>>,
+    /// When each task's longest wait began and ended (ns, trace clock).
+    pub longest_span: HashMap<u32, (u64, u64)>,
+    /// The longest stretch inside the window in which no CPU logged an event while some task
+    /// waited, ns.
+    pub silence_max_ns: u64,
+    /// The stretches of at least SILENT_GAP_NS in which no CPU logged an event while some task
+    /// waited, in order (start, end).
+    pub silences: Vec<(u64, u64)>,
 }
 
 impl Waits {
@@ -31,6 +51,27 @@ impl Waits {
         }
         h
     }
+
+    /// The longest wait among these tasks (all when None), with its task: (pid, ns).
+    pub fn longest_of(&self, pids: Option<&[u32]>) -> Option<(u32, u64)> {
+        self.longest
+            .iter()
+            .filter(|(p, _)| pids.is_none_or(|ps| ps.contains(p)))
+            .map(|(&p, &ns)| (p, ns))
+            .max_by_key(|&(p, ns)| (ns, std::cmp::Reverse(p)))
+    }
+
+    /// How much of this task's longest wait the whole guest was silent (ns): the overlap with
+    /// the silences of at least SILENT_GAP_NS.
+    pub fn silent_in_longest(&self, pid: u32) -> u64 {
+        let Some(&(from, to)) = self.longest_span.get(&pid) else {
+            return 0;
+        };
+        self.silences
+            .iter()
+            .map(|&(a, b)| b.min(to).saturating_sub(a.max(from)))
+            .sum()
+    }
 }
 
 pub fn waits(trace: &str) -> Waits {
@@ -39,11 +80,25 @@ pub fn waits(trace: &str) -> Waits {
     let mut on_cpu: HashMap<u32, u32> = HashMap::new(); // cpu -> pid
     let mut w = Waits::default();
     let mut open = false;
-    let note = |longest: &mut HashMap<u32, u64>, pid: u32, ns: u64| {
-        let e = longest.entry(pid).or_insert(0);
-        *e = (*e).max(ns);
+    let mut last_ts = 0;
+    let note = |w: &mut Waits, pid: u32, from: u64, to: u64| {
+        let ns = to.saturating_sub(from);
+        let e = w.longest.entry(pid).or_insert(0);
+        if ns >= *e {
+            *e = ns;
+            w.longest_span.insert(pid, (from, to));
+        }
     };
     for ev in trace.lines().filter_map(parse_line) {
+        // The gap since the guest's last event, with someone waiting through it.
+        if open && !since.is_empty() {
+            let gap = ev.ts_ns.saturating_sub(last_ts);
+            w.silence_max_ns = w.silence_max_ns.max(gap);
+            if gap >= SILENT_GAP_NS {
+                w.silences.push((last_ts, ev.ts_ns));
+            }
+        }
+        last_ts = ev.ts_ns;
         match ev.event {
             Event::Marker(m) if m.contains(START_MARKER) => {
                 open = true;
@@ -55,7 +110,7 @@ pub fn waits(trace: &str) -> Waits {
             Event::Marker(m) if m.contains(END_MARKER) => {
                 if open {
                     for (&pid, &(t, _)) in &since {
-                        note(&mut w.longest, pid, ev.ts_ns.saturating_sub(t));
+                        note(&mut w, pid, t, ev.ts_ns);
                     }
                 }
                 break;
@@ -80,9 +135,9 @@ pub fn waits(trace: &str) -> Waits {
                 if next_pid != 0 {
                     if let Some((t, woken)) = since.remove(&next_pid) {
                         if open {
-                            let ns = ev.ts_ns.saturating_sub(t);
-                            note(&mut w.longest, next_pid, ns);
+                            note(&mut w, next_pid, t, ev.ts_ns);
                             if woken {
+                                let ns = ev.ts_ns.saturating_sub(t);
                                 w.wakeups.entry(next_pid).or_default().push(ns);
                             }
                         }
@@ -141,6 +196,34 @@ mod tests {
         // preemption, 12's never ended.
         let h = all.wakeups_of(&[10, 11, 12]);
         assert_eq!((h.count(), h.max()), (1, 3_000_000));
+    }
+
+    #[test]
+    fn silences_of_the_whole_guest_inside_a_wait() {
+        let t = [
+            sw("1.000000", 0, 0, "R", 10),
+            mark("1.000001", START_MARKER),
+            // Nobody waits: 200 ms without an event is an idle guest, not a silence.
+            wake("1.200000", 1, 11),
+            // 11 waits from 1.200; the guest logs an event 4 ms later (a hog's turn on CPU 0:
+            // quiet, not silence), then nothing at all for 100 ms.
+            wake("1.204000", 1, 12),
+            sw("1.304000", 1, 0, "R", 12),
+            sw("1.306000", 0, 10, "R", 11),
+            mark("1.310000", END_MARKER),
+        ]
+        .join("\n");
+        let w = waits(&t);
+        assert_eq!(w.silence_max_ns, 100_000_000);
+        assert_eq!(w.silences, vec![(1_204_000_000, 1_304_000_000)]);
+        // 11 waited 106 ms, 100 of them in the silence; 12 waited the silence out.
+        assert_eq!(w.longest_of(None), Some((11, 106_000_000)));
+        assert_eq!(w.silent_in_longest(11), 100_000_000);
+        assert_eq!(w.longest_of(Some(&[12])), Some((12, 100_000_000)));
+        assert_eq!(w.silent_in_longest(12), 100_000_000);
+        // 10, preempted at 1.306, waited 4 ms to the end: no silence in it.
+        assert_eq!(w.silent_in_longest(10), 0);
+        assert_eq!(w.silent_in_longest(99), 0, "no wait, no silence");
     }
 
     #[test]

@@ -160,6 +160,18 @@ fn erlang_scenario_reports_and_waits_agree_with_the_kernel() {
             assert!(f(k) <= 2.05 && (f(k) > 0.0) == ran, "{k}: {m}");
         }
         assert!(f("wait_max_ms") >= f("beam_wait_max_ms"), "{m}");
+        // The machine's silences: every run has them (no extra events), and the silent part
+        // of a longest wait is part of it.
+        assert!(f("guest_silence_max_ms") > 0.0, "{m}");
+        for (silent, wait) in [
+            ("wait_max_silent_ms", "wait_max_ms"),
+            ("beam_wait_max_silent_ms", "beam_wait_max_ms"),
+        ] {
+            assert!(
+                f(silent) >= 0.0 && f(silent) <= f(wait) * 1.001,
+                "{silent}: {m}"
+            );
+        }
         if run["sched"] == "concord" {
             // Both figures cover the same window: concord's is its exact longest wait between
             // the two stats reads around the load, the trace's the longest between its markers.
