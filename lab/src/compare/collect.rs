@@ -43,6 +43,7 @@ pub(super) fn collect(
     nr_cpus: usize,
     icount: bool,
     keep_trace: bool,
+    trace_stalls: bool,
 ) -> Result<()> {
     let dir = rec.run_dir.clone();
     let put = |m: &mut BTreeMap<String, f64>, k: &str, v: f64| {
@@ -140,7 +141,12 @@ pub(super) fn collect(
     let trace = read(&dir, guest::TRACE_FILE)?;
     let mut w = wasted::analyze(&trace, nr_cpus, WASTED_THRESHOLD_NS, &masks, HEAT_BINS)?;
     let waits = waits::waits(&trace);
-    let st = stalls::stalls(&trace);
+    // A trace without the stall events has nothing for that replay.
+    let st = if trace_stalls {
+        stalls::stalls(&trace)
+    } else {
+        stalls::Stalls::default()
+    };
     drop(trace);
     let ms = |ns: u64| ns as f64 / 1e6;
     if let Some(ns) = st.ipi_answer_max_ns {
@@ -151,8 +157,8 @@ pub(super) fn collect(
     }
     let longest = waits.longest_of(None);
     mx.insert("wait_max_ms".into(), ms(longest.map_or(0, |(_, ns)| ns)));
-    // How much of the longest wait the machine, not the scheduler, accounts for.
     mx.insert("guest_silence_max_ms".into(), ms(waits.silence_max_ns));
+    // How much of the longest wait the machine, not the scheduler, accounts for.
     mx.insert(
         "wait_max_silent_ms".into(),
         ms(longest.map_or(0, |(pid, _)| waits.silent_in_longest(pid))),

@@ -564,6 +564,7 @@ fn one_run(
             topology.nr_cpus() as usize,
             sp.icount.is_some(),
             keep_traces,
+            args.trace_stalls,
         ) {
             Ok(()) => rec.ok = true,
             Err(e) => rec.error = Some(format!("{e:#}")),

@@ -63,22 +63,27 @@ fn mask_cpus(hex: &str) -> Vec<u32> {
         .collect()
 }
 
+/// What the replay knows of one CPU.
+#[derive(Clone, Default)]
+struct CpuState {
+    /// Time of its last event.
+    last: Option<u64>,
+    /// A task is on it.
+    busy: bool,
+    /// When the oldest IPI it has not answered was sent.
+    pending: Option<u64>,
+}
+
 /// Replays the trace's window (between the lab's markers; the whole trace without them).
 pub fn stalls(trace: &str) -> Stalls {
     let mut s = Stalls::default();
     let mut start: Option<u64> = None;
     let mut end: Option<u64> = None;
-    // Per CPU: time of its last event, whether a task is on it, the oldest unanswered IPI.
-    let mut last: Vec<Option<u64>> = Vec::new();
-    let mut busy: Vec<bool> = Vec::new();
-    let mut pending: Vec<Option<u64>> = Vec::new();
+    let mut cpus: Vec<CpuState> = Vec::new();
     let (mut saw_ipi, mut saw_tick) = (false, false);
-    let grow = |v: &mut Vec<Option<u64>>, b: &mut Vec<bool>, p: &mut Vec<Option<u64>>, c: u32| {
-        let n = c as usize + 1;
-        if v.len() < n {
-            v.resize(n, None);
-            b.resize(n, false);
-            p.resize(n, None);
+    let grow = |cpus: &mut Vec<CpuState>, c: u32| {
+        if cpus.len() <= c as usize {
+            cpus.resize(c as usize + 1, CpuState::default());
         }
     };
     let from_start = |t: u64, start: Option<u64>| start.map(|s0| t.max(s0));
@@ -96,23 +101,23 @@ pub fn stalls(trace: &str) -> Stalls {
                 end = Some(ts);
             }
         }
-        grow(&mut last, &mut busy, &mut pending, cpu);
-        let c = cpu as usize;
+        grow(&mut cpus, cpu);
+        let c = &mut cpus[cpu as usize];
         // This CPU executes: it answers whatever was sent to it, and its silence ends.
-        if let Some(sent) = pending[c].take() {
+        if let Some(sent) = c.pending.take() {
             if let Some(sent) = from_start(sent, start) {
                 s.answered(ts.saturating_sub(sent), sent - start.unwrap_or(0), cpu);
             }
         }
-        if let (Some(prev), true) = (last[c], busy[c]) {
+        if let (Some(prev), true) = (c.last, c.busy) {
             if let Some(from) = from_start(prev, start) {
                 s.silent(ts.saturating_sub(from));
             }
         }
-        last[c] = Some(ts);
+        c.last = Some(ts);
         match name {
             "sched_switch" => {
-                busy[c] = body
+                c.busy = body
                     .split_once(" ==> ")
                     .and_then(|(_, next)| field(next, "next_pid="))
                     .is_some_and(|p| p != "0");
@@ -128,11 +133,11 @@ pub fn stalls(trace: &str) -> Stalls {
                     _ => field(body, "cpumask=").map(mask_cpus).unwrap_or_default(),
                 };
                 for t in targets.into_iter().filter(|t| *t != cpu) {
-                    grow(&mut last, &mut busy, &mut pending, t);
+                    grow(&mut cpus, t);
                     if start.is_some() {
                         s.ipis += 1;
                     }
-                    pending[t as usize].get_or_insert(ts);
+                    cpus[t as usize].pending.get_or_insert(ts);
                 }
             }
             _ => {}
@@ -140,15 +145,13 @@ pub fn stalls(trace: &str) -> Stalls {
     }
     // What is still open when the window closes counts up to its end.
     if let (Some(s0), Some(e)) = (start, end) {
-        for (c, p) in pending.iter().enumerate() {
-            if let Some(sent) = p {
-                let sent = (*sent).max(s0);
-                s.answered(e.saturating_sub(sent), sent - s0, c as u32);
+        for (i, c) in cpus.iter().enumerate() {
+            if let Some(sent) = c.pending {
+                let sent = sent.max(s0);
+                s.answered(e.saturating_sub(sent), sent - s0, i as u32);
             }
-        }
-        for (c, prev) in last.iter().enumerate() {
-            if let (Some(prev), true) = (prev, busy[c]) {
-                s.silent(e.saturating_sub((*prev).max(s0)));
+            if let (Some(prev), true) = (c.last, c.busy) {
+                s.silent(e.saturating_sub(prev.max(s0)));
             }
         }
     }

@@ -26,14 +26,13 @@ pub const SILENT_GAP_NS: u64 = 10_000_000;
 /// The kernel's account of waits inside the measured window, per task (pid = thread id).
 #[derive(Debug, Default)]
 pub struct Waits {
-    /// Its longest single wait, ns; waits still open at the window's end count up to the end.
-    pub longest: HashMap<u32, u64>,
+    /// When its longest single wait began and ended (ns, trace clock); waits still open at the
+    /// window's end count up to the end.
+    pub longest: HashMap<u32, (u64, u64)>,
     /// Every wait that began with a wake-up and ended on a CPU inside the window, ns: the
     /// wake-up latency a woken thread sees (waits after preemption, a slice's end or a yield
     /// are in `longest` only).
     pub wakeups: HashMap<u32, Vec<u64>>,
-    /// When each task's longest wait began and ended (ns, trace clock).
-    pub longest_span: HashMap<u32, (u64, u64)>,
     /// The longest stretch inside the window in which no CPU logged an event while some task
     /// waited, ns.
     pub silence_max_ns: u64,
@@ -52,19 +51,24 @@ impl Waits {
         h
     }
 
+    /// This task's longest wait, ns.
+    pub fn longest_ns(&self, pid: u32) -> Option<u64> {
+        self.longest.get(&pid).map(|&(from, to)| to - from)
+    }
+
     /// The longest wait among these tasks (all when None), with its task: (pid, ns).
     pub fn longest_of(&self, pids: Option<&[u32]>) -> Option<(u32, u64)> {
         self.longest
-            .iter()
-            .filter(|(p, _)| pids.is_none_or(|ps| ps.contains(p)))
-            .map(|(&p, &ns)| (p, ns))
+            .keys()
+            .filter(|p| pids.is_none_or(|ps| ps.contains(p)))
+            .filter_map(|&p| Some((p, self.longest_ns(p)?)))
             .max_by_key(|&(p, ns)| (ns, std::cmp::Reverse(p)))
     }
 
     /// How much of this task's longest wait the whole guest was silent (ns): the overlap with
     /// the silences of at least SILENT_GAP_NS.
     pub fn silent_in_longest(&self, pid: u32) -> u64 {
-        let Some(&(from, to)) = self.longest_span.get(&pid) else {
+        let Some(&(from, to)) = self.longest.get(&pid) else {
             return 0;
         };
         self.silences
@@ -81,13 +85,14 @@ pub fn waits(trace: &str) -> Waits {
     let mut w = Waits::default();
     let mut open = false;
     let mut last_ts = 0;
+    // Keeps the task's longest wait (from, to); returns this one's length, ns.
     let note = |w: &mut Waits, pid: u32, from: u64, to: u64| {
-        let ns = to.saturating_sub(from);
-        let e = w.longest.entry(pid).or_insert(0);
-        if ns >= *e {
-            *e = ns;
-            w.longest_span.insert(pid, (from, to));
+        let to = to.max(from);
+        let e = w.longest.entry(pid).or_insert((from, from));
+        if to - from >= e.1 - e.0 {
+            *e = (from, to);
         }
+        to - from
     };
     for ev in trace.lines().filter_map(parse_line) {
         // The gap since the guest's last event, with someone waiting through it.
@@ -135,9 +140,8 @@ pub fn waits(trace: &str) -> Waits {
                 if next_pid != 0 {
                     if let Some((t, woken)) = since.remove(&next_pid) {
                         if open {
-                            note(&mut w, next_pid, t, ev.ts_ns);
+                            let ns = note(&mut w, next_pid, t, ev.ts_ns);
                             if woken {
-                                let ns = ev.ts_ns.saturating_sub(t);
                                 w.wakeups.entry(next_pid).or_default().push(ns);
                             }
                         }
@@ -187,11 +191,10 @@ mod tests {
         ]
         .join("\n");
         let all = waits(&t);
-        let w = &all.longest;
-        assert_eq!(w.get(&11), Some(&3_000_000));
-        assert_eq!(w.get(&10), Some(&6_000_000));
-        assert_eq!(w.get(&12), Some(&8_000_000));
-        assert_eq!(w.len(), 3);
+        assert_eq!(all.longest_ns(11), Some(3_000_000));
+        assert_eq!(all.longest_ns(10), Some(6_000_000));
+        assert_eq!(all.longest_ns(12), Some(8_000_000));
+        assert_eq!(all.longest.len(), 3);
         // Only 11's wait began with a wake-up and ended on a CPU: 10's began with a
         // preemption, 12's never ended.
         let h = all.wakeups_of(&[10, 11, 12]);
@@ -238,10 +241,9 @@ mod tests {
         ]
         .join("\n");
         let all = waits(&t);
-        let w = &all.longest;
         // 20 waited from 0.990; inside the window from 1.000: 2 ms; 21 after the end: nothing
-        assert_eq!(w.get(&20), Some(&2_000_000));
-        assert!(!w.contains_key(&21));
+        assert_eq!(all.longest_ns(20), Some(2_000_000));
+        assert!(!all.longest.contains_key(&21));
         let h = all.wakeups_of(&[20, 21]);
         assert_eq!((h.count(), h.max()), (1, 2_000_000));
     }
