@@ -36,11 +36,13 @@ pub enum Check {
     CgroupMoves,
     /// Spinners at nice -10, 0, 5 and 19 get the share ratios EEVDF gives them in the same VM.
     Nice,
+    /// Sibling cgroups share the CPUs as their cpu.weight says, nested too, waits bounded.
+    CgroupWeights,
 }
 
 impl Check {
     #[cfg(test)]
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::Fairness,
         Check::Affinity,
         Check::Hotplug,
@@ -54,6 +56,7 @@ impl Check {
         Check::ManyThreads,
         Check::CgroupMoves,
         Check::Nice,
+        Check::CgroupWeights,
     ];
 
     /// Whether the check holds waits to a bound calibrated in its own VM. Those run under
@@ -62,7 +65,12 @@ impl Check {
     pub fn judges_waits(self) -> bool {
         matches!(
             self,
-            Check::Fairness | Check::RtMix | Check::ManyThreads | Check::CgroupMoves | Check::Nice
+            Check::Fairness
+                | Check::RtMix
+                | Check::ManyThreads
+                | Check::CgroupMoves
+                | Check::Nice
+                | Check::CgroupWeights
         )
     }
 
@@ -82,6 +90,7 @@ impl Check {
             Check::ManyThreads => "many-threads",
             Check::CgroupMoves => "cgroup-moves",
             Check::Nice => "nice",
+            Check::CgroupWeights => "cgroup-weights",
         }
     }
 }

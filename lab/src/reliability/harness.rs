@@ -202,6 +202,7 @@ pub fn main(params: &GuestParams) -> Result<i32> {
             Check::Resources => super::resources::run(params, &mut v),
             Check::RtMix => super::rt_mix::run(params, &mut v),
             Check::Nice => super::nice::run(params, &mut v),
+            Check::CgroupWeights => super::cgroup_weights::run(params, &mut v),
             Check::Watchdog => super::watchdog::run(params, &mut v),
             Check::Takeover => super::takeover::run(params, &mut v),
             Check::ManyThreads => super::many_threads::run(params, &mut v),

@@ -1,5 +1,5 @@
 //! `concord-lab reliability`: stress, starvation, affinity, CPU hotplug, RT tasks beside ours,
-//! 10,000 threads, cgroup moves, exit paths, the watchdog, takeover, bad input, access and resource use, each a check with a
+//! 10,000 threads, cgroup moves, cgroup weights, exit paths, the watchdog, takeover, bad input, access and resource use, each a check with a
 //! pass/fail verdict and the evidence printed.
 //!
 //! Every check runs in a fresh VM. Where scx_concord schedules the whole run (smoke, fairness,
@@ -13,6 +13,7 @@ mod access;
 mod affinity;
 mod bad_input;
 mod cgroup_moves;
+mod cgroup_weights;
 mod check;
 mod exits;
 mod fairness;
@@ -102,7 +103,7 @@ pub struct ReliabilityArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// QEMU -icount shift for the checks that judge waits against a bound (fairness, nice,
-    /// rt-mix, cgroup-moves, many-threads): guest time from instruction counts, so the host's
+    /// rt-mix, cgroup-moves, cgroup-weights, many-threads): guest time from instruction counts, so the host's
     /// scheduling of vCPU threads no longer shows up as guest waits.
     #[arg(long, alias = "fairness-icount", default_value_t = 2, conflicts_with = "no_icount",
           value_parser = clap::value_parser!(u32).range(0..=10))]

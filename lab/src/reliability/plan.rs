@@ -268,6 +268,14 @@ pub(super) fn plan(
             600,
         )?);
         runs.push(check(
+            "cgroup-weights",
+            &[Check::CgroupWeights],
+            load_secs,
+            true,
+            t("1l2c")?,
+            600,
+        )?);
+        runs.push(check(
             "resources",
             &[Check::Resources],
             resource_secs,

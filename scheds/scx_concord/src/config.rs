@@ -40,6 +40,15 @@ pub enum DeadlineMode {
     Greedy,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupWeights {
+    /// cpu.weight shares CPU between sibling cgroups, nested, as the kernel's fair class does.
+    Hierarchical,
+    /// Tasks weigh by their nice value alone, whatever their cgroup.
+    Ignore,
+}
+
 /// scx_concord: latency-criticality aware virtual deadlines, with pinned tasks first-class.
 ///
 /// Tasks that wake often or wake others get earlier deadlines; tasks that can run on one CPU
@@ -65,6 +74,10 @@ pub struct Opts {
     /// How deadlines are computed (the priority model).
     #[arg(long, value_enum, default_value_t = DeadlineMode::Capped)]
     pub deadline: DeadlineMode,
+
+    /// How cgroups' cpu.weight counts.
+    #[arg(long, value_enum, default_value_t = CgroupWeights::Hierarchical)]
+    pub cgroup_weights: CgroupWeights,
 
     /// Longest time slice, in microseconds (shrinks when tasks wait).
     #[arg(long, default_value_t = SLICE_MAX_US)]
@@ -240,6 +253,7 @@ struct FileConfig {
     queue: Option<QueueMode>,
     pinned_queue: Option<PinnedMode>,
     deadline: Option<DeadlineMode>,
+    cgroup_weights: Option<CgroupWeights>,
     slice_max_us: Option<u64>,
     slice_min_us: Option<u64>,
     max_wait_ms: Option<u64>,
@@ -283,6 +297,7 @@ impl FileConfig {
             queue,
             pinned_queue,
             deadline,
+            cgroup_weights,
             slice_max_us,
             slice_min_us,
             max_wait_ms,

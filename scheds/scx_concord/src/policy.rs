@@ -171,6 +171,25 @@ pub fn offset_weight(weight: u64, heaviest: u64) -> u64 {
     (weight.clamp(1, 10_000) * WEIGHT_DEFAULT / h).max(1)
 }
 
+/// The fixed point of a hierarchical share (1 = the whole machine; weights.bpf.h).
+pub const CG_SHARE_SHIFT: u64 = crate::bpf_intf::concord_consts_CG_SHARE_SHIFT as u64;
+
+/// `x` scaled by `part / whole`, at most `x` (a part counted before the whole caught up with it
+/// is the whole; see policy.h).
+pub fn share(x: u64, part: u64, whole: u64) -> u64 {
+    if whole == 0 || part >= whole {
+        return x;
+    }
+    x.min(1 << 40) * part / whole
+}
+
+/// The weight of a task with hierarchical share `hw` of the machine among runnable tasks whose
+/// nice weights sum to `total`, rounded to the nearest (see policy.h): in [1, 10000].
+pub fn cgroup_weight(hw: u64, total: u64) -> u64 {
+    let w = hw.min(1 << CG_SHARE_SHIFT) * total.min(1 << 40);
+    ((w + (1 << (CG_SHARE_SHIFT - 1))) >> CG_SHARE_SHIFT).clamp(1, 10_000)
+}
+
 /// Slice from the tasks waiting per CPU of the domain (see policy.h), shorter for light weights.
 pub fn slice(
     nr_pinned: u64,
@@ -830,5 +849,51 @@ mod tests {
             }
         }
         assert_eq!(scans_to_cover(176), 5);
+    }
+
+    /// A task's weight as weights.bpf.h walks it: its nice weight over its cgroup's active
+    /// weights, then each cgroup's weight over its parent's, times all runnable tasks' weights.
+    fn walked(task_w: u64, path: &[(u64, u64)], total: u64) -> u64 {
+        // path: (the entity's weight, the active weights of the cgroup it is in), leaf first
+        let mut hw = 1 << CG_SHARE_SHIFT;
+        let mut part = task_w;
+        for &(contrib, wsum) in path {
+            hw = share(hw, part, wsum);
+            part = contrib;
+        }
+        cgroup_weight(hw, total)
+    }
+
+    #[test]
+    fn cgroup_weights_share_as_the_hierarchy_says_and_keep_nice_zeros_scale() {
+        // Every task in the root: a task weighs its nice weight.
+        assert_eq!(walked(100, &[(0, 800)], 800), 100);
+        assert_eq!(walked(335, &[(0, 435)], 435), 335);
+        assert_eq!(walked(1, &[(0, 9_001)], 9_001), 1);
+        // cgroups A (cpu.weight 100) and B (300) under the root, four nice-0 tasks each: A's
+        // tasks get a quarter of the machine between them, B's three quarters, and the
+        // weights still average nice 0's.
+        let a = walked(100, &[(100, 400), (0, 400)], 800);
+        let b = walked(100, &[(300, 400), (0, 400)], 800);
+        assert_eq!((a, b), (50, 150));
+        assert_eq!((4 * a + 4 * b) / 8, 100);
+        // Nested: A holds A1 (100) and A2 (300), two tasks each; A1's tasks share a quarter
+        // of A's quarter.
+        let a1 = walked(100, &[(100, 200), (100, 400), (0, 400)], 800);
+        let a2 = walked(100, &[(300, 200), (100, 400), (0, 400)], 800);
+        assert!(a2.abs_diff(3 * a1) <= 1, "{a1} {a2}");
+        assert!((2 * a1 + 2 * a2).abs_diff(4 * a) <= 2, "{a1} {a2} {a}");
+        // One task alone in a cgroup beside ten in another of the same weight: it gets half.
+        let alone = walked(100, &[(100, 100), (0, 200)], 1100);
+        let crowd = walked(100, &[(100, 1000), (0, 200)], 1100);
+        assert_eq!((alone, crowd), (550, 55));
+        // Sums that raced (a part larger than its whole, a whole of zero) give the whole, and
+        // the weight stays in the task weights' range.
+        assert_eq!(share(1 << 20, 300, 200), 1 << 20);
+        assert_eq!(share(1 << 20, 300, 0), 1 << 20);
+        assert!(share(12345, 7, 9) <= 12345);
+        assert_eq!(cgroup_weight(0, 800), 1);
+        assert_eq!(cgroup_weight(1 << CG_SHARE_SHIFT, u64::MAX), 10_000);
+        assert_eq!(cgroup_weight(u64::MAX, 100), 100);
     }
 }

@@ -67,6 +67,8 @@ fn policy_cases() -> Vec<bpf_intf::policy_probe_args> {
                         offset_weight: 0,
                         yield_behind: 0,
                         handoff_verdict: 0,
+                        share: 0,
+                        cgroup_weight: 0,
                     });
                 }
             }
@@ -142,6 +144,8 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             policy::offset_weight(a.weight, a.heaviest),
             policy::yield_behind(a.vtime, a.vclock, a.vclock + a.wait_ns, smax),
             policy::handoff_verdict(a.wait_ns, a.nr_waiting & 1 == 1, smin) as u64,
+            policy::share(a.vtime, a.weight, a.heaviest),
+            policy::cgroup_weight(a.vtime, a.vclock),
         ];
         let got = [
             a.lat_cri,
@@ -162,6 +166,8 @@ pub fn check_policy(opts: &Opts) -> Result<()> {
             a.offset_weight,
             a.yield_behind,
             a.handoff_verdict,
+            a.share,
+            a.cgroup_weight,
         ];
         if want != got {
             mismatches += 1;

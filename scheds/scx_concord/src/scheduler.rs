@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{DeadlineMode, Opts, PinnedMode, QueueMode};
+use crate::config::{CgroupWeights, DeadlineMode, Opts, PinnedMode, QueueMode};
 use crate::stats::{self, Snapshot};
 use crate::{bpf_intf, domains, BpfSkel, BpfSkelBuilder, SCHEDULER_NAME};
 use concord_common::sched::CONCORD_STATS_SOCKET;
@@ -104,6 +104,10 @@ pub fn open_and_load_on<'a>(
         DeadlineMode::Capped => bpf_intf::deadline_mode_DEADLINE_CAPPED,
         DeadlineMode::Greedy => bpf_intf::deadline_mode_DEADLINE_GREEDY,
     };
+    rodata.cgroup_weights = match opts.cgroup_weights {
+        CgroupWeights::Hierarchical => bpf_intf::cgroup_weights_mode_CGROUP_WEIGHTS_HIERARCHICAL,
+        CgroupWeights::Ignore => bpf_intf::cgroup_weights_mode_CGROUP_WEIGHTS_IGNORE,
+    };
     rodata.slice_max_ns = opts.slice_max_us * 1000;
     rodata.slice_min_ns = opts.slice_min_us * 1000;
     rodata.max_wait_ns = opts.max_wait_ms * 1_000_000;
@@ -147,7 +151,7 @@ pub fn open_and_load_on<'a>(
     }
     rodata.cpu_domain_pos[..max_cpus].copy_from_slice(&lists.pos[..max_cpus]);
     info!(
-        "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, slice {}-{} us, max wait {} ms{}",
+        "{SCHEDULER_NAME} {}: {} CPUs, {} LLCs, {} nodes, SMT {}; queue {:?}, pinned queue {:?}, cgroup weights {:?}, slice {}-{} us, max wait {} ms{}",
         *crate::FULL_VERSION,
         layout.nr_cpus(),
         layout.llcs.len(),
@@ -155,6 +159,7 @@ pub fn open_and_load_on<'a>(
         if layout.smt { "on" } else { "off" },
         queue,
         opts.pinned_queue,
+        opts.cgroup_weights,
         opts.slice_min_us,
         opts.slice_max_us,
         opts.max_wait_ms,

@@ -143,6 +143,10 @@ struct task_ctx {
 	u32 hands_off;		/* it slept within slice_min of CPU after its last judged sync
 				 * wake-up: its sync wake-ups hand its work on (the hint held) */
 	u64 svc_ns;		/* weighted CPU time used since it joined (greedy model) */
+	u64 cgid;		/* its cgroup's id (the cpu controller's: init_task, cgroup_move) */
+	u64 charged_cgid;	/* the cgroup it is counted runnable in (weights.bpf.h); 0: none */
+	u64 charged_w;		/* the nice weight it is counted with there */
+	u64 weight;		/* what it weighs for the policy (weight_of()); 0: its nice weight */
 };
 
 struct {

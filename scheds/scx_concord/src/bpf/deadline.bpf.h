@@ -9,6 +9,7 @@
 #define __CONCORD_DEADLINE_H
 #include "concord.bpf.h"
 #include "queues.bpf.h"
+#include "weights.bpf.h"
 
 /* The CPU's preempt count (x86: a per-CPU variable; absent elsewhere, see in_hardirq()). */
 extern const int __preempt_count __ksym __weak;
@@ -95,14 +96,14 @@ static inline void lat_cri_on_stop(struct task_struct *p, struct task_ctx *tctx,
 	if (!tctx->run_at || time_before(now, tctx->run_at))
 		return;
 	ran = now - tctx->run_at;
-	tctx->vtime = pol_vtime_after_run(tctx->vtime, ran, p->scx.weight,
+	tctx->vtime = pol_vtime_after_run(tctx->vtime, ran, weight_of(p, tctx),
 					  llcs[domain_of_cpu(scx_bpf_task_cpu(p))].vclock, lag_max_ns());
 	/* nor is a turn a yield cut short (take_yield_turn()) */
 	if (tctx->keep_place || tctx->yield_turn)
 		return;
 	tctx->avg_runtime = pol_runtime_update(tctx->avg_runtime, ran);
 	if (deadline_mode == DEADLINE_GREEDY) {
-		tctx->svc_ns += ran * WEIGHT_DEFAULT / pol_clamp(p->scx.weight, 1, 10000);
+		tctx->svc_ns += ran * WEIGHT_DEFAULT / weight_of(p, tctx);
 		avg_svc_ns = (avg_svc_ns * 63 + tctx->svc_ns) / 64;
 	}
 }
@@ -176,7 +177,7 @@ static inline void chain_on_sync_wakeup(struct task_struct *p, struct task_ctx *
 	tctx->busy_hop = pol_waited_over(tctx->chain_at, now, slice_max_ns);
 	if (wctx->run_at && time_before(wctx->run_at, now))
 		ran = now - wctx->run_at;
-	tctx->vtime = pol_vtime_on_handoff(tctx->vtime, wctx->vtime, ran, waker->scx.weight,
+	tctx->vtime = pol_vtime_on_handoff(tctx->vtime, wctx->vtime, ran, weight_of(waker, wctx),
 					   llcs[d].vclock, lag_max_ns());
 }
 
@@ -203,7 +204,7 @@ static inline void vclock_on_running(struct task_ctx *tctx, s32 cpu)
  */
 static inline void note_heavy(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now)
 {
-	u64 w = p->scx.weight;
+	u64 w = weight_of(p, tctx);
 	struct llc_ctx *l;
 	u32 d;
 
@@ -254,7 +255,7 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	 */
 	tctx->lat_cri = tctx->busy_hop ? 1 : pol_lat_cri(wake, waker);
 	if (deadline_mode == DEADLINE_GREEDY)
-		return pol_greedy_offset(tctx->avg_runtime, p->scx.weight, tctx->lat_cri, slice_min_ns,
+		return pol_greedy_offset(tctx->avg_runtime, weight_of(p, tctx), tctx->lat_cri, slice_min_ns,
 					 slice_max_ns, tctx->svc_ns, avg_svc_ns);
 	/*
 	 * The lag scales the offset before the cap, not after: capped first, a task of a
@@ -264,7 +265,7 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	 */
 	d = domain_of_cpu(task_home_cpu(p));
 	offset = pol_deadline_offset(tctx->avg_runtime,
-				     pol_offset_weight(p->scx.weight, heaviest_in(d, now)),
+				     pol_offset_weight(weight_of(p, tctx), heaviest_in(d, now)),
 				     tctx->lat_cri, slice_min_ns, slice_max_ns, 4 * offset_cap_ns());
 	return pol_offset_with_lag(offset, tctx->vtime, llcs[d].vclock, lag_max_ns(),
 				   offset_cap_ns());

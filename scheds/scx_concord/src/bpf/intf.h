@@ -43,6 +43,21 @@ enum concord_consts {
 	 * light task's turn below slice_min (pol_light_turn()).
 	 */
 	SLICE_FLOOR_US		= 50,
+
+	/*
+	 * cgroups with a node of their own (weights.bpf.h; a cgroup past it weighs as if its
+	 * tasks were in its parent), how deep a cgroup's weight is followed up, and the fixed
+	 * point of a hierarchical share (1 = the whole machine).
+	 */
+	MAX_CGROUPS		= 16384,
+	CG_MAX_DEPTH		= 16,
+	CG_SHARE_SHIFT		= 20,
+};
+
+/* --cgroup-weights: whether cpu.weight shares CPU between sibling cgroups. */
+enum cgroup_weights_mode {
+	CGROUP_WEIGHTS_HIERARCHICAL	= 0,
+	CGROUP_WEIGHTS_IGNORE		= 1,
 };
 
 /* --queue: where tasks that may run on several CPUs wait. */
@@ -145,6 +160,8 @@ struct policy_probe_args {
 				 * slice_max) */
 	u64 handoff_verdict;	/* handoff_verdict(ran = wait_ns, runnable = nr_waiting & 1,
 				 * slice_min): 0 pending, 1 yes, 2 no */
+	u64 share;		/* share(x = vtime, part = weight, whole = heaviest) */
+	u64 cgroup_weight;	/* cgroup_weight(hw = vtime, total = vclock) */
 };
 
 /*

@@ -103,6 +103,12 @@
  * sched_ext, so the short slice of a light task is ended by a timer pinned to its CPU
  * (slices.bpf.h); every task still gets a turn within the wait bound.
  *
+ * cgroups: cpu.weight shares CPU between sibling cgroups, nested, as the kernel's fair class
+ * shares it (--cgroup-weights hierarchical, weights.bpf.h). Not through a tree of queues, which
+ * would put pinned tasks back behind others and hide waits from the bound, but through the
+ * weight above: a task weighs its hierarchical share of the machine times the nice weights of
+ * all runnable tasks, and everything weights act on (offsets, turns, vtime) uses that.
+ *
  * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
  * greedy penalty / latency criticality, no wait cap): with `--pinned-queue shared` it
  * reproduces the outage in the lab; it is not for production.
@@ -117,7 +123,8 @@
  * on 2 LLCs x 2 for good. CPU hotplug makes the kernel restart us with the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
- * live in files named for them: deadline.bpf.h (latency criticality, service lag, offsets),
+ * live in files named for them: weights.bpf.h (nice and cgroup weights), deadline.bpf.h
+ * (latency criticality, service lag, offsets),
  * wait_bound.bpf.h (urgency and the order of queue heads), queues.bpf.h (which queue a task
  * waits in, peeking heads, pulls from other LLCs), slices.bpf.h (slice timers), idle.bpf.h
  * (idle CPUs and kicks), preempt.bpf.h (wake-up preemption), balance.bpf.h (LLC load balance)
@@ -125,6 +132,7 @@
  */
 #include "concord.bpf.h"
 #include "queues.bpf.h"
+#include "weights.bpf.h"
 #include "deadline.bpf.h"
 #include "wait_bound.bpf.h"
 #include "slices.bpf.h"
@@ -185,15 +193,16 @@ static __always_inline u64 place_task(struct task_ctx *tctx, u32 kind, u64 deadl
  * than the heaviest about (pol_turn with its offset weight: its offset is at the cap sooner),
  * and whether it needs a slice timer (pol_timer_needed) in *@timer.
  */
-static __always_inline u64 turn_on(struct task_struct *p, s32 cpu, u64 now, u32 *timer)
+static __always_inline u64 turn_on(struct task_struct *p, struct task_ctx *tctx, s32 cpu, u64 now,
+				   u32 *timer)
 {
 	u64 nr_pinned = pinned_mode == PINNED_PER_CPU ? nr_queued(pinned_dsq(cpu)) : 0;
 	u64 nr_shared = nr_queued(shared_dsq(cpu));
 	u32 d = domain_of_cpu(cpu), cpus = domain_cpus[d];
-	u64 w = pol_offset_weight(p->scx.weight, heaviest_in(d, now));
+	u64 own = weight_of(p, tctx), w = pol_offset_weight(own, heaviest_in(d, now));
 
 	*timer = pol_timer_needed(nr_pinned, nr_shared, cpus, w, tick_ns, urgent_wait_ns());
-	return pol_turn(pol_slice(nr_pinned, nr_shared, cpus, p->scx.weight, slice_min_ns,
+	return pol_turn(pol_slice(nr_pinned, nr_shared, cpus, own, slice_min_ns,
 				  slice_max_ns), w, offset_cap_ns());
 }
 
@@ -206,7 +215,7 @@ static __always_inline u64 place_for_turn(struct task_struct *p, struct task_ctx
 					  u32 kind, u64 *deadline, u64 now)
 {
 	u32 timer;
-	u64 slice = turn_on(p, cpu, now, &timer);
+	u64 slice = turn_on(p, tctx, cpu, now, &timer);
 
 	*deadline = place_task(tctx, kind, *deadline, now);
 	tctx->slice_timer = timer;
@@ -412,6 +421,8 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_dsq_insert(p, DSQ_STALL, slice_max_ns, enq_flags);
 		return;
 	}
+	/* what it weighs with the cgroups active now (weights.bpf.h) */
+	tctx->weight = weight_now(p, tctx);
 	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
 	/* A higher class took the CPU (cpu_release): the wait goes on where it began. */
 	if (enq_flags & SCX_ENQ_REENQ)
@@ -523,7 +534,7 @@ static __always_inline bool keep_prev_first(s32 cpu, struct task_struct *prev,
 	if (!cctx || !time_before(now + cctx->running_offset, head->deadline) ||
 	    !time_before(task_deadline(prev, pctx, now, false), head->deadline))
 		return false;
-	turn = turn_on(prev, cpu, now, &timer);
+	turn = turn_on(prev, pctx, cpu, now, &timer);
 	prev->scx.slice = turn;
 	/* (turn_on's timer already covers every task lighter than the heaviest about) */
 	if (timer)
@@ -678,8 +689,9 @@ static __always_inline void take_yield_turn(struct task_struct *p, struct task_c
 }
 
 /*
- * ops.runnable - @p became runnable (SCX_ENQ_WAKEUP: it woke up). Its wait starts now, and a
- * wake-up updates its wake frequency, and its waker's, for its latency criticality.
+ * ops.runnable - @p became runnable (SCX_ENQ_WAKEUP: it woke up). Its wait starts now, a
+ * wake-up updates its wake frequency, and its waker's, for its latency criticality, and it
+ * counts as runnable in its cgroup (weights.bpf.h).
  */
 void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 {
@@ -691,6 +703,19 @@ void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 	tctx->ready_at = now;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		lat_cri_on_wakeup(p, tctx, now);
+	weight_on_runnable(p, tctx);
+}
+
+/*
+ * ops.quiescent - @p is no longer runnable (it sleeps, exits, or leaves for a moment while its
+ * cgroup, policy or nice changes): it stops counting in its cgroup.
+ */
+void BPF_STRUCT_OPS(concord_quiescent, struct task_struct *p, u64 deq_flags)
+{
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (tctx)
+		weight_on_quiescent(tctx);
 }
 
 /*
@@ -733,7 +758,7 @@ void BPF_STRUCT_OPS(concord_running, struct task_struct *p)
 		++cctx->run_seq;
 		take_yield_turn(p, tctx, cctx);
 		tctx->run_turn = p->scx.slice;
-		if (tctx->slice_timer || tctx->yield_turn || p->scx.weight < WEIGHT_DEFAULT)
+		if (tctx->slice_timer || tctx->yield_turn || weight_of(p, tctx) < WEIGHT_DEFAULT)
 			arm_slice_timer(p, cpu, cctx->run_seq, tctx->avg_runtime);
 	}
 	record_wait(p, tctx, now, cpu);
@@ -842,7 +867,78 @@ s32 BPF_STRUCT_OPS(concord_init_task, struct task_struct *p, struct scx_init_tas
 		return -ENOMEM;
 	/* Start as a typical non-critical task: half a slice per run, no wake-up history. */
 	tctx->avg_runtime = slice_max_ns / 2;
+	tctx->cgid = cgroup_id_of(args->cgroup);
 	return 0;
+}
+
+/*
+ * ops.cgroup_init - cgroup @cgrp gets the cpu controller (at attach for those that have it, in
+ * parents' order): its node, with its cpu.weight, under its parent's. Returns 0 even when
+ * the node map is full: the cgroup's tasks then weigh as if they were in its parent.
+ */
+s32 BPF_STRUCT_OPS(concord_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_init_args *args)
+{
+	struct cg_node n = { .weight = args->weight };
+	u64 cgid = cgroup_id_of(cgrp);
+
+	if (cgrp->level > 0) {
+		struct cgroup *parent = bpf_cgroup_ancestor(cgrp, cgrp->level - 1);
+
+		if (parent) {
+			n.parent = cgroup_id_of(parent);
+			bpf_cgroup_release(parent);
+		}
+	} else {
+		cg_root_id = cgid;
+	}
+	if (bpf_map_update_elem(&cg_nodes, &cgid, &n, BPF_NOEXIST))
+		__sync_fetch_and_add(&cg_untracked, 1);
+	return 0;
+}
+
+/* ops.cgroup_exit - @cgrp is gone (it had no tasks left): so is its node. */
+void BPF_STRUCT_OPS(concord_cgroup_exit, struct cgroup *cgrp)
+{
+	u64 cgid = cgroup_id_of(cgrp);
+
+	bpf_map_delete_elem(&cg_nodes, &cgid);
+}
+
+/*
+ * ops.cgroup_set_weight - cpu.weight of @cgrp changed: an active cgroup's share among its
+ * siblings changes at once.
+ */
+void BPF_STRUCT_OPS(concord_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
+{
+	u64 cgid = cgroup_id_of(cgrp), parent;
+	struct cg_node *n = bpf_map_lookup_elem(&cg_nodes, &cgid);
+	s64 delta = 0;
+
+	if (!n)
+		return;
+	bpf_spin_lock(&n->lock);
+	n->weight = weight;
+	if (n->nr_active > 0) {
+		delta = (s64)weight - (s64)n->contrib;
+		n->contrib = weight;
+	}
+	parent = n->parent;
+	bpf_spin_unlock(&n->lock);
+	if (delta && parent)
+		cg_add_weight(parent, delta);
+}
+
+/*
+ * ops.cgroup_move - @p moves from cgroup @from to @to. The kernel takes a runnable task off
+ * (ops.quiescent, where it stops counting in @from) and puts it back (ops.runnable, in @to).
+ */
+void BPF_STRUCT_OPS(concord_cgroup_move, struct task_struct *p, struct cgroup *from,
+		    struct cgroup *to)
+{
+	struct task_ctx *tctx = task_ctx(p);
+
+	if (tctx)
+		tctx->cgid = cgroup_id_of(to);
 }
 
 /*
@@ -938,6 +1034,8 @@ int policy_probe_lag(struct policy_probe_args *a)
 	a->offset_weight = pol_offset_weight(a->weight, a->heaviest);
 	a->yield_behind = pol_yield_behind(a->vtime, a->vclock, a->vclock + a->wait_ns, slice_max_ns);
 	a->handoff_verdict = pol_handoff_verdict(a->wait_ns, a->nr_waiting & 1, slice_min_ns);
+	a->share = pol_share(a->vtime, a->weight, a->heaviest);
+	a->cgroup_weight = pol_cgroup_weight(a->vtime, a->vclock);
 	return 0;
 }
 
@@ -969,12 +1067,17 @@ SCX_OPS_DEFINE(concord_ops,
 	       .dispatch		= (void *)concord_dispatch,
 	       .tick			= (void *)concord_tick,
 	       .runnable		= (void *)concord_runnable,
+	       .quiescent		= (void *)concord_quiescent,
 	       .running			= (void *)concord_running,
 	       .stopping		= (void *)concord_stopping,
 	       .yield			= (void *)concord_yield,
 	       .cpu_release		= (void *)concord_cpu_release,
 	       .enable			= (void *)concord_enable,
 	       .init_task		= (void *)concord_init_task,
+	       .cgroup_init		= (void *)concord_cgroup_init,
+	       .cgroup_exit		= (void *)concord_cgroup_exit,
+	       .cgroup_set_weight	= (void *)concord_cgroup_set_weight,
+	       .cgroup_move		= (void *)concord_cgroup_move,
 	       .init			= (void *)concord_init,
 	       .exit			= (void *)concord_exit,
 	       .timeout_ms		= 5000,

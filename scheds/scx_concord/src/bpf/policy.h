@@ -23,7 +23,9 @@
  *     tick-long turns of everyone waiting would pass the urgent half of the bound;
  *   - a preemption scan looks at most SCAN_MAX distinct CPUs of its domain, always the
  *     SCAN_NEAR nearest, and consecutive scans from one CPU of a domain of n CPUs see all of
- *     them within ceil((n - SCAN_NEAR) / (SCAN_MAX - SCAN_NEAR)) scans.
+ *     them within ceil((n - SCAN_NEAR) / (SCAN_MAX - SCAN_NEAR)) scans;
+ *   - a share of a share is at most the first, and a task's cgroup weight is in [1, 10000]
+ *     and is the nice weights' total for a task that has the whole machine.
  */
 #ifndef __CONCORD_POLICY_H
 #define __CONCORD_POLICY_H
@@ -428,6 +430,31 @@ static inline u32 pol_scan_pos(u32 n, u32 i, u64 far_from)
 		return i;
 	far = n - SCAN_NEAR;
 	return SCAN_NEAR + ((u32)(far_from % far) + (i - SCAN_NEAR)) % far;
+}
+
+/*
+ * @x scaled by @part / @whole (a hierarchical share, fixed point CG_SHARE_SHIFT), at most @x:
+ * a part counted before the whole caught up with it (cgroup sums race) is the whole.
+ */
+static inline u64 pol_share(u64 x, u64 part, u64 whole)
+{
+	if (!whole || part >= whole)
+		return x;
+	return pol_clamp(x, 0, 1ULL << 40) * part / whole;
+}
+
+/*
+ * The weight of a task whose hierarchical share of the machine is @hw (fixed point
+ * CG_SHARE_SHIFT) among runnable tasks whose nice weights sum to @total: its share of the
+ * total, so that weights keep nice 0's scale on average, rounded to the nearest (rounded down,
+ * a nice-0 task alone in a crowded cgroup lost a unit to the fixed point). Between 1 and
+ * 10000, the task weights' range.
+ */
+static inline u64 pol_cgroup_weight(u64 hw, u64 total)
+{
+	u64 w = pol_clamp(hw, 0, 1ULL << CG_SHARE_SHIFT) * pol_clamp(total, 0, 1ULL << 40);
+
+	return pol_clamp((w + (1ULL << (CG_SHARE_SHIFT - 1))) >> CG_SHARE_SHIFT, 1, 10000);
 }
 
 /* Histogram bucket of a wait: 2^WAIT_SUB_BITS sub-buckets per power of two microseconds. */
