@@ -57,9 +57,9 @@ pub enum CgroupWeights {
 #[command(version = crate::FULL_VERSION.as_str(), args_override_self = true)]
 pub struct Opts {
     /// Read options from a TOML file: the flags' names without the dashes, typed as the flags
-    /// are, e.g. `pinned-queue = "per-cpu"`, `max-wait-ms = 40`, `verbose = true`. Flags on
-    /// the command line win over the file; an unknown key or a bad value is refused with the
-    /// file's line.
+    /// are, e.g. `pinned-queue = "per-cpu"`, `max-wait-ms = 40`, `verbose = true`, and
+    /// per-workload rules as `[[rule]]` tables (docs/design.md). Flags on the command line win
+    /// over the file; an unknown key or a bad value is refused with the file's line.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
 
@@ -154,6 +154,10 @@ pub struct Opts {
     /// Verbose output, including libbpf messages.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Per-workload rules: the --config file's [[rule]] tables (src/rules.rs, docs/design.md).
+    #[arg(skip)]
+    pub rules: Vec<crate::rules::Rule>,
 }
 
 impl Opts {
@@ -209,6 +213,7 @@ impl Opts {
         if self.debug_error_after_ms == Some(0) {
             bail!("--debug-error-after-ms must be at least 1");
         }
+        crate::rules::validate(&self.rules, self.slice_max_us)?;
         if let Some(c) = &self.debug_stall_comm {
             let max = bpf_intf::concord_consts_STALL_COMM_LEN as usize - 1;
             if c.is_empty() || c.len() > max || c.contains('\0') {
@@ -263,6 +268,7 @@ struct FileConfig {
     exit_dump_len: Option<u32>,
     verbose: Option<bool>,
     partial: Option<bool>,
+    rule: Option<Vec<crate::rules::Rule>>,
 }
 
 impl FileConfig {
@@ -317,6 +323,9 @@ impl FileConfig {
             )*};
         }
         set_some!(stats, stats_group);
+        if let Some(r) = &self.rule {
+            opts.rules = r.clone();
+        }
     }
 }
 
@@ -349,7 +358,7 @@ pub fn parse_opts(argv: Vec<OsString>) -> Result<Opts> {
     file.apply(&mut alone, |_| false);
     alone
         .validate()
-        .map_err(|e| anyhow!("--config {}: {e}", path.display()))?;
+        .map_err(|e| anyhow!("--config {}: {e:#}", path.display()))?;
     file.apply(&mut opts, |id| {
         matches.value_source(id) == Some(ValueSource::CommandLine)
     });
@@ -414,12 +423,27 @@ mod tests {
             ),
             ("max-wait-ms = 0\n", "--max-wait-ms must be at least 1"),
             ("bogus = 1\n", "line 1: unknown field `bogus`"),
+            (
+                "[[rule]]\nname = \"x\"\nmatch = { exe = \"/a\" }\n",
+                "line 3: unknown field `exe`",
+            ),
+            (
+                "[[rule]]\nname = \"x\"\nmatch = { comm = \"a\" }\nslice-us = 99999\n",
+                "rule 1 (\"x\"): slice-us 99999",
+            ),
             ("queue = [1]\n", "line 1: wanted string"),
             ("queue = \n", "line 1"),
         ] {
             let e = with_config(bad, &[]).expect_err(bad).to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
+        let o = with_config(
+            "[[rule]]\nname = \"erlang\"\nmatch = { pcomm = \"beam.smp\" }\nclass = \"latency\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(o.rules.len(), 1);
+        assert_eq!(o.rules[0].class, crate::rules::Class::Latency);
         let missing = parse_opts(vec![
             "scx_concord".into(),
             "--config".into(),

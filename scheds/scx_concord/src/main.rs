@@ -9,6 +9,7 @@ pub use bpf_skel::*;
 pub mod bpf_intf;
 mod policy;
 mod probe;
+mod rules;
 mod scheduler;
 mod stats;
 

@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{CgroupWeights, DeadlineMode, Opts, PinnedMode, QueueMode};
+use crate::rules::{self, Rule};
 use crate::stats::{self, Snapshot};
 use crate::{bpf_intf, domains, BpfSkel, BpfSkelBuilder, SCHEDULER_NAME};
 use concord_common::sched::CONCORD_STATS_SOCKET;
+use std::collections::HashMap;
 
 /// Refuse clearly when the kernel cannot take us.
 pub fn check_kernel() -> Result<()> {
@@ -48,6 +50,38 @@ pub struct Scheduler<'a> {
     struct_ops: Option<libbpf_rs::Link>,
     stats_server: Option<StatsServer<u64, Snapshot>>,
     windows: stats::WaitWindows,
+    rules: Vec<Rule>,
+    /// The cgroup v2 root the rules' cgroup matchers are resolved under, and what was last
+    /// written to the BPF side (cgroup id -> rules bits).
+    cg_root: Option<std::path::PathBuf>,
+    cg_bits: HashMap<u64, u32>,
+}
+
+/// Bring the BPF side's cgroup marks (`cg_rule_bits`) to `want`; returns whether any changed
+/// (the tasks must then be matched again: rules_gen).
+fn sync_cgroup_bits(
+    map: &impl libbpf_rs::MapCore,
+    have: &mut HashMap<u64, u32>,
+    want: HashMap<u64, u32>,
+) -> bool {
+    let mut changed = false;
+    for (id, bits) in &want {
+        if have.get(id) != Some(bits) {
+            // A full map leaves the cgroup unmarked: its tasks match as if it were not named.
+            let _ = map.update(
+                &id.to_ne_bytes(),
+                &bits.to_ne_bytes(),
+                libbpf_rs::MapFlags::ANY,
+            );
+            changed = true;
+        }
+    }
+    for id in have.keys().filter(|id| !want.contains_key(id)) {
+        let _ = map.delete(&id.to_ne_bytes());
+        changed = true;
+    }
+    *have = want;
+    changed
 }
 
 pub fn open_and_load<'a>(
@@ -108,6 +142,14 @@ pub fn open_and_load_on<'a>(
         CgroupWeights::Hierarchical => bpf_intf::cgroup_weights_mode_CGROUP_WEIGHTS_HIERARCHICAL,
         CgroupWeights::Ignore => bpf_intf::cgroup_weights_mode_CGROUP_WEIGHTS_IGNORE,
     };
+    for (dst, r) in rodata.rules.iter_mut().zip(&opts.rules) {
+        // SAFETY: the skeleton's type and bindgen's are the same C struct (intf.h), plain
+        // integers and byte arrays; transmute checks that their sizes agree.
+        *dst = unsafe {
+            std::mem::transmute::<bpf_intf::rule, crate::bpf_skel::types::rule>(r.to_bpf())
+        };
+    }
+    rodata.nr_rules = opts.rules.len().min(crate::rules::MAX_RULES) as u32;
     rodata.slice_max_ns = opts.slice_max_us * 1000;
     rodata.slice_min_ns = opts.slice_min_us * 1000;
     rodata.max_wait_ns = opts.max_wait_ms * 1_000_000;
@@ -175,6 +217,24 @@ pub fn open_and_load_on<'a>(
 impl<'a> Scheduler<'a> {
     pub fn init(opts: &Opts, open_object: &'a mut MaybeUninit<OpenObject>) -> Result<Self> {
         let mut skel = open_and_load(opts, open_object)?;
+        // The rules' cgroups are marked before attach, so tasks match from their first wake-up.
+        let cg_root = match opts.rules.iter().find(|r| r.matches.cgroup.is_some()) {
+            Some(r) => Some(rules::cgroup2_root().with_context(|| {
+                format!(
+                    "rule {:?} matches a cgroup path, but no cgroup v2 hierarchy is mounted",
+                    r.name
+                )
+            })?),
+            None => None,
+        };
+        let mut cg_bits = HashMap::new();
+        if let Some(root) = &cg_root {
+            sync_cgroup_bits(
+                &skel.maps.cg_rule_bits,
+                &mut cg_bits,
+                rules::cgroup_bits(root, &opts.rules),
+            );
+        }
         let struct_ops = Some(scx_ops_attach!(skel, concord_ops)?);
         // Waits measured while the kernel switched every task over (it runs them in bypass
         // mode for tens of ms under TCG) are the kernel's, not our decisions: start counting
@@ -186,6 +246,7 @@ impl<'a> Scheduler<'a> {
         bss.wait_max_cpu = [0; stats::NR_KINDS];
         bss.wait_max_nr_cpus = [0; stats::NR_KINDS];
         stats::reset_counters(&skel.maps.counters)?;
+        stats::reset_rule_counters(&skel.maps.rule_counters)?;
         // The stats socket (and the directories created for it) is root's alone: only root
         // may watch the scheduler. The umask is process-wide, so it is set around the bind only.
         // SAFETY: umask(2) has no preconditions.
@@ -204,7 +265,26 @@ impl<'a> Scheduler<'a> {
             struct_ops,
             stats_server,
             windows: stats::WaitWindows::default(),
+            rules: opts.rules.clone(),
+            cg_root,
+            cg_bits,
         })
+    }
+
+    /// cgroups come and go (a service restarted gets a new one): mark the rules' cgroups again,
+    /// and have every task matched again when the marks changed.
+    fn refresh_cgroup_rules(&mut self) {
+        let Some(root) = &self.cg_root else {
+            return;
+        };
+        let want = rules::cgroup_bits(root, &self.rules);
+        if sync_cgroup_bits(&self.skel.maps.cg_rule_bits, &mut self.cg_bits, want) {
+            let bss = self.skel.maps.bss_data.as_mut().unwrap();
+            // SAFETY: the field lives in the mmapped .bss for the skeleton's lifetime and is
+            // 8-byte aligned; BPF only reads it.
+            unsafe { AtomicU64::from_ptr(&mut bss.rules_gen as *mut u64) }
+                .fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// A snapshot for a client whose previous one was `since` (0: none).
@@ -219,8 +299,12 @@ impl<'a> Scheduler<'a> {
         let seq = self.windows.close(taken);
         let win_ns = self.windows.since(since).unwrap_or(bss.wait_max_ns);
         let summed = stats::sum_counters(&self.skel.maps.counters);
+        let rules = stats::sum_rule_counters(&self.skel.maps.rule_counters, &self.rules);
         let bss = self.skel.maps.bss_data.as_ref().unwrap();
         Snapshot {
+            rules,
+            at: std::time::Instant::now(),
+            nr_cpus: *NR_CPU_IDS as u64,
             seq,
             win_ns,
             stats: summed.stats,
@@ -235,12 +319,18 @@ impl<'a> Scheduler<'a> {
     pub fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
         let (res_ch, req_ch) = self.stats_server.as_ref().unwrap().channels();
         // Each wake-up of this loop is CPU taken from the tasks we schedule; once a second (as
-        // scx_bpfland) is soon enough to notice Ctrl-C or the kernel's exit.
+        // scx_bpfland) is soon enough to notice Ctrl-C or the kernel's exit, and a new cgroup
+        // for a rule.
+        let mut refreshed = std::time::Instant::now();
         while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
             match req_ch.recv_timeout(Duration::from_secs(1)) {
                 Ok(since) => res_ch.send(self.snapshot(since))?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => Err(e)?,
+            }
+            if refreshed.elapsed() >= Duration::from_secs(1) {
+                self.refresh_cgroup_rules();
+                refreshed = std::time::Instant::now();
             }
         }
         let _ = self.struct_ops.take();

@@ -32,6 +32,91 @@ pub struct Snapshot {
     pub seq: u64,
     /// Exact longest wait of each kind since the requester's previous snapshot.
     pub win_ns: [u64; NR_KINDS],
+    /// Each rule's counters, in the file's order.
+    pub rules: Vec<RuleSnap>,
+    /// When it was taken, and the CPUs a rule's CPU share is of.
+    pub at: std::time::Instant,
+    pub nr_cpus: u64,
+}
+
+/// A rule's counters, every CPU's added up (max for the longest wait).
+#[derive(Clone, Debug)]
+pub struct RuleSnap {
+    pub name: String,
+    pub matched: u64,
+    pub run_ns: u64,
+    pub wait_max_ns: u64,
+    pub hist: [u64; NR_BUCKETS],
+}
+
+/// Every rule's per-CPU counters (the BPF `rule_counters` map) added up.
+pub fn sum_rule_counters(
+    map: &impl libbpf_rs::MapCore,
+    rules: &[crate::rules::Rule],
+) -> Vec<RuleSnap> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut s = RuleSnap {
+                name: r.name.clone(),
+                matched: 0,
+                run_ns: 0,
+                wait_max_ns: 0,
+                hist: [0; NR_BUCKETS],
+            };
+            let per_cpu = map
+                .lookup_percpu(&(i as u32).to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            for bytes in per_cpu {
+                if bytes.len() < std::mem::size_of::<bpf_intf::rule_counters>() {
+                    continue;
+                }
+                // SAFETY: length checked; plain u64s; read_unaligned as in sum_counters.
+                let c: bpf_intf::rule_counters = unsafe {
+                    std::ptr::read_unaligned(bytes.as_ptr() as *const bpf_intf::rule_counters)
+                };
+                s.matched += c.matched;
+                s.run_ns += c.run_ns;
+                s.wait_max_ns = s.wait_max_ns.max(c.wait_max_ns);
+                for (a, b) in s.hist.iter_mut().zip(c.wait_hist) {
+                    *a += b;
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// Zero every rule's counters (at attach, as reset_counters).
+pub fn reset_rule_counters(map: &impl libbpf_rs::MapCore) -> Result<()> {
+    let size = std::mem::size_of::<bpf_intf::rule_counters>();
+    let nr = libbpf_rs::num_possible_cpus()?;
+    for i in 0..bpf_intf::concord_consts_MAX_RULES {
+        map.update_percpu(
+            &i.to_ne_bytes(),
+            &vec![vec![0u8; size]; nr],
+            libbpf_rs::MapFlags::ANY,
+        )?;
+    }
+    Ok(())
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+pub struct RuleMetrics {
+    #[stat(desc = "Tasks that came to match the rule in the interval")]
+    pub matched: u64,
+    #[stat(desc = "Share of all CPUs its tasks used in the interval (%)")]
+    pub cpu_pct: f64,
+    #[stat(desc = "Waits (runnable to running) of its tasks in the interval")]
+    pub waits: u64,
+    #[stat(desc = "p99 wait of its tasks in the interval (us, bucket upper bound)")]
+    pub wait_p99_us: f64,
+    #[stat(desc = "Exact longest wait of its tasks since attaching (us)")]
+    pub wait_max_since_start_us: f64,
 }
 
 /// Every CPU's copy of the counters (the BPF `counters` per-CPU array) added up. A CPU whose
@@ -130,6 +215,9 @@ impl Default for Snapshot {
             max_nr_cpus: [0; NR_KINDS],
             seq: 0,
             win_ns: [0; NR_KINDS],
+            rules: Vec::new(),
+            at: std::time::Instant::now(),
+            nr_cpus: 1,
         }
     }
 }
@@ -262,6 +350,8 @@ pub struct Metrics {
     pub shared_wait_max_cpu: u64,
     #[stat(desc = "How many CPUs that task was allowed to run on")]
     pub shared_wait_max_nr_cpus: u64,
+    #[stat(desc = "Per rule of the --config file, by its name")]
+    pub rules: std::collections::BTreeMap<String, RuleMetrics>,
 }
 
 /// (count, p99 upper bound in us, max upper bound in us) of a histogram.
@@ -350,7 +440,38 @@ impl Metrics {
             shared_wait_max_pid: cur.max_pid[bpf_intf::queue_kind_QK_SHARED as usize],
             shared_wait_max_cpu: cur.max_cpu[bpf_intf::queue_kind_QK_SHARED as usize],
             shared_wait_max_nr_cpus: cur.max_nr_cpus[bpf_intf::queue_kind_QK_SHARED as usize],
+            rules: Self::rules_between(prev, cur),
         }
+    }
+
+    fn rules_between(
+        prev: &Snapshot,
+        cur: &Snapshot,
+    ) -> std::collections::BTreeMap<String, RuleMetrics> {
+        let span_ns = cur.at.saturating_duration_since(prev.at).as_nanos() as f64;
+        cur.rules
+            .iter()
+            .map(|r| {
+                let p = prev.rules.iter().find(|p| p.name == r.name);
+                let h: Vec<u64> = (0..NR_BUCKETS)
+                    .map(|b| r.hist[b].wrapping_sub(p.map_or(0, |p| p.hist[b])))
+                    .collect();
+                let (waits, p99, _) = hist_summary(&h);
+                let ran = r.run_ns.wrapping_sub(p.map_or(0, |p| p.run_ns)) as f64;
+                let m = RuleMetrics {
+                    matched: r.matched.wrapping_sub(p.map_or(0, |p| p.matched)),
+                    cpu_pct: if span_ns > 0.0 {
+                        100.0 * ran / (span_ns * cur.nr_cpus.max(1) as f64)
+                    } else {
+                        0.0
+                    },
+                    waits,
+                    wait_p99_us: p99,
+                    wait_max_since_start_us: r.wait_max_ns as f64 / 1000.0,
+                };
+                (r.name.clone(), m)
+            })
+            .collect()
     }
 
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
@@ -398,6 +519,13 @@ impl Metrics {
             self.shared_wait_max_since_start_us,
             self.direct_wait_max_since_start_us
         )?;
+        for (name, r) in &self.rules {
+            writeln!(
+                w,
+                "[concord] rule {name}: matched {} cpu {:.1}% waits {} p99 {:.0} us max since start {:.0} us",
+                r.matched, r.cpu_pct, r.waits, r.wait_p99_us, r.wait_max_since_start_us
+            )?;
+        }
         Ok(())
     }
 }
@@ -418,6 +546,7 @@ pub fn server_data() -> StatsServerData<u64, Snapshot> {
         Ok(read)
     });
     StatsServerData::new()
+        .add_meta(RuleMetrics::meta())
         .add_meta(Metrics::meta())
         .add_ops("top", StatsOps { open, close: None })
 }
@@ -463,6 +592,22 @@ pub fn openmetrics(m: &Metrics) -> Result<String> {
             .replace('\n', " ");
         s += &format!("# TYPE {name} gauge\n# HELP {name} {help}\n{name} {v}\n");
     }
+    // Per rule: one family per figure, the rule's name as a label.
+    for (field, f) in &RuleMetrics::meta().fields {
+        if m.rules.is_empty() {
+            break;
+        }
+        let name = format!("scx_concord_rule_{field}");
+        let help = f.attrs.desc.as_deref().unwrap_or("").replace('\n', " ");
+        s += &format!("# TYPE {name} gauge\n# HELP {name} {help}\n");
+        for (rule, r) in &m.rules {
+            let v = serde_json::to_value(r)?
+                .get(field)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0);
+            s += &format!("{name}{{rule=\"{rule}\"}} {v}\n");
+        }
+    }
     s += "# EOF\n";
     Ok(s)
 }
@@ -479,8 +624,29 @@ mod tests {
             ..Default::default()
         };
         let text = openmetrics(&m).unwrap();
+        // every field but the per-rule map, which has no rules here
         let fields = Metrics::meta().fields;
-        assert_eq!(text.matches("# TYPE ").count(), fields.len(), "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), fields.len() - 1, "{text}");
+        assert!(!text.contains("scx_concord_rule_"), "{text}");
+        // With a rule, each of its figures is a family labelled by the rule's name.
+        let mut m = m;
+        m.rules.insert(
+            "erlang".into(),
+            RuleMetrics {
+                wait_p99_us: 250.0,
+                ..Default::default()
+            },
+        );
+        let text = openmetrics(&m).unwrap();
+        assert_eq!(
+            text.matches("# TYPE ").count(),
+            fields.len() - 1 + RuleMetrics::meta().fields.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nscx_concord_rule_wait_p99_us{rule=\"erlang\"} 250\n"),
+            "{text}"
+        );
         assert!(text.contains("\nscx_concord_run_here 7\n"), "{text}");
         assert!(text.contains("\nscx_concord_wait_max_us 12.5\n"), "{text}");
         assert!(
@@ -490,7 +656,7 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         // metric names are [a-zA-Z_:][a-zA-Z0-9_:]*
         for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = l.split(' ').next().unwrap();
+            let name = l.split([' ', '{']).next().unwrap();
             assert!(
                 name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
                 "{l}"

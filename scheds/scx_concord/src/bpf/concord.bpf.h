@@ -147,6 +147,10 @@ struct task_ctx {
 	u64 charged_cgid;	/* the cgroup it is counted runnable in (weights.bpf.h); 0: none */
 	u64 charged_w;		/* the nice weight it is counted with there */
 	u64 weight;		/* what it weighs for the policy (weight_of()); 0: its nice weight */
+	u32 rule;		/* the rule it matched (index + 1; 0: none), rules.bpf.h */
+	u64 rule_sig;		/* what that match looked at (facts_sig()) ... */
+	u64 rule_gen;		/* ... and rules_gen then */
+	u64 rule_run_at;	/* its CPU time counted for its rule up to then (rule_note_run()) */
 };
 
 struct {

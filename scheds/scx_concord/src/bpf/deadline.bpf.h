@@ -10,6 +10,7 @@
 #include "concord.bpf.h"
 #include "queues.bpf.h"
 #include "weights.bpf.h"
+#include "rules.bpf.h"
 
 /* The CPU's preempt count (x86: a per-CPU variable; absent elsewhere, see in_hardirq()). */
 extern const int __preempt_count __ksym __weak;
@@ -253,7 +254,7 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	 * only on the chain's other wake-ups (each restart of a chain, a hop that ran on), which
 	 * kept a token ring's hops more critical than a BEAM thread woken for a request.
 	 */
-	tctx->lat_cri = tctx->busy_hop ? 1 : pol_lat_cri(wake, waker);
+	tctx->lat_cri = rule_lat_cri(tctx, tctx->busy_hop ? 1 : pol_lat_cri(wake, waker));
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_offset(tctx->avg_runtime, weight_of(p, tctx), tctx->lat_cri, slice_min_ns,
 					 slice_max_ns, tctx->svc_ns, avg_svc_ns);

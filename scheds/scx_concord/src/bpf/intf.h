@@ -52,6 +52,66 @@ enum concord_consts {
 	MAX_CGROUPS		= 16384,
 	CG_MAX_DEPTH		= 16,
 	CG_SHARE_SHIFT		= 20,
+
+	/* Rules of the --config file (rules.bpf.h), and a name's length in them (TASK_COMM_LEN). */
+	MAX_RULES		= 16,
+	RULE_COMM_LEN		= 16,
+	/*
+	 * The latency criticality a rule's `latency` class gives at least: a task woken ~1000 times a
+	 * second that wakes others ~250 times (pol_lat_cri()).
+	 */
+	LAT_CRI_LATENCY		= 17,
+};
+
+/* A rule's class: what its tasks get (rules.bpf.h). */
+enum rule_class {
+	RULE_CLASS_NORMAL	= 0,
+	RULE_CLASS_LATENCY	= 1,	/* criticality at least LAT_CRI_LATENCY; may preempt */
+	RULE_CLASS_BATCH	= 2,	/* no criticality, never preempts on wake-up */
+};
+
+/* A rule's may-preempt: its class's choice, or always / never. */
+enum rule_preempt {
+	RULE_PREEMPT_CLASS	= 0,
+	RULE_PREEMPT_YES	= 1,
+	RULE_PREEMPT_NO		= 2,
+};
+
+/*
+ * One rule of the --config file, as src/rules.rs lays it out: a task matches when every
+ * matcher set (len or match_* non-zero) holds; the first matching rule's actions apply.
+ */
+struct rule {
+	u8 comm[RULE_COMM_LEN];		/* the thread's name ... */
+	u8 pcomm[RULE_COMM_LEN];	/* ... and its process's (thread group leader's) */
+	u32 comm_len;			/* bytes of comm compared (0: any name) */
+	u32 comm_prefix;		/* 1: comm is a prefix, else the whole name */
+	u32 pcomm_len;
+	u32 pcomm_prefix;
+	u32 match_cgroup;		/* 1: its cgroup is one user space marked (cg_rule_bits) */
+	u32 match_uid;
+	u32 uid;			/* effective uid */
+	u32 match_gid;
+	u32 gid;			/* effective gid */
+	u32 match_nice;
+	s32 nice_min;
+	s32 nice_max;
+	u32 match_nr_cpus;
+	u32 nr_cpus_min;		/* CPUs it may run on */
+	u32 nr_cpus_max;
+	/* actions */
+	u32 class;			/* enum rule_class */
+	u32 preempt;			/* enum rule_preempt */
+	u32 lat_cri_floor;		/* 0: the class's */
+	u64 slice_ns;			/* its turns at most this (0: the policy's) */
+};
+
+/* Per rule, per CPU (summed by stats.rs). */
+struct rule_counters {
+	u64 matched;			/* tasks that came to match it */
+	u64 run_ns;			/* CPU time its tasks used */
+	u64 wait_max_ns;		/* longest wait of its tasks since attach (per CPU) */
+	u64 wait_hist[NR_WAIT_BUCKETS];	/* their waits, as cpu_counters.wait_hist */
 };
 
 /* --cgroup-weights: whether cpu.weight shares CPU between sibling cgroups. */

@@ -109,6 +109,11 @@
  * weight above: a task weighs its hierarchical share of the machine times the nice weights of
  * all runnable tasks, and everything weights act on (offsets, turns, vtime) uses that.
  *
+ * Rules (rules.bpf.h): the operator's [[rule]] tables match tasks by name, process name,
+ * cgroup, ids, nice and CPU count, and give the first match's class (a criticality floor and
+ * wake-up preemption for `latency`, neither for `batch`), a longest turn, a criticality floor
+ * and may-preempt: all inside the capped offsets and turns, so the bound holds for every rule.
+ *
  * `--deadline greedy` swaps the capped offset for scx_lavd's model of the time (runtime x
  * greedy penalty / latency criticality, no wait cap): with `--pinned-queue shared` it
  * reproduces the outage in the lab; it is not for production.
@@ -123,7 +128,8 @@
  * on 2 LLCs x 2 for good. CPU hotplug makes the kernel restart us with the new topology.
  *
  * The arithmetic lives in policy.h (mirrored and unit-tested in src/policy.rs); the concerns
- * live in files named for them: weights.bpf.h (nice and cgroup weights), deadline.bpf.h
+ * live in files named for them: weights.bpf.h (nice and cgroup weights), rules.bpf.h
+ * (per-workload rules), deadline.bpf.h
  * (latency criticality, service lag, offsets),
  * wait_bound.bpf.h (urgency and the order of queue heads), queues.bpf.h (which queue a task
  * waits in, peeking heads, pulls from other LLCs), slices.bpf.h (slice timers), idle.bpf.h
@@ -133,6 +139,7 @@
 #include "concord.bpf.h"
 #include "queues.bpf.h"
 #include "weights.bpf.h"
+#include "rules.bpf.h"
 #include "deadline.bpf.h"
 #include "wait_bound.bpf.h"
 #include "slices.bpf.h"
@@ -200,10 +207,15 @@ static __always_inline u64 turn_on(struct task_struct *p, struct task_ctx *tctx,
 	u64 nr_shared = nr_queued(shared_dsq(cpu));
 	u32 d = domain_of_cpu(cpu), cpus = domain_cpus[d];
 	u64 own = weight_of(p, tctx), w = pol_offset_weight(own, heaviest_in(d, now));
+	u64 turn, ruled;
 
-	*timer = pol_timer_needed(nr_pinned, nr_shared, cpus, w, tick_ns, urgent_wait_ns());
-	return pol_turn(pol_slice(nr_pinned, nr_shared, cpus, own, slice_min_ns,
-				  slice_max_ns), w, offset_cap_ns());
+	turn = pol_turn(pol_slice(nr_pinned, nr_shared, cpus, own, slice_min_ns, slice_max_ns), w,
+			offset_cap_ns());
+	/* a rule's shorter turn below the tick needs the timer too */
+	ruled = rule_turn(tctx, turn);
+	*timer = pol_timer_needed(nr_pinned, nr_shared, cpus, w, tick_ns, urgent_wait_ns()) ||
+		 (ruled < turn && ruled < tick_ns);
+	return ruled;
 }
 
 /*
@@ -412,6 +424,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	struct task_ctx *tctx = task_ctx(p);
 	u64 now = scx_bpf_now(), deadline;
 	s32 cpu, waker, idle;
+	bool kick;
 
 	if (!tctx) {
 		scx_bpf_error("task %d has no context", p->pid);
@@ -421,7 +434,11 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_dsq_insert(p, DSQ_STALL, slice_max_ns, enq_flags);
 		return;
 	}
-	/* what it weighs with the cgroups active now (weights.bpf.h) */
+	/*
+	 * Its rule, if what rules look at changed since a wake-up (a task that renamed itself
+	 * or moved and never slept since), and what it weighs with the cgroups active now.
+	 */
+	rules_on_runnable(p, tctx);
 	tctx->weight = weight_now(p, tctx);
 	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
 	/* A higher class took the CPU (cpu_release): the wait goes on where it began. */
@@ -433,6 +450,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		stat_inc(STAT_YIELD);
 	}
 	tctx->may_preempt = 0;
+	kick = rule_may_preempt(tctx);
 	waker = tctx->sync_waker_cpu - 1;
 	tctx->sync_waker_cpu = 0;
 
@@ -444,7 +462,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
 		} else {
 			/* (a sync waker on its CPU frees it: sync_waker_frees()) */
-			if ((enq_flags & SCX_ENQ_WAKEUP) && waker != cpu &&
+			if ((enq_flags & SCX_ENQ_WAKEUP) && waker != cpu && kick &&
 			    run_here_now(p, tctx, cpu, deadline, enq_flags, now))
 				return;
 			if ((enq_flags & SCX_ENQ_WAKEUP) &&
@@ -454,7 +472,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 			    !ahead_of_local(p, tctx, cpu, deadline, enq_flags, now))
 				queue_task(p, tctx, cpu, QK_PINNED, deadline, enq_flags, now);
 		}
-		if (!kick_if_idle(cpu, p, enq_flags) && (enq_flags & SCX_ENQ_WAKEUP) &&
+		if (!kick_if_idle(cpu, p, enq_flags) && (enq_flags & SCX_ENQ_WAKEUP) && kick &&
 		    !sync_waker_frees(waker, cpu, true))
 			preempt_for(p, deadline, now);
 		return;
@@ -472,7 +490,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 	if (idle < 0 && (enq_flags & SCX_ENQ_WAKEUP) &&
 	    hand_off_here(p, tctx, waker, cpu, deadline, enq_flags, now))
 		return;
-	if (idle < 0 && (enq_flags & SCX_ENQ_WAKEUP) && !sync_waker_frees(waker, cpu, false)) {
+	if (idle < 0 && (enq_flags & SCX_ENQ_WAKEUP) && kick && !sync_waker_frees(waker, cpu, false)) {
 		if (run_here_now(p, tctx, cpu, deadline, enq_flags, now))
 			return;
 		queue_task(p, tctx, cpu, QK_SHARED, deadline, enq_flags, now);
@@ -642,6 +660,11 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	rekick_late(cpu, now);
 	if (cctx)
 		note_busier_llc(cpu, cctx);
+	/* a task alone on its CPU is never queued again: its rule is looked at here */
+	if (tctx) {
+		rule_note_run(tctx, now);
+		rules_on_runnable(p, tctx);
+	}
 
 	/* Let every task run at least the minimum slice before a tick takes the CPU. */
 	if (!tctx || !tctx->run_at || now - tctx->run_at < slice_min_ns)
@@ -703,6 +726,7 @@ void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 	tctx->ready_at = now;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		lat_cri_on_wakeup(p, tctx, now);
+	rules_on_runnable(p, tctx);
 	weight_on_runnable(p, tctx);
 }
 
@@ -793,6 +817,7 @@ void BPF_STRUCT_OPS(concord_stopping, struct task_struct *p, bool runnable)
 	tctx->keep_place = deadline_mode == DEADLINE_CAPPED && runnable && !tctx->yielded &&
 			   tctx->run_at && !time_before(now, tctx->run_at) &&
 			   pol_cut_short(now - tctx->run_at, tctx->run_turn, slice_min_ns);
+	rule_note_run(tctx, now);
 	handoff_on_stop(tctx, runnable, now);
 	lat_cri_on_stop(p, tctx, now);
 }

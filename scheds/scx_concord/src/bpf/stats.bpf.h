@@ -8,6 +8,7 @@
 #ifndef __CONCORD_STATS_H
 #define __CONCORD_STATS_H
 #include "concord.bpf.h"
+#include "rules.bpf.h"
 
 /* Raise *@max to @wait; a lost race is retried once (it can only under-report one sample). */
 static inline bool raise_max(u64 *max, u64 wait)
@@ -51,5 +52,6 @@ static inline void record_wait(const struct task_struct *p, struct task_ctx *tct
 	if (b < NR_WAIT_BUCKETS && (c = my_counters()))
 		c->wait_hist[kind][b]++;
 	note_longest(p, kind, wait, cpu);
+	rule_note_wait(tctx, wait);
 }
 #endif
