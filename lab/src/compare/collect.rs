@@ -52,7 +52,10 @@ pub(super) fn collect(
     let mx = &mut rec.metrics;
     let mut beam_tids: Vec<u32> = Vec::new();
     match scenario {
-        Scenario::Erlang | Scenario::ErlangBatch => {
+        Scenario::Erlang
+        | Scenario::ErlangBatch
+        | Scenario::ErlangAlone
+        | Scenario::ErlangCgroups => {
             let r: concord_workloads::erlang::ErlangReport =
                 serde_json::from_str(&read(&dir, guest::WORKLOAD_FILE)?)?;
             let n: concord_workloads::noise::NoiseReport =
@@ -86,6 +89,11 @@ pub(super) fn collect(
             put(mx, "beam_cpus", run_ms / 1e3 / secs.max(1e-9));
             put(mx, "rings_cpus", n.rings_cpus);
             put(mx, "hogs_cpus", n.hogs_cpus);
+            if scenario == Scenario::ErlangCgroups {
+                let beam = run_ms / 1e3 / secs.max(1e-9);
+                let left = (nr_cpus as f64 - beam).max(1e-9);
+                put(mx, "hogs_of_leftover", n.hogs_cpus / left);
+            }
             if r.schedulers.is_empty() {
                 bail!("beam-real found no scheduler threads");
             }

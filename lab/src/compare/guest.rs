@@ -340,12 +340,58 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
     Ok(out)
 }
 
+/// erlang-cgroups' two cgroups under the v2 root, cpu.weight 100 each: the BEAM's (this runner
+/// moves itself there, so the BEAM it starts is born in it) and the batch job's. Dropped, the
+/// runner goes back to the root and the cgroups are removed (what is left in them keeps them).
+struct ErlangCgroups {
+    erlang: PathBuf,
+    batch: PathBuf,
+}
+
+impl ErlangCgroups {
+    const ROOT: &'static str = "/sys/fs/cgroup";
+
+    fn new() -> Result<Self> {
+        let root = Path::new(Self::ROOT);
+        std::fs::write(root.join("cgroup.subtree_control"), "+cpu")
+            .context("enabling the cpu controller")?;
+        let g = Self {
+            erlang: root.join("concord-erlang"),
+            batch: root.join("concord-batch"),
+        };
+        for dir in [&g.erlang, &g.batch] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.weight"), "100")
+                .with_context(|| format!("{}: cpu.weight", dir.display()))?;
+        }
+        Self::place(&g.erlang, std::process::id())?;
+        Ok(g)
+    }
+
+    fn place(dir: &Path, pid: u32) -> Result<()> {
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", dir.display()))
+    }
+}
+
+impl Drop for ErlangCgroups {
+    fn drop(&mut self) {
+        let _ = Self::place(Path::new(Self::ROOT), std::process::id());
+        for dir in [&self.erlang, &self.batch] {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
     let json = run_dir.join(WORKLOAD_FILE);
     let secs = p.secs.to_string();
     let n = p.nr_cpus;
     match p.scenario {
-        Scenario::Erlang | Scenario::ErlangBatch => {
+        Scenario::Erlang
+        | Scenario::ErlangBatch
+        | Scenario::ErlangAlone
+        | Scenario::ErlangCgroups => {
             let e = p
                 .erlang
                 .as_ref()
@@ -383,7 +429,14 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             // -icount (the cap only guards against a lost stop).
             let drain = 10.0;
             let cap = p.secs + warmup + drain + 300.0;
+            let cgroups = match p.scenario {
+                Scenario::ErlangCgroups => Some(ErlangCgroups::new()?),
+                _ => None,
+            };
             let mut noise = crate::outage::spawn_noise(mix, cap, &run_dir.join(NOISE_FILE))?;
+            if let Some(g) = &cgroups {
+                ErlangCgroups::place(&g.batch, noise.id())?;
+            }
             std::thread::sleep(Duration::from_millis(500));
             let mut run = Command::new("beam-real");
             run.arg("run");
@@ -399,6 +452,7 @@ fn workload(p: &GuestParams, run_dir: &Path) -> Result<()> {
             );
             crate::util::signal_child(&noise, libc::SIGINT);
             let st = noise.wait().context("waiting for noise")?;
+            drop(cgroups);
             r?;
             if !st.success() {
                 bail!("noise failed: {st}");

@@ -18,6 +18,18 @@ pub enum Scenario {
     #[serde(rename = "erlang-batch")]
     #[value(name = "erlang-batch")]
     ErlangBatch,
+    /// The same BEAM alone: nothing else runs. What erlang-cgroups' requests are held to.
+    #[serde(rename = "erlang-alone")]
+    #[value(name = "erlang-alone")]
+    ErlangAlone,
+    /// The same BEAM in a cgroup of its own beside a batch job in another (two nice-0 CPU hogs
+    /// per CPU, cpu.weight 100 each) that would take the whole machine: an operator's mixed
+    /// host. Run with a scheduler's rules (e.g. scx_concord --config dist/examples/erlang.toml)
+    /// and beside erlang-alone: the requests' p99 against erlang-alone's, and the batch job's
+    /// share of the CPU the BEAM leaves.
+    #[serde(rename = "erlang-cgroups")]
+    #[value(name = "erlang-cgroups")]
+    ErlangCgroups,
     /// Message threads waking workers for short bursts (schbench's shape).
     Wakeup,
     /// A periodic latency-critical task next to CPU hogs and a parallel batch job.
@@ -61,9 +73,11 @@ fn m(key: &str, label: &str, better: Better) -> MetricDef {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Erlang,
         Scenario::ErlangBatch,
+        Scenario::ErlangAlone,
+        Scenario::ErlangCgroups,
         Scenario::Wakeup,
         Scenario::Interactive,
         Scenario::Throughput,
@@ -74,6 +88,8 @@ impl Scenario {
         match self {
             Scenario::Erlang => "erlang",
             Scenario::ErlangBatch => "erlang-batch",
+            Scenario::ErlangAlone => "erlang-alone",
+            Scenario::ErlangCgroups => "erlang-cgroups",
             Scenario::Wakeup => "wakeup",
             Scenario::Interactive => "interactive",
             Scenario::Throughput => "throughput",
@@ -88,7 +104,11 @@ impl Scenario {
             Scenario::Wakeup => "1l4c",
             Scenario::Interactive => "2l2c",
             Scenario::Throughput => "2n1l2c",
-            Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => "1l2c",
+            Scenario::Outage
+            | Scenario::Erlang
+            | Scenario::ErlangBatch
+            | Scenario::ErlangAlone
+            | Scenario::ErlangCgroups => "1l2c",
         }
     }
 
@@ -101,7 +121,11 @@ impl Scenario {
     /// vCPUs, one per host core, as tuned: default TCG.
     pub fn default_icount(self) -> Option<u32> {
         match self {
-            Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => None,
+            Scenario::Outage
+            | Scenario::Erlang
+            | Scenario::ErlangBatch
+            | Scenario::ErlangAlone
+            | Scenario::ErlangCgroups => None,
             Scenario::Wakeup | Scenario::Throughput | Scenario::Interactive => Some(2),
         }
     }
@@ -109,7 +133,10 @@ impl Scenario {
     pub fn default_secs(self) -> f64 {
         match self {
             Scenario::Outage => 20.0,
-            Scenario::Erlang | Scenario::ErlangBatch => 15.0,
+            Scenario::Erlang
+            | Scenario::ErlangBatch
+            | Scenario::ErlangAlone
+            | Scenario::ErlangCgroups => 15.0,
             _ => 10.0,
         }
     }
@@ -118,7 +145,10 @@ impl Scenario {
     pub fn metrics(self) -> Vec<MetricDef> {
         use Better::*;
         let mut v = match self {
-            Scenario::Erlang | Scenario::ErlangBatch => vec![
+            Scenario::Erlang
+            | Scenario::ErlangBatch
+            | Scenario::ErlangAlone
+            | Scenario::ErlangCgroups => vec![
                 m("request_p50_ms", "request p50 (ms)", Lower),
                 m("request_p99_ms", "request p99 (ms)", Lower),
                 m("request_p999_ms", "request p99.9 (ms)", Lower),
@@ -161,6 +191,11 @@ impl Scenario {
                 m("beam_cpus", "BEAM schedulers' CPU (CPUs)", Neither),
                 m("rings_cpus", "rings' CPU (CPUs)", Neither),
                 m("hogs_cpus", "hogs' CPU (CPUs)", Neither),
+                m(
+                    "hogs_of_leftover",
+                    "hogs' CPU over what the BEAM schedulers left (CPUs - BEAM's)",
+                    Higher,
+                ),
             ],
             Scenario::Wakeup => vec![
                 m("wake_p50_us", "wake-up p50 (µs)", Lower),
@@ -248,7 +283,13 @@ impl Scenario {
 
     /// Whether the scenario runs the real BEAM at the offered loads of --loads.
     pub fn is_erlang(self) -> bool {
-        matches!(self, Scenario::Erlang | Scenario::ErlangBatch)
+        matches!(
+            self,
+            Scenario::Erlang
+                | Scenario::ErlangBatch
+                | Scenario::ErlangAlone
+                | Scenario::ErlangCgroups
+        )
     }
 
     /// The outage mix as the scenario runs it beside the BEAM (or beam-sim) unless --rings,
@@ -270,6 +311,18 @@ impl Scenario {
                 ring_laps: ERLANG_BATCH_RING_LAPS,
                 ..d
             }),
+            Scenario::ErlangAlone => Some(OutageMix {
+                rings: 0,
+                hogs: 0,
+                ..d
+            }),
+            // Two hogs per CPU of its 2 vCPUs: with the BEAM spinning too, enough to take
+            // every cycle the BEAM does not hold.
+            Scenario::ErlangCgroups => Some(OutageMix {
+                rings: 0,
+                hogs: 4,
+                ..d
+            }),
             Scenario::Outage => Some(d),
             Scenario::Wakeup | Scenario::Interactive | Scenario::Throughput => None,
         }
@@ -281,7 +334,11 @@ impl Scenario {
             Scenario::Wakeup => Some("worker wake-up latency"),
             Scenario::Interactive => Some("interactive task completion latency"),
             Scenario::Throughput => None,
-            Scenario::Outage | Scenario::Erlang | Scenario::ErlangBatch => Some("request latency"),
+            Scenario::Outage
+            | Scenario::Erlang
+            | Scenario::ErlangBatch
+            | Scenario::ErlangAlone
+            | Scenario::ErlangCgroups => Some("request latency"),
         }
     }
 }

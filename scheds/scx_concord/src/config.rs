@@ -444,6 +444,19 @@ mod tests {
         .unwrap();
         assert_eq!(o.rules.len(), 1);
         assert_eq!(o.rules[0].class, crate::rules::Class::Latency);
+        // The example shipped for operators (and run by the lab's erlang-cgroups) stays valid.
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../dist/examples/erlang.toml"
+        );
+        let o = parse_opts(vec![
+            "scx_concord".into(),
+            "--config".into(),
+            example.into(),
+        ])
+        .unwrap();
+        o.validate().unwrap();
+        assert_eq!(o.rules.len(), 2);
         let missing = parse_opts(vec![
             "scx_concord".into(),
             "--config".into(),

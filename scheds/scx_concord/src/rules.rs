@@ -21,8 +21,10 @@
 //! itself and every cgroup below it (with a trailing `*`, any path that starts so); `uid` and
 //! `gid` (effective ids); `nice` and `nr-cpus` (CPUs it may run on), a number or `[min, max]`.
 //! Actions: `class` (`latency`: latency criticality at least that of a task woken ~1000 times
-//! a second, and the right to preempt on wake-up; `batch`: no criticality, never preempts on
-//! wake-up; `normal`, the default), `slice-us` (its turns at most this), `lat-cri-floor` (1 to
+//! a second, the right to preempt on wake-up, and a sched_yield() that gives away one turn, not
+//! a place behind every task due within a slice; `batch`: no criticality, never preempts on
+//! wake-up, and always due at the offset cap (half the wait bound), so it takes what latency
+//! and normal work leaves; `normal`, the default), `slice-us` (its turns at most this), `lat-cri-floor` (1 to
 //! 27, over the class's) and `may-preempt` (over the class's). None reaches past the wait
 //! bound.
 

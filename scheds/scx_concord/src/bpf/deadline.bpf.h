@@ -255,6 +255,15 @@ static inline u64 task_offset(struct task_struct *p, struct task_ctx *tctx, u64 
 	 * kept a token ring's hops more critical than a BEAM thread woken for a request.
 	 */
 	tctx->lat_cri = rule_lat_cri(tctx, tctx->busy_hop ? 1 : pol_lat_cri(wake, waker));
+	/*
+	 * A batch-class task is due at the cap, always: among always-runnable tasks a task's
+	 * share is its turn over its offset, so a hog placed by its weight alone came due as
+	 * often beside a latency-class service as without it, and a BEAM entitled to half the
+	 * machine got 0.7 of a CPU of it while its requests queued for seconds. At the cap it
+	 * still runs within the bound.
+	 */
+	if (deadline_mode == DEADLINE_CAPPED && rule_is_batch(tctx))
+		return offset_cap_ns();
 	if (deadline_mode == DEADLINE_GREEDY)
 		return pol_greedy_offset(tctx->avg_runtime, weight_of(p, tctx), tctx->lat_cri, slice_min_ns,
 					 slice_max_ns, tctx->svc_ns, avg_svc_ns);
@@ -296,6 +305,30 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 						 lag_max_ns(), tctx->avg_runtime, slice_min_ns);
 }
 /*
+ * The deadline of a latency-class task (rules.bpf.h) that yielded: its own, but behind the
+ * earlier of @cpu's queue heads, which then gets the yield's turn (take_yield_turn()) before it
+ * comes back.
+ */
+static inline u64 latency_yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
+					 u64 now)
+{
+	struct queue_head h = {};
+	u64 d = now + task_offset(p, tctx, now), first = 0;
+
+	if (pinned_mode == PINNED_PER_CPU) {
+		peek_head(pinned_dsq(cpu), cpu, &h);
+		if (h.present)
+			first = h.deadline;
+	}
+	peek_head(shared_dsq(cpu), cpu, &h);
+	if (h.present && (!first || time_before(h.deadline, first)))
+		first = h.deadline;
+	if (first && !time_before(first, d))
+		d = first + 1;
+	return d;
+}
+
+/*
  * The deadline of a task that yielded: behind its equals, as EEVDF moves a yielder's deadline
  * one slice on (a slice later than its own offset gives, at most the cap), and behind the heads
  * of the queues of @cpu that are due within a slice after that (pol_yield_behind), where it
@@ -314,6 +347,8 @@ static inline u64 yield_deadline(struct task_struct *p, struct task_ctx *tctx, s
 
 	if (deadline_mode != DEADLINE_CAPPED)
 		return d;
+	if (rule_yields_one_turn(tctx))
+		return latency_yield_deadline(p, tctx, cpu, now);
 	if (pinned_mode == PINNED_PER_CPU) {
 		peek_head(pinned_dsq(cpu), cpu, &h);
 		if (h.present)

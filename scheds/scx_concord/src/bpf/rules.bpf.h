@@ -200,6 +200,27 @@ static __always_inline bool rule_may_preempt(const struct task_ctx *tctx)
 	return r->class != RULE_CLASS_BATCH;
 }
 
+/*
+ * Whether a yield of the task gives away one turn only (its rule's class is latency): an ERTS
+ * scheduler of a latency-class BEAM spins with sched_yield() while it polls for work, and
+ * queued behind every batch task due within a slice (yield_deadline()'s rule) it waited turn
+ * after turn of CPU hogs with the work that had come for it.
+ */
+static __always_inline bool rule_yields_one_turn(const struct task_ctx *tctx)
+{
+	const volatile struct rule *r = rule_of(tctx);
+
+	return r && r->class == RULE_CLASS_LATENCY;
+}
+
+/* Whether the task's rule puts it in the batch class. */
+static __always_inline bool rule_is_batch(const struct task_ctx *tctx)
+{
+	const volatile struct rule *r = rule_of(tctx);
+
+	return r && r->class == RULE_CLASS_BATCH;
+}
+
 /* The task's turn @turn, at most its rule's slice. */
 static __always_inline u64 rule_turn(const struct task_ctx *tctx, u64 turn)
 {
