@@ -151,6 +151,7 @@ struct task_ctx {
 	u64 rule_sig;		/* what that match looked at (facts_sig()) ... */
 	u64 rule_gen;		/* ... and rules_gen then */
 	u64 rule_run_at;	/* its CPU time counted for its rule up to then (rule_note_run()) */
+	u64 rule_checked_at;	/* when rules_recheck() last read its facts */
 };
 
 struct {

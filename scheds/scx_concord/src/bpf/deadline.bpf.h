@@ -306,8 +306,11 @@ static inline u64 task_deadline(struct task_struct *p, struct task_ctx *tctx, u6
 }
 /*
  * The deadline of a latency-class task (rules.bpf.h) that yielded: its own, but behind the
- * earlier of @cpu's queue heads, which then gets the yield's turn (take_yield_turn()) before it
- * comes back.
+ * earlier of @cpu's queue heads when that is due within a slice of it, which then gets the
+ * yield's turn (take_yield_turn()) before it comes back. Not behind a head due later: a head
+ * at the cap (a batch task's) put the yielder up to the cap out, and every wake-up due sooner
+ * passed it while it waited there (a request tail of ~80 ms with nothing but the BEAM running).
+ * With nobody due that soon the yield yields nothing, as when nobody waits.
  */
 static inline u64 latency_yield_deadline(struct task_struct *p, struct task_ctx *tctx, s32 cpu,
 					 u64 now)
@@ -323,7 +326,7 @@ static inline u64 latency_yield_deadline(struct task_struct *p, struct task_ctx 
 	peek_head(shared_dsq(cpu), cpu, &h);
 	if (h.present && (!first || time_before(h.deadline, first)))
 		first = h.deadline;
-	if (first && !time_before(first, d))
+	if (first && !time_before(first, d) && first - d <= slice_max_ns)
 		d = first + 1;
 	return d;
 }

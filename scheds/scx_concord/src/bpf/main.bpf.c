@@ -434,11 +434,7 @@ void BPF_STRUCT_OPS(concord_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_dsq_insert(p, DSQ_STALL, slice_max_ns, enq_flags);
 		return;
 	}
-	/*
-	 * Its rule, if what rules look at changed since a wake-up (a task that renamed itself
-	 * or moved and never slept since), and what it weighs with the cgroups active now.
-	 */
-	rules_on_runnable(p, tctx);
+	/* what it weighs with the cgroups active now (weights.bpf.h) */
 	tctx->weight = weight_now(p, tctx);
 	deadline = task_deadline(p, tctx, now, enq_flags & SCX_ENQ_WAKEUP);
 	/* A higher class took the CPU (cpu_release): the wait goes on where it began. */
@@ -663,7 +659,7 @@ void BPF_STRUCT_OPS(concord_tick, struct task_struct *p)
 	/* a task alone on its CPU is never queued again: its rule is looked at here */
 	if (tctx) {
 		rule_note_run(tctx, now);
-		rules_on_runnable(p, tctx);
+		rules_recheck(p, tctx, now);
 	}
 
 	/* Let every task run at least the minimum slice before a tick takes the CPU. */
@@ -726,7 +722,7 @@ void BPF_STRUCT_OPS(concord_runnable, struct task_struct *p, u64 enq_flags)
 	tctx->ready_at = now;
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		lat_cri_on_wakeup(p, tctx, now);
-	rules_on_runnable(p, tctx);
+	rules_recheck(p, tctx, now);
 	weight_on_runnable(p, tctx);
 }
 

@@ -9,10 +9,10 @@
  * task within the capped offsets, and urgency still serves every task in time.
  *
  * A task is matched again whenever what rules look at changed since its last match: checked
- * at every ops.runnable, ops.enqueue and ops.tick (a spinner that renamed itself never wakes
- * up again, and alone on its CPU it is not even queued again) against a signature of its name, process name's first bytes, cgroup,
+ * at ops.runnable and ops.tick (a spinner that renamed itself never wakes up again, and alone
+ * on its CPU it is not even queued again), at most every RULE_RECHECK_NS, against a signature of its name, process name's first bytes, cgroup,
  * credentials, nice and CPU count, so exec, a rename (ERTS names its threads after creating
- * them), a cgroup move, setuid or a new mask are seen within a tick of its next run. Paths of cgroups are
+ * them), a cgroup move, setuid or a new mask are seen within RULE_RECHECK_NS and a tick. Paths of cgroups are
  * user space's to match (cg_rule_bits, rescanned every second); when those marks change it
  * bumps rules_gen and every task is matched again.
  */
@@ -22,6 +22,9 @@
 #include "concord.bpf.h"
 
 const volatile u32 nr_rules;
+
+/* How often a task's facts are read again for its rule (rules_recheck()). */
+#define RULE_RECHECK_NS		(100ULL * 1000 * 1000)
 const volatile struct rule rules[MAX_RULES];
 
 /* Bumped by user space when cg_rule_bits changed: every task is matched again. */
@@ -142,8 +145,12 @@ static __always_inline struct rule_counters *rule_counters_of(u32 rule)
 	return bpf_map_lookup_elem(&rule_counters, &idx);
 }
 
-/* @p became runnable: match it again if what rules look at changed. */
-static __always_inline void rules_on_runnable(struct task_struct *p, struct task_ctx *tctx)
+/*
+ * Match @p again if what rules look at changed: looked at most every RULE_RECHECK_NS per task
+ * (at once when rules_gen moved). Reading the facts at every wake-up, queueing and tick doubled
+ * the BPF time per callback of a BEAM's threads; names, cgroups and ids change seldom.
+ */
+static __always_inline void rules_recheck(struct task_struct *p, struct task_ctx *tctx, u64 now)
 {
 	struct rule_facts f;
 	struct rule_counters *rc;
@@ -152,9 +159,13 @@ static __always_inline void rules_on_runnable(struct task_struct *p, struct task
 
 	if (!nr_rules)
 		return;
+	gen = rules_gen;
+	if (tctx->rule_sig && gen == tctx->rule_gen && tctx->rule_checked_at &&
+	    !pol_waited_over(tctx->rule_checked_at, now, RULE_RECHECK_NS))
+		return;
+	tctx->rule_checked_at = now;
 	read_facts(p, &f);
 	sig = facts_sig(&f);
-	gen = rules_gen;
 	if (sig == tctx->rule_sig && gen == tctx->rule_gen)
 		return;
 	tctx->rule_sig = sig;

@@ -141,11 +141,22 @@ static inline void weight_on_quiescent(struct task_ctx *tctx)
  */
 static inline u64 weight_now(struct task_struct *p, struct task_ctx *tctx)
 {
-	u64 w = pol_clamp(p->scx.weight, 1, 10000), cgid = tctx->charged_cgid, hw;
+	u64 w = pol_clamp(p->scx.weight, 1, 10000), cgid, hw;
 	struct cg_node *n;
 	s64 total;
 	u32 i;
 
+	/*
+	 * Counted in a cgroup it has left (a move that did not pass through ops.quiescent and
+	 * ops.runnable with the new cgroup known), or with a nice weight it no longer has: count
+	 * it again, or a hog that never sleeps would weigh as where it was for good.
+	 */
+	if (tctx->charged_cgid &&
+	    (tctx->charged_cgid != tctx->cgid || tctx->charged_w != w)) {
+		weight_on_quiescent(tctx);
+		weight_on_runnable(p, tctx);
+	}
+	cgid = tctx->charged_cgid;
 	if (!cgid || cg_nr_outside_root <= 0)
 		return w;
 	n = bpf_map_lookup_elem(&cg_nodes, &cgid);
