@@ -914,6 +914,8 @@ s32 BPF_STRUCT_OPS(concord_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_i
 	}
 	if (bpf_map_update_elem(&cg_nodes, &cgid, &n, BPF_NOEXIST))
 		__sync_fetch_and_add(&cg_untracked, 1);
+	else if (n.parent)
+		__sync_fetch_and_add(&cg_nr_nodes, 1);
 	return 0;
 }
 
@@ -921,7 +923,10 @@ s32 BPF_STRUCT_OPS(concord_cgroup_init, struct cgroup *cgrp, struct scx_cgroup_i
 void BPF_STRUCT_OPS(concord_cgroup_exit, struct cgroup *cgrp)
 {
 	u64 cgid = cgroup_id_of(cgrp);
+	struct cg_node *n = bpf_map_lookup_elem(&cg_nodes, &cgid);
 
+	if (n && n->parent)
+		__sync_fetch_and_sub(&cg_nr_nodes, 1);
 	bpf_map_delete_elem(&cg_nodes, &cgid);
 }
 

@@ -15,6 +15,7 @@
  * task about) sees the numbers it sees without cgroups. With every task in the root cgroup a
  * task weighs its nice weight, exactly.
  *
+ * Nothing is counted while the root is the only cgroup with the cpu controller (cg_nr_nodes).
  * Each cgroup's node holds the weights of its active entities (wsum) and how many they are;
  * an entity joins when it becomes runnable (a task) or gets its first runnable descendant (a
  * cgroup), and a cgroup that becomes active or idle joins or leaves its parent's sum with the
@@ -48,6 +49,12 @@ struct {
 /* Nice weights of all charged runnable tasks, and how many of those are outside the root. */
 s64 cg_task_wsum;
 s64 cg_nr_outside_root;
+/*
+ * cgroups other than the root with a node. While there is none every task weighs its nice
+ * weight and nothing is counted: a lock and two shared counters at every wake-up and sleep of
+ * every task cost the lab's erlang mix a tenth of its token ring's hops.
+ */
+s64 cg_nr_nodes;
 u64 cg_root_id;
 /* cgroups that got no node (the map was full): their tasks weigh as if in their parent */
 u64 cg_untracked;
@@ -109,7 +116,7 @@ static inline void weight_on_runnable(struct task_struct *p, struct task_ctx *tc
 {
 	u64 w = pol_clamp(p->scx.weight, 1, 10000);
 
-	if (cgroup_weights != CGROUP_WEIGHTS_HIERARCHICAL || !tctx->cgid)
+	if (cgroup_weights != CGROUP_WEIGHTS_HIERARCHICAL || !tctx->cgid || cg_nr_nodes <= 0)
 		return;
 	tctx->charged_cgid = tctx->cgid;
 	tctx->charged_w = w;
@@ -154,6 +161,9 @@ static inline u64 weight_now(struct task_struct *p, struct task_ctx *tctx)
 	if (tctx->charged_cgid &&
 	    (tctx->charged_cgid != tctx->cgid || tctx->charged_w != w)) {
 		weight_on_quiescent(tctx);
+		weight_on_runnable(p, tctx);
+	} else if (!tctx->charged_cgid && cg_nr_nodes > 0) {
+		/* runnable since before the first cgroup came: counted from now */
 		weight_on_runnable(p, tctx);
 	}
 	cgid = tctx->charged_cgid;
