@@ -45,6 +45,10 @@ pub fn ops_matches(ops: &str, name: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('_'))
 }
 
+/// Where the guest's cgroup v2 hierarchy is mounted (the checks and scenarios that make
+/// cgroups put them under it).
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 pub fn sched_ops() -> String {
     read_trim(format!("{SCHED_EXT}/root/ops")).unwrap_or_default()
 }

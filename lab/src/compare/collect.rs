@@ -86,12 +86,12 @@ pub(super) fn collect(
                 r.config.secs + r.config.warmup_secs
             };
             put(mx, "beam_runq_delay_ms_per_sec", wait_ms / secs.max(1e-9));
-            put(mx, "beam_cpus", run_ms / 1e3 / secs.max(1e-9));
+            let beam_cpus = run_ms / 1e3 / secs.max(1e-9);
+            put(mx, "beam_cpus", beam_cpus);
             put(mx, "rings_cpus", n.rings_cpus);
             put(mx, "hogs_cpus", n.hogs_cpus);
             if scenario == Scenario::ErlangCgroups {
-                let beam = run_ms / 1e3 / secs.max(1e-9);
-                let left = (nr_cpus as f64 - beam).max(1e-9);
+                let left = (nr_cpus as f64 - beam_cpus).max(1e-9);
                 put(mx, "hogs_of_leftover", n.hogs_cpus / left);
             }
             if r.schedulers.is_empty() {

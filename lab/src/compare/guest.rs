@@ -349,10 +349,8 @@ struct ErlangCgroups {
 }
 
 impl ErlangCgroups {
-    const ROOT: &'static str = "/sys/fs/cgroup";
-
     fn new() -> Result<Self> {
-        let root = Path::new(Self::ROOT);
+        let root = Path::new(crate::guest::CGROUP_ROOT);
         std::fs::write(root.join("cgroup.subtree_control"), "+cpu")
             .context("enabling the cpu controller")?;
         let g = Self {
@@ -376,7 +374,7 @@ impl ErlangCgroups {
 
 impl Drop for ErlangCgroups {
     fn drop(&mut self) {
-        let _ = Self::place(Path::new(Self::ROOT), std::process::id());
+        let _ = Self::place(Path::new(crate::guest::CGROUP_ROOT), std::process::id());
         for dir in [&self.erlang, &self.batch] {
             let _ = std::fs::remove_dir(dir);
         }

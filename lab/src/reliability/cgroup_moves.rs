@@ -17,7 +17,7 @@ use super::harness::online_cpus;
 use super::spin::{calibrated_bound, judge_waits, ms, QueueWaits};
 use super::{GuestParams, Verdict};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::guest::CGROUP_ROOT;
 /// How often the mover changes something, and how often each spinner's run time is sampled.
 const MOVE_EVERY: Duration = Duration::from_millis(5);
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);

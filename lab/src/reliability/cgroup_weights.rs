@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::harness::{concord_attached, online_cpus, stop_cleanly, wait_for, Concord};
-use super::spin::{calibrated_bound, judge_waits, QueueWaits};
+use super::harness::{online_cpus, stop_cleanly};
+use super::spin::{judge_waits, start_concord_judged, QueueWaits};
 use super::{GuestParams, Verdict};
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::guest::CGROUP_ROOT;
 /// How far a measured ratio may be from the weights' (as a fraction of it).
 const RATIO_TOLERANCE: f64 = 0.10;
 /// Spinners start and move into their cgroups before the measured window begins.
@@ -183,16 +182,10 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
     for (_, groups, _) in layouts {
         eevdf.push(measure(groups, n, p.secs)?);
     }
-    let c = Concord::spawn(&[], "cgroup-weights.log", None)?;
-    if wait_for(Duration::from_secs(150), concord_attached).is_none() {
-        v.fail(format!("did not attach: {}", c.output()));
+    let Some((c, mut waits, bound)) = start_concord_judged(p, &cpus, "cgroup-weights.log", v)?
+    else {
         return Ok(());
-    }
-    let mut waits = QueueWaits::open()?;
-    if let Some(w) = waits.as_mut() {
-        w.phase()?;
-    }
-    let (bound, _) = calibrated_bound(p, &cpus, &mut waits, v)?;
+    };
     for ((name, groups, ratios), reference) in layouts.iter().zip(&eevdf) {
         let got = measure(groups, n, p.secs)?;
         let phase = waits.as_mut().map(QueueWaits::phase).transpose()?;

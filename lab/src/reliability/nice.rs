@@ -5,12 +5,9 @@
 //! mean share is compared between the two; and under scx_concord every wait stays in the bound.
 
 use anyhow::Result;
-use std::time::Duration;
 
-use super::harness::{concord_attached, online_cpus, stop_cleanly, wait_for, Concord};
-use super::spin::{
-    calibrated_bound, judge_waits, measured_phase, QueueWaits, SpinResult, SpinSpec,
-};
+use super::harness::{online_cpus, stop_cleanly};
+use super::spin::{judge_waits, measured_phase, start_concord_judged, SpinResult, SpinSpec};
 use super::{GuestParams, Verdict};
 
 /// The two mixes, as the nice values of the spinners of each CPU.
@@ -97,16 +94,9 @@ pub(super) fn run(p: &GuestParams, v: &mut Verdict) -> Result<()> {
         let (r, _) = measured_phase(&mut none, &specs(mix, n), p.secs)?;
         eevdf.push(ratios(mix, &r));
     }
-    let c = Concord::spawn(&[], "nice.log", None)?;
-    if wait_for(Duration::from_secs(150), concord_attached).is_none() {
-        v.fail(format!("did not attach: {}", c.output()));
+    let Some((c, mut waits, bound)) = start_concord_judged(p, &cpus, "nice.log", v)? else {
         return Ok(());
-    }
-    let mut waits = QueueWaits::open()?;
-    if let Some(w) = waits.as_mut() {
-        w.phase()?;
-    }
-    let (bound, _) = calibrated_bound(p, &cpus, &mut waits, v)?;
+    };
     for (mix, want) in MIXES.iter().zip(&eevdf) {
         let (r, seen) = measured_phase(&mut waits, &specs(mix, n), p.secs)?;
         let got = ratios(mix, &r);

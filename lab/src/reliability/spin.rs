@@ -436,6 +436,29 @@ pub(super) fn calibrated_bound(
     Ok((bound, calibration_waits))
 }
 
+/// scx_concord started by a check that judges its waits after reference phases under EEVDF
+/// (the VM boots under it): attached within 150 s, its stats opened and the wait bound
+/// calibrated. None when it did not attach (the verdict says so).
+pub(super) fn start_concord_judged(
+    p: &GuestParams,
+    cpus: &[u32],
+    log_name: &str,
+    v: &mut Verdict,
+) -> Result<Option<(super::harness::Concord, Option<QueueWaits>, u64)>> {
+    use super::harness::{concord_attached, wait_for, Concord};
+    let c = Concord::spawn(&[], log_name, None)?;
+    if wait_for(std::time::Duration::from_secs(150), concord_attached).is_none() {
+        v.fail(format!("did not attach: {}", c.output()));
+        return Ok(None);
+    }
+    let mut waits = QueueWaits::open()?;
+    if let Some(w) = waits.as_mut() {
+        w.phase()?;
+    }
+    let (bound, _) = calibrated_bound(p, cpus, &mut waits, v)?;
+    Ok(Some((c, waits, bound)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,19 +65,7 @@ pub fn sum_rule_counters(
                 wait_max_ns: 0,
                 hist: [0; NR_BUCKETS],
             };
-            let per_cpu = map
-                .lookup_percpu(&(i as u32).to_ne_bytes(), libbpf_rs::MapFlags::ANY)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            for bytes in per_cpu {
-                if bytes.len() < std::mem::size_of::<bpf_intf::rule_counters>() {
-                    continue;
-                }
-                // SAFETY: length checked; plain u64s; read_unaligned as in sum_counters.
-                let c: bpf_intf::rule_counters = unsafe {
-                    std::ptr::read_unaligned(bytes.as_ptr() as *const bpf_intf::rule_counters)
-                };
+            for c in per_cpu::<bpf_intf::rule_counters>(map, i as u32) {
                 s.matched += c.matched;
                 s.run_ns += c.run_ns;
                 s.wait_max_ns = s.wait_max_ns.max(c.wait_max_ns);
@@ -92,14 +80,8 @@ pub fn sum_rule_counters(
 
 /// Zero every rule's counters (at attach, as reset_counters).
 pub fn reset_rule_counters(map: &impl libbpf_rs::MapCore) -> Result<()> {
-    let size = std::mem::size_of::<bpf_intf::rule_counters>();
-    let nr = libbpf_rs::num_possible_cpus()?;
     for i in 0..bpf_intf::concord_consts_MAX_RULES {
-        map.update_percpu(
-            &i.to_ne_bytes(),
-            &vec![vec![0u8; size]; nr],
-            libbpf_rs::MapFlags::ANY,
-        )?;
+        reset_per_cpu::<bpf_intf::rule_counters>(map, i)?;
     }
     Ok(())
 }
@@ -119,24 +101,48 @@ pub struct RuleMetrics {
     pub wait_max_since_start_us: f64,
 }
 
+/// Counters kept per CPU by the BPF side: plain u64 fields and arrays, so any bits are a value.
+///
+/// # Safety
+/// Only for types of which every bit pattern (all zeroes included) is valid.
+unsafe trait PlainCounters: Copy {}
+// SAFETY: both are u64 fields and u64 arrays only (intf.h).
+unsafe impl PlainCounters for bpf_intf::cpu_counters {}
+// SAFETY: as above.
+unsafe impl PlainCounters for bpf_intf::rule_counters {}
+
+/// Every CPU's copy of entry `key` of the per-CPU array `map`. A copy that cannot be read (it
+/// should not happen) is left out rather than failing the stats.
+fn per_cpu<T: PlainCounters>(map: &impl libbpf_rs::MapCore, key: u32) -> Vec<T> {
+    map.lookup_percpu(&key.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|bytes| bytes.len() >= std::mem::size_of::<T>())
+        // SAFETY: the length is checked and T is PlainCounters (any bits valid);
+        // read_unaligned because the Vec<u8> gives no alignment.
+        .map(|bytes| unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+        .collect()
+}
+
+/// Zero every CPU's copy of entry `key` of the per-CPU array `map`.
+fn reset_per_cpu<T: PlainCounters>(map: &impl libbpf_rs::MapCore, key: u32) -> Result<()> {
+    let nr = libbpf_rs::num_possible_cpus()?;
+    map.update_percpu(
+        &key.to_ne_bytes(),
+        &vec![vec![0u8; std::mem::size_of::<T>()]; nr],
+        libbpf_rs::MapFlags::ANY,
+    )?;
+    Ok(())
+}
+
 /// Every CPU's copy of the counters (the BPF `counters` per-CPU array) added up. A CPU whose
 /// copy cannot be read (it should not happen) counts as zero rather than failing the stats.
 pub fn sum_counters(map: &impl libbpf_rs::MapCore) -> bpf_intf::cpu_counters {
     // SAFETY: cpu_counters is plain u64 arrays, for which all zeroes is a valid value.
     let mut sum: bpf_intf::cpu_counters = unsafe { std::mem::zeroed() };
-    let per_cpu = map
-        .lookup_percpu(&0u32.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    for bytes in per_cpu {
-        if bytes.len() < std::mem::size_of::<bpf_intf::cpu_counters>() {
-            continue;
-        }
-        // SAFETY: the length is checked above and the struct is plain u64s (any bits valid);
-        // read_unaligned because the Vec<u8> gives no alignment.
-        let c: bpf_intf::cpu_counters =
-            unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const bpf_intf::cpu_counters) };
+    for c in per_cpu::<bpf_intf::cpu_counters>(map, 0) {
         for (s, v) in sum.stats.iter_mut().zip(c.stats) {
             *s += v;
         }
@@ -152,14 +158,7 @@ pub fn sum_counters(map: &impl libbpf_rs::MapCore) -> bpf_intf::cpu_counters {
 /// Zero every CPU's counters (at attach: what the kernel did while switching tasks over is
 /// not ours to count).
 pub fn reset_counters(map: &impl libbpf_rs::MapCore) -> Result<()> {
-    let size = std::mem::size_of::<bpf_intf::cpu_counters>();
-    let nr = libbpf_rs::num_possible_cpus()?;
-    map.update_percpu(
-        &0u32.to_ne_bytes(),
-        &vec![vec![0u8; size]; nr],
-        libbpf_rs::MapFlags::ANY,
-    )?;
-    Ok(())
+    reset_per_cpu::<bpf_intf::cpu_counters>(map, 0)
 }
 
 /// The scheduler swaps BPF's per-kind window maxima (`wait_win_ns`) with 0 at every snapshot
